@@ -1,0 +1,23 @@
+"""kerasq: quantize Keras 3 models for edge devices.
+
+``import kerasq as mct`` runs code written for Sony MCT's Keras API:
+``mct.ptq.keras_post_training_quantization(model, data, core_config=mct.core.CoreConfig(...))``.
+"""
+
+from kerasq import core, ptq
+from kerasq.info import QuantizationInfo
+from kerasq.platform import get_target_platform_capabilities
+from kerasq.progress import set_progress
+from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationQuantizer",
+    "QuantizationInfo",
+    "QuantizeWrapper",
+    "core",
+    "get_target_platform_capabilities",
+    "ptq",
+    "set_progress",
+]

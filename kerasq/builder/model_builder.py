@@ -1,0 +1,105 @@
+"""Build a Keras model from a ``Graph``: fresh clones of every layer, optional quantizers inserted.
+
+One builder serves every stage: with no parameters it yields the (folded) float model used to observe
+statistics; with parameters it yields the quantized model. Quantized weighted layers are wrapped in
+``QuantizeWrapper``; every planned activation tensor gets an ``ActivationQuantizer`` right after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from kerasq.graph.model_graph import Graph, Node, TensorRef
+from kerasq.params import QuantParams
+from kerasq.params.selection import QuantizationParams
+from kerasq.platform.assign import QuantizationPlan
+from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
+
+
+@dataclass
+class BuiltModel:
+    model: keras.Model
+    tensors: dict[int, Any]  # graph tensor id -> the tensor in ``model`` (before any activation quantizer)
+    layers: dict[str, keras.layers.Layer]  # node name -> layer called for it (wrapper or clone)
+
+
+def clone_operation(node: Node) -> keras.Operation:
+    """A fresh copy of the node's operation (config from the node, so rewrites apply)."""
+    op = node.op
+    if isinstance(op, keras.layers.Layer):
+        return type(op).from_config(node.layer_config)
+    try:
+        return type(op).from_config(op.get_config())
+    except (TypeError, ValueError, NotImplementedError):
+        return op  # stateless keras.ops operation; calling it again only adds a node to the new graph
+
+
+def quantizer_name(producer: str, index: int, total: int) -> str:
+    return f"{producer}_activation_quantizer" if total == 1 else f"{producer}_{index}_activation_quantizer"
+
+
+def _replace_refs(structure: Any, tensors: dict[int, Any]) -> Any:
+    return keras.tree.map_structure(lambda v: tensors[v.id] if isinstance(v, TensorRef) else v, structure)
+
+
+def _kernel_grid(params: QuantParams) -> dict:
+    axes = params.channel_axis
+    axes = [] if axes is None else [axes] if isinstance(axes, int) else list(axes)
+    return {"n_bits": params.n_bits, "qmin": params.qmin, "qmax": params.qmax, "method": params.method.value,
+            "axes": axes}  # fmt: skip
+
+
+def build_model(
+    graph: Graph,
+    plan: QuantizationPlan | None = None,
+    params: QuantizationParams | None = None,
+    name: str | None = None,
+) -> BuiltModel:
+    """Replay ``graph`` with cloned layers; insert quantizers where ``params`` has grids."""
+    act_params = params.activations if params else {}
+    weight_params = params.weights if params else {}
+    tensors: dict[int, Any] = {}  # id -> tensor consumers read (quantized when planned)
+    raw: dict[int, Any] = {}  # id -> tensor before its activation quantizer
+
+    def publish(ids: list[int], values: list[Any], producer: str) -> None:
+        for k, (tid, value) in enumerate(zip(ids, values, strict=True)):
+            raw[tid] = value
+            if tid in act_params:
+                qname = quantizer_name(producer, k, len(ids))
+                value = ActivationQuantizer.from_params(act_params[tid], name=qname)(value)
+            tensors[tid] = value
+
+    inputs = []
+    for tid, input_name in zip(graph.inputs, graph.input_names, strict=True):
+        info = graph.tensors[tid]
+        inputs.append(keras.Input(batch_shape=info.shape, dtype=info.dtype, name=input_name))
+        publish([tid], [inputs[-1]], input_name)
+
+    by_op: dict[int, keras.Operation] = {}  # shared layers stay shared
+    layers: dict[str, keras.layers.Layer] = {}
+    weights_to_load: list[tuple[keras.layers.Layer, Node]] = []
+    for node in graph.nodes:
+        op = by_op.get(id(node.op))
+        if op is None:
+            op = clone_operation(node)
+            if isinstance(op, keras.layers.Layer):
+                weights_to_load.append((op, node))
+            if node.name in weight_params:
+                grids = {k: _kernel_grid(p) for k, p in weight_params[node.name].items()}
+                op = QuantizeWrapper(op, kind=node.kind, kernel_quantizers=grids, name=f"quant_{node.name}")
+            by_op[id(node.op)] = op
+        layers[node.name] = op
+        outputs = op(*_replace_refs(node.args, tensors), **_replace_refs(node.kwargs, tensors))
+        publish(node.outputs, keras.tree.flatten(outputs), node.name)
+
+    model = keras.Model(inputs, _replace_refs(graph.outputs, tensors), name=name or graph.name)
+    for layer, node in weights_to_load:
+        if node.layer_weights:
+            layer.set_weights(node.layer_weights)
+    for node_name, kernels in weight_params.items():
+        for kernel_name, kernel_params in kernels.items():
+            layers[node_name].set_params(kernel_name, kernel_params)
+    return BuiltModel(model=model, tensors=raw, layers=layers)

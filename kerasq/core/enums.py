@@ -1,0 +1,37 @@
+"""Enumerations users pass in configs (names match what MCT users type)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class QuantizationMethod(Enum):
+    """How a tensor's quantization grid is parameterized.
+
+    POWER_OF_TWO: symmetric, zero point 0, threshold restricted to 2**k.
+    SYMMETRIC: symmetric, zero point 0, any threshold.
+    UNIFORM: asymmetric range [min, max] with an integer zero point (TFLite activations).
+    """
+
+    POWER_OF_TWO = "power_of_two"
+    SYMMETRIC = "symmetric"
+    UNIFORM = "uniform"
+
+
+class QuantizationErrorMethod(Enum):
+    """Objective minimized when choosing a threshold / range.
+
+    NOCLIPPING: cover the observed range (no clipping).
+    MSE: mean squared error (default).
+    MAE: mean absolute error.
+    LP: mean |error|**p with ``QuantizationConfig.l_p_value``.
+    KL: KL divergence between the float and quantized value distributions.
+    HMSE: Hessian-weighted MSE (weights only; provided by the mixed-precision Hessian service).
+    """
+
+    NOCLIPPING = "no_clipping"
+    MSE = "mse"
+    MAE = "mae"
+    LP = "lp"
+    KL = "kl"
+    HMSE = "hmse"

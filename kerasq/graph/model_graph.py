@@ -1,0 +1,109 @@
+"""The graph kerasq works on: operation calls (nodes) connected by tensors (integer ids).
+
+A node records *how* an operation was called (its args/kwargs with tensors replaced by ``TensorRef``),
+so the builder can replay the call with new tensors. Nodes may carry replacement weights and config
+(e.g. after batch-norm folding) so the user's layers are never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import keras
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Placeholder for a graph tensor inside a node's call arguments."""
+
+    id: int
+
+
+@dataclass
+class Node:
+    """One call of an operation.
+
+    Attributes:
+        name: unique node name (the layer's name, suffixed for shared layers / flattened sub-models).
+        op: the original operation (a user layer or a ``keras.ops`` operation); never mutated.
+        kind: canonical kind (see ``op_kinds``), ``None`` if unknown.
+        args, kwargs: call arguments with tensors replaced by ``TensorRef``.
+        inputs: ids of the tensors read, in argument order.
+        outputs: ids of the tensors produced.
+        config: layer config to clone from (defaults to ``op.get_config()``).
+        weights: weights to load into the clone (defaults to ``op.get_weights()``).
+        float_reason: when set, the node is kept in float and this says why.
+    """
+
+    name: str
+    op: keras.Operation
+    kind: str | None
+    args: tuple
+    kwargs: dict
+    inputs: list[int]
+    outputs: list[int]
+    config: dict[str, Any] | None = None
+    weights: list[np.ndarray] | None = None
+    float_reason: str | None = None
+
+    @property
+    def layer_config(self) -> dict[str, Any]:
+        return dict(self.config) if self.config is not None else self.op.get_config()
+
+    @property
+    def layer_weights(self) -> list[np.ndarray]:
+        if self.weights is not None:
+            return self.weights
+        return (
+            [np.asarray(w) for w in self.op.get_weights()] if isinstance(self.op, keras.layers.Layer) else []
+        )
+
+    def activation(self) -> Any:
+        """The ``activation=`` argument of a weighted layer after any rewrite (None if it has none)."""
+        name = self.layer_config.get("activation")
+        return keras.activations.get(name) if name is not None else None
+
+
+@dataclass
+class TensorInfo:
+    """Static facts about a tensor: its shape (batch dim included as None) and dtype."""
+
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+@dataclass
+class Graph:
+    """A flattened, topologically ordered view of a Keras model."""
+
+    name: str
+    inputs: list[int]
+    input_names: list[str]
+    outputs: Any  # nested structure of TensorRef, mirroring the model's outputs
+    nodes: list[Node]
+    tensors: dict[int, TensorInfo] = field(default_factory=dict)
+
+    def output_ids(self) -> list[int]:
+        return [ref.id for ref in keras.tree.flatten(self.outputs)]
+
+    def consumers(self) -> dict[int, list[Node]]:
+        """Tensor id -> nodes reading it (in topological order)."""
+        result: dict[int, list[Node]] = {}
+        for node in self.nodes:
+            for tid in dict.fromkeys(node.inputs):
+                result.setdefault(tid, []).append(node)
+        return result
+
+    def producers(self) -> dict[int, Node]:
+        return {tid: node for node in self.nodes for tid in node.outputs}
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node named {name!r} in graph {self.name!r}")
+
+    def with_nodes(self, nodes: list[Node]) -> Graph:
+        return replace(self, nodes=nodes)

@@ -1,0 +1,128 @@
+"""``QuantizationInfo``: what was quantized, how, what stayed float and why, and the memory it takes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from kerasq.builder.model_builder import quantizer_name
+from kerasq.graph.model_graph import Graph
+from kerasq.graph.weights import named_weights
+from kerasq.params.quant_params import QuantParams
+from kerasq.params.selection import QuantizationParams
+from kerasq.platform.assign import QuantizationPlan
+
+
+def _values(array: np.ndarray | None) -> list[float] | None:
+    return None if array is None else np.asarray(array, np.float64).reshape(-1).tolist()
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """One quantization grid as reported to users (lists hold one value per channel)."""
+
+    n_bits: int
+    method: str
+    signed: bool
+    per_channel: bool
+    scale: list[float]
+    zero_point: list[int]
+    range_min: list[float]
+    range_max: list[float]
+    threshold: list[float] | None
+
+    @classmethod
+    def from_params(cls, p: QuantParams) -> GridInfo:
+        return cls(
+            n_bits=p.n_bits, method=p.method.value, signed=p.signed, per_channel=p.channel_axis is not None,
+            scale=_values(p.scale), zero_point=[int(z) for z in np.asarray(p.zero_point).reshape(-1)],
+            range_min=_values(p.range_min), range_max=_values(p.range_max), threshold=_values(p.threshold),
+        )  # fmt: skip
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    kind: str | None
+    layer_type: str
+    weights: dict[str, GridInfo] = field(default_factory=dict)  # kernel name -> grid
+    activation: GridInfo | None = None  # grid of the layer's output, if it has its own quantizer
+    activation_quantizer: str | None = None
+    weights_bytes: int = 0
+
+
+@dataclass
+class QuantizationInfo:
+    """Report of one quantization run (returned next to the quantized model)."""
+
+    platform: str
+    layers: dict[str, LayerInfo]
+    inputs: dict[str, GridInfo]
+    float_layers: dict[str, str]  # layer name -> reason it stays float
+    weights_memory_bytes: int
+    float_weights_memory_bytes: int
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.float_weights_memory_bytes / max(self.weights_memory_bytes, 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [
+            f"kerasq quantization ({self.platform}): weights {self.weights_memory_bytes:,} B "
+            f"(float {self.float_weights_memory_bytes:,} B, x{self.compression_ratio:.2f})",
+            f"{'layer':40s} {'kind':16s} {'weight bits':>12s} {'act bits':>9s}",
+        ]
+        for layer in self.layers.values():
+            wbits = "/".join(str(g.n_bits) for g in layer.weights.values()) or "-"
+            abits = str(layer.activation.n_bits) if layer.activation else "-"
+            lines.append(f"{layer.name:40s} {layer.kind or '?':16s} {wbits:>12s} {abits:>9s}")
+        for name, reason in self.float_layers.items():
+            lines.append(f"float: {name}: {reason}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _float_bytes(arrays: list[np.ndarray]) -> int:
+    return int(sum(a.size for a in arrays) * 4)
+
+
+def build_info(
+    graph: Graph, plan: QuantizationPlan, params: QuantizationParams, platform: str, float_weights_bytes: int
+) -> QuantizationInfo:
+    """Assemble the report from the graph, the plan and the chosen grids."""
+    layers: dict[str, LayerInfo] = {}
+    total = 0
+    for node in graph.nodes:
+        info = LayerInfo(name=node.name, kind=node.kind, layer_type=type(node.op).__name__)
+        kernels = params.weights.get(node.name, {})
+        weights = named_weights(node) if kernels else {}
+        quantized_bytes = 0
+        for kernel_name, p in kernels.items():
+            info.weights[kernel_name] = GridInfo.from_params(p)
+            quantized_bytes += math.ceil(weights[kernel_name].size * p.n_bits / 8)
+        rest = [w for n, w in weights.items() if n not in kernels] if kernels else node.layer_weights
+        info.weights_bytes = quantized_bytes + _float_bytes(rest)
+        total += info.weights_bytes
+        produced = [t for t in node.outputs if t in params.activations]
+        if produced:
+            info.activation = GridInfo.from_params(params.activations[produced[0]])
+            info.activation_quantizer = quantizer_name(
+                node.name, node.outputs.index(produced[0]), len(node.outputs)
+            )
+        layers[node.name] = info
+    inputs = {
+        name: GridInfo.from_params(params.activations[t])
+        for t, name in zip(graph.inputs, graph.input_names, strict=True)
+        if t in params.activations
+    }
+    return QuantizationInfo(
+        platform=platform, layers=layers, inputs=inputs, float_layers=dict(plan.float_nodes),
+        weights_memory_bytes=total, float_weights_memory_bytes=float_weights_bytes,
+    )  # fmt: skip

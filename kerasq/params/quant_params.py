@@ -1,0 +1,95 @@
+"""``QuantParams``: one quantization grid (per tensor or per channel) and its numpy fake-quant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerasq.core.enums import QuantizationMethod
+
+MIN_SCALE = 2.0**-24  # floor that keeps degenerate (all-zero) tensors on a valid grid
+
+
+def integer_range(n_bits: int, signed: bool, narrow_range: bool = False) -> tuple[int, int]:
+    """(qmin, qmax) of a b-bit grid; narrow range drops the most negative level (TFLite int8 weights)."""
+    if signed:
+        return (-(2 ** (n_bits - 1)) + int(narrow_range), 2 ** (n_bits - 1) - 1)
+    return 0, 2**n_bits - 1
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """A grid: x_hat = (clip(round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale.
+
+    ``scale`` / ``zero_point`` have shape () per tensor or (C,) per channel, where the channels are the
+    kernel axes ``channel_axis`` flattened in C order. ``threshold`` is set for symmetric / power-of-two grids.
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    qmin: int
+    qmax: int
+    n_bits: int
+    method: QuantizationMethod
+    signed: bool
+    channel_axis: int | tuple[int, ...] | None = None
+    threshold: np.ndarray | None = None
+
+    @property
+    def range_min(self) -> np.ndarray:
+        return ((self.qmin - self.zero_point) * self.scale.astype(np.float64)).astype(np.float32)
+
+    @property
+    def range_max(self) -> np.ndarray:
+        return ((self.qmax - self.zero_point) * self.scale.astype(np.float64)).astype(np.float32)
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        if self.channel_axis is None:
+            return ()
+        return (self.channel_axis,) if isinstance(self.channel_axis, int) else tuple(self.channel_axis)
+
+    def broadcast_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape that makes ``scale`` broadcast against a tensor of ``shape``."""
+        axes = [a % len(shape) for a in self.axes]
+        return tuple(d if i in axes else 1 for i, d in enumerate(shape))
+
+    def fake_quant(self, x: np.ndarray) -> np.ndarray:
+        """Numpy quantize-dequantize of ``x`` (float32 arithmetic, like the Keras layers)."""
+        x = np.asarray(x, np.float32)
+        shape = self.broadcast_shape(x.shape)
+        scale = self.scale.astype(np.float32).reshape(shape)
+        zero_point = self.zero_point.astype(np.float32).reshape(shape)
+        q = np.clip(np.round(x / scale) + zero_point, self.qmin, self.qmax)
+        return ((q - zero_point) * scale).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        def values(a: np.ndarray | None) -> list | None:
+            return None if a is None else np.asarray(a).reshape(-1).tolist()
+
+        return {
+            "n_bits": self.n_bits, "method": self.method.value, "signed": self.signed,
+            "qmin": self.qmin, "qmax": self.qmax, "channel_axis": self.channel_axis,
+            "scale": values(self.scale), "zero_point": values(self.zero_point),
+            "threshold": values(self.threshold), "range_min": values(self.range_min),
+            "range_max": values(self.range_max),
+        }  # fmt: skip
+
+
+def symmetric_grid(
+    threshold: np.ndarray, n_bits: int, signed: bool, narrow_range: bool
+) -> tuple[np.ndarray, int, int]:
+    """(scale, qmin, qmax) of a symmetric grid with the given threshold(s)."""
+    qmin, qmax = integer_range(n_bits, signed, narrow_range)
+    levels = 2 ** (n_bits - 1) if signed else 2**n_bits
+    return np.maximum(threshold / levels, MIN_SCALE), qmin, qmax
+
+
+def uniform_grid(lo: np.ndarray, hi: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(scale, zero_point, qmin, qmax) of an asymmetric grid covering [lo, hi] (lo <= 0 <= hi)."""
+    qmin, qmax = 0, 2**n_bits - 1
+    lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+    scale = np.maximum((hi - lo) / qmax, MIN_SCALE)
+    zero_point = np.clip(np.round(-lo / scale), qmin, qmax)
+    return scale, zero_point, qmin, qmax

@@ -1,0 +1,243 @@
+"""Threshold / range search: evaluate a grid of candidates for all channels at once, keep the best.
+
+Symmetric grids try thresholds ``alpha * max|x|``; power-of-two grids try ``2**k`` below the no-clipping
+power; uniform grids try shrunk ``(lo, hi)`` pairs. Errors come from ``kerasq.params.error``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerasq.core.enums import QuantizationErrorMethod as E
+from kerasq.core.enums import QuantizationMethod as M
+from kerasq.params.error import candidate_errors
+from kerasq.params.quant_params import MIN_SCALE, QuantParams, symmetric_grid, uniform_grid
+
+_WEIGHT_ALPHAS = np.unique(np.concatenate([np.geomspace(1 / 32, 0.25, 8), np.linspace(0.25, 1.0, 61)]))[::-1]
+_ACT_ALPHAS = np.unique(np.concatenate([np.geomspace(2.0**-10, 0.3, 48), np.linspace(0.3, 1.0, 71)]))[::-1]
+_POT_STEPS = 12  # powers of two tried below the no-clipping one
+_UNIFORM_WEIGHT_SHRINK = np.linspace(1.0, 0.4, 10)
+_UNIFORM_ACT_SHRINK = np.unique(np.concatenate([np.geomspace(2.0**-8, 0.3, 12), np.linspace(0.3, 1.0, 22)]))[
+    ::-1
+]
+_MAX_ELEMENTS = 2**24  # candidates x values evaluated per chunk
+
+
+def _check_common(n_bits: int, l_p_value: float, error_method: E, method: M) -> None:
+    if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)) or not 2 <= n_bits <= 16:
+        raise ValueError(f"n_bits must be an integer in 2..16, got {n_bits!r}.")
+    if not (np.isfinite(l_p_value) and l_p_value > 0):
+        raise ValueError(f"l_p_value must be a finite number > 0, got {l_p_value!r}.")
+    if not isinstance(error_method, E):
+        raise ValueError(f"error_method must be a QuantizationErrorMethod, got {error_method!r}.")
+    if not isinstance(method, M):
+        raise ValueError(f"method must be a QuantizationMethod, got {method!r}.")
+
+
+def _channels_last(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """[C, n] view of ``x`` with the channel axes (C order) as rows."""
+    rest = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(x, (*axes, *rest))
+    channels = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+    return moved.reshape(channels, -1)
+
+
+def _normalize_axes(channel_axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+    if channel_axis is None:
+        return ()
+    axes = (channel_axis,) if isinstance(channel_axis, (int, np.integer)) else tuple(channel_axis)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"channel_axis {channel_axis!r} is out of range for a tensor of rank {ndim}.")
+    normalized = tuple(sorted(int(a) % ndim for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"channel_axis {channel_axis!r} repeats an axis.")
+    return normalized
+
+
+def _best(errors: np.ndarray) -> np.ndarray:
+    """Index of the smallest error per channel; ties go to the earliest (widest) candidate."""
+    return np.argmin(np.where(np.isfinite(errors), errors, np.inf), axis=0)
+
+
+def _evaluate(
+    method: E, v: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
+    p: float, bin_width: np.ndarray | float | None,
+) -> np.ndarray:  # fmt: skip
+    """candidate_errors in chunks of candidates so memory stays bounded."""
+    step = max(1, _MAX_ELEMENTS // max(v.size, 1))
+    parts = [
+        candidate_errors(
+            method, v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, p, bin_width
+        )
+        for i in range(0, scale.shape[0], step)
+    ]
+    return np.concatenate(parts, axis=0)
+
+
+def _symmetric_candidates(tmax: np.ndarray, method: M, alphas: np.ndarray) -> np.ndarray:
+    """Thresholds [K, C], widest first."""
+    if method is M.POWER_OF_TWO:
+        top = np.ceil(np.log2(tmax))
+        return 2.0 ** (top[None, :] - np.arange(_POT_STEPS)[:, None])
+    return alphas[:, None] * tmax[None, :]
+
+
+def _search_symmetric(
+    v: np.ndarray, w: np.ndarray, tmax: np.ndarray, *, n_bits: int, method: M, error_method: E, signed: bool,
+    narrow_range: bool, p: float, alphas: np.ndarray, bin_width: np.ndarray | float | None,
+) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
+    tmax = np.maximum(tmax, MIN_SCALE)
+    candidates = _symmetric_candidates(tmax, method, alphas)
+    if error_method is E.NOCLIPPING:
+        threshold = candidates[0]
+    else:
+        scale, qmin, qmax = symmetric_grid(candidates, n_bits, signed, narrow_range)
+        errors = _evaluate(error_method, v, w, scale, np.zeros_like(scale), qmin, qmax, p, bin_width)
+        threshold = candidates[_best(errors), np.arange(candidates.shape[1])]
+    scale, qmin, qmax = symmetric_grid(threshold, n_bits, signed, narrow_range)
+    return threshold, scale, qmin, qmax
+
+
+def _search_uniform(
+    v: np.ndarray, w: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, n_bits: int, error_method: E, p: float,
+    shrink: np.ndarray, bin_width: np.ndarray | float | None,
+) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
+    lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+    if error_method is E.NOCLIPPING:
+        scale, zero_point, qmin, qmax = uniform_grid(lo, hi, n_bits)
+        return scale, zero_point, qmin, qmax
+    a, b = np.meshgrid(shrink, shrink, indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    scale, zero_point, qmin, qmax = uniform_grid(a[:, None] * lo[None], b[:, None] * hi[None], n_bits)
+    errors = _evaluate(error_method, v, w, scale, zero_point, qmin, qmax, p, bin_width)
+    best = _best(errors)
+    cols = np.arange(scale.shape[1])
+    return scale[best, cols], zero_point[best, cols], qmin, qmax
+
+
+def search_weight_params(
+    w: np.ndarray,
+    *,
+    n_bits: int,
+    method: M,
+    error_method: E,
+    channel_axis: int | tuple[int, ...] | None,
+    l_p_value: float = 2.0,
+    narrow_range: bool = True,
+    importance: np.ndarray | None = None,
+) -> QuantParams:
+    """Grid for a kernel, per channel along ``channel_axis`` (None = per tensor).
+
+    ``importance`` (same shape as ``w``) weighs each element's error; it is required by HMSE.
+    """
+    _check_common(n_bits, l_p_value, error_method, method)
+    w = np.asarray(w)
+    if w.size == 0:
+        raise ValueError("weights are empty; nothing to quantize.")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("weights contain NaN/Inf values; fix the float model before quantizing.")
+    if error_method is E.HMSE and importance is None:
+        raise ValueError("HMSE needs per-weight Hessian scores (importance=...); use MSE without them.")
+    axes = _normalize_axes(channel_axis, w.ndim)
+    v = _channels_last(w.astype(np.float64), axes)
+    weights = (
+        np.ones_like(v) if importance is None else _channels_last(np.asarray(importance, np.float64), axes)
+    )
+    bin_width = None
+    if error_method is E.KL:
+        v, weights, bin_width = _channel_histograms(v)
+    axis_out = None if not axes else (axes[0] if len(axes) == 1 else axes)
+    if method is M.UNIFORM:
+        scale, zero_point, qmin, qmax = _search_uniform(
+            v, weights, v.min(-1), v.max(-1), n_bits=n_bits, error_method=error_method, p=l_p_value,
+            shrink=_UNIFORM_WEIGHT_SHRINK, bin_width=bin_width,
+        )  # fmt: skip
+        return _params(
+            scale, zero_point, qmin, qmax, n_bits, method, True, axis_out, None, per_channel=bool(axes)
+        )
+    threshold, scale, qmin, qmax = _search_symmetric(
+        v, weights, np.abs(v).max(-1), n_bits=n_bits, method=method, error_method=error_method, signed=True,
+        narrow_range=narrow_range, p=l_p_value, alphas=_WEIGHT_ALPHAS, bin_width=bin_width,
+    )  # fmt: skip
+    return _params(
+        scale, np.zeros_like(scale), qmin, qmax, n_bits, method, True, axis_out, threshold, bool(axes)
+    )
+
+
+def _channel_histograms(v: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel histograms (sorted centres, counts, bin widths) over [-max|v_c|, max|v_c|], vectorized."""
+    c = v.shape[0]
+    tmax = np.maximum(np.abs(v).max(-1, keepdims=True), MIN_SCALE)
+    idx = np.clip(((v / tmax + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
+    counts = np.bincount((idx + np.arange(c)[:, None] * bins).ravel(), minlength=c * bins).reshape(c, bins)
+    centres = (-1.0 + (np.arange(bins) + 0.5) * 2.0 / bins)[None, :] * tmax
+    return centres, counts.astype(np.float64), 2.0 * tmax[:, 0] / bins
+
+
+def search_activation_params(
+    counts: np.ndarray,
+    hist_range: float,
+    *,
+    observed_min: float,
+    observed_max: float,
+    n_bits: int,
+    method: M,
+    error_method: E,
+    signed: bool | None = None,
+    l_p_value: float = 2.0,
+) -> QuantParams:
+    """Per-tensor grid from a histogram (``counts`` over uniform bins spanning [-hist_range, hist_range]).
+
+    ``signed=None`` picks signed iff negative values were observed (symmetric / power-of-two grids).
+    """
+    _check_common(n_bits, l_p_value, error_method, method)
+    counts = np.asarray(counts, np.float64)
+    if counts.ndim != 1 or counts.size < 2 or counts.size % 2:
+        raise ValueError(
+            f"counts must be a 1-D histogram with an even number of bins, got shape {counts.shape}."
+        )
+    if np.any(counts < 0) or not np.all(np.isfinite(counts)):
+        raise ValueError("counts must be finite and non-negative.")
+    if not (np.isfinite(hist_range) and hist_range > 0):
+        raise ValueError(f"hist_range must be a finite positive number, got {hist_range!r}.")
+    if not (np.isfinite(observed_min) and np.isfinite(observed_max)) or observed_min > observed_max:
+        raise ValueError(f"observed range [{observed_min}, {observed_max}] is not a finite interval.")
+    if error_method is E.HMSE:
+        raise ValueError(
+            "HMSE applies to weights only; choose MSE, MAE, LP, KL or NOCLIPPING for activations."
+        )
+    n = counts.size
+    width = 2.0 * hist_range / n
+    centres = (-hist_range + (np.arange(n) + 0.5) * width)[None, :]
+    # Bin centres may lie just outside the observed range; clamp them so the extremes stay exact.
+    centres = np.clip(centres, min(observed_min, 0.0), max(observed_max, 0.0))
+    weights = counts[None, :]
+    if method is M.UNIFORM:
+        scale, zero_point, qmin, qmax = _search_uniform(
+            centres, weights, np.array([observed_min]), np.array([observed_max]), n_bits=n_bits,
+            error_method=error_method, p=l_p_value, shrink=_UNIFORM_ACT_SHRINK, bin_width=width,
+        )  # fmt: skip
+        signed = bool(observed_min < 0)
+        return _params(scale, zero_point, qmin, qmax, n_bits, method, signed, None, None, per_channel=False)
+    is_signed = bool(observed_min < 0) if signed is None else bool(signed)
+    tmax = np.array([max(abs(observed_min), abs(observed_max)) if is_signed else max(observed_max, 0.0)])
+    threshold, scale, qmin, qmax = _search_symmetric(
+        centres, weights, tmax, n_bits=n_bits, method=method, error_method=error_method, signed=is_signed,
+        narrow_range=False, p=l_p_value, alphas=_ACT_ALPHAS, bin_width=width,
+    )  # fmt: skip
+    return _params(scale, np.zeros_like(scale), qmin, qmax, n_bits, method, is_signed, None, threshold, False)
+
+
+def _params(
+    scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, n_bits: int, method: M, signed: bool,
+    channel_axis: int | tuple[int, ...] | None, threshold: np.ndarray | None, per_channel: bool,
+) -> QuantParams:  # fmt: skip
+    shape = (-1,) if per_channel else ()
+    return QuantParams(
+        scale=np.asarray(scale, np.float32).reshape(shape),
+        zero_point=np.asarray(zero_point, np.int32).reshape(shape),
+        qmin=int(qmin), qmax=int(qmax), n_bits=int(n_bits), method=method, signed=signed,
+        channel_axis=channel_axis if per_channel else None,
+        threshold=None if threshold is None else np.asarray(threshold, np.float32).reshape(shape),
+    )  # fmt: skip

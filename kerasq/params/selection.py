@@ -1,0 +1,64 @@
+"""Choose every grid of a plan: one threshold/range search per activation tensor and per kernel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kerasq.core.config import QuantizationConfig
+from kerasq.graph.model_graph import Graph
+from kerasq.graph.weights import named_weights
+from kerasq.params.quant_params import QuantParams
+from kerasq.params.search import search_activation_params, search_weight_params
+from kerasq.platform.assign import ActivationSpec, QuantizationPlan, WeightSpec
+from kerasq.progress import progress
+from kerasq.statistics.histogram import TensorStats
+
+
+@dataclass
+class QuantizationParams:
+    """Chosen grids: per activation tensor id, and per node name -> kernel name."""
+
+    activations: dict[int, QuantParams]
+    weights: dict[str, dict[str, QuantParams]]
+
+
+_SIGNED = {"auto": None, "signed": True, "unsigned": False}
+
+
+def activation_params(
+    spec: ActivationSpec, stats: TensorStats, qc: QuantizationConfig, n_bits: int | None = None
+):
+    """Grid for one activation tensor from its histogram."""
+    return search_activation_params(
+        stats.counts, stats.hist_range, observed_min=stats.min, observed_max=stats.max,
+        n_bits=n_bits or spec.n_bits, method=spec.method, error_method=qc.activation_error_method,
+        signed=_SIGNED[spec.signedness], l_p_value=qc.l_p_value,
+    )  # fmt: skip
+
+
+def weight_params(spec: WeightSpec, graph: Graph, qc: QuantizationConfig, n_bits: int | None = None):
+    """Grid for one kernel of one node."""
+    kernel = named_weights(graph.node(spec.node))[spec.kernel]
+    return search_weight_params(
+        kernel, n_bits=n_bits or spec.n_bits, method=spec.method, error_method=qc.weights_error_method,
+        channel_axis=spec.axes or None, l_p_value=qc.l_p_value, narrow_range=spec.narrow_range,
+    )  # fmt: skip
+
+
+def choose_params(
+    graph: Graph, plan: QuantizationPlan, stats: dict[int, TensorStats], qc: QuantizationConfig
+) -> QuantizationParams:
+    """Search thresholds for all planned tensors and kernels at their default bit widths."""
+    activations = {
+        tid: activation_params(spec, stats[tid], qc)
+        for tid, spec in progress(
+            plan.activations.items(), "kerasq: activation grids", len(plan.activations), "tensor"
+        )
+    }
+    weights = {
+        node: {name: weight_params(spec, graph, qc) for name, spec in kernels.items()}
+        for node, kernels in progress(
+            plan.weights.items(), "kerasq: weight grids", len(plan.weights), "layer"
+        )
+    }
+    return QuantizationParams(activations=activations, weights=weights)

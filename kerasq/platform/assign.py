@@ -1,0 +1,124 @@
+"""Decide, before any data is seen, what gets quantized: kernels per weighted node, activation tensors.
+
+The result (a ``QuantizationPlan``) is what statistics collection, parameter search, mixed precision and
+the model builder all read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from kerasq.core.config import QuantizationConfig
+from kerasq.core.enums import QuantizationMethod
+from kerasq.graph.model_graph import Graph, Node
+from kerasq.graph.op_kinds import is_weighted
+from kerasq.graph.weights import QUANTIZED_KERNELS, channel_axes, named_weights
+from kerasq.platform.capabilities import OpQuantizationConfig, TargetPlatformCapabilities
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """An activation quantizer to insert on one tensor."""
+
+    tensor: int
+    producer: str  # node name, or the input name for model inputs
+    n_bits: int
+    method: QuantizationMethod
+    signedness: str  # "auto" | "signed" | "unsigned"
+    bit_candidates: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A kernel quantizer for one kernel of a weighted node."""
+
+    node: str
+    kernel: str
+    n_bits: int
+    method: QuantizationMethod
+    axes: tuple[int, ...]  # non-negative kernel axes holding channels; () = per-tensor
+    narrow_range: bool
+    bit_candidates: tuple[int, ...]
+
+
+@dataclass
+class QuantizationPlan:
+    activations: dict[int, ActivationSpec] = field(default_factory=dict)
+    weights: dict[str, dict[str, WeightSpec]] = field(default_factory=dict)
+    float_nodes: dict[str, str] = field(default_factory=dict)  # node name -> why it stays float
+
+
+def _with_overrides(cfg: OpQuantizationConfig, qc: QuantizationConfig) -> OpQuantizationConfig:
+    changes: dict = {}
+    if qc.weights_n_bits is not None:
+        changes["weights_n_bits"] = qc.weights_n_bits
+    if qc.activation_n_bits is not None:
+        changes["activation_n_bits"] = qc.activation_n_bits
+    if qc.weights_per_channel is not None:
+        changes["weights_per_channel"] = qc.weights_per_channel
+    return replace(cfg, **changes) if changes else cfg
+
+
+def _fused_pairs(tpc: TargetPlatformCapabilities) -> set[tuple[str, str]]:
+    return {pair for pattern in tpc.fusing_patterns for pair in zip(pattern, pattern[1:], strict=False)}
+
+
+def _is_fused(
+    node: Node, tensor: int, graph: Graph, consumers: dict, tpc: TargetPlatformCapabilities
+) -> bool:
+    """The tensor is internal to a fused chain: one consumer, same fusing pattern, not a model output."""
+    readers = consumers.get(tensor, [])
+    if len(readers) != 1 or tensor in graph.output_ids() or readers[0].float_reason:
+        return False
+    src, dst = tpc.operator_set_of(node.kind), tpc.operator_set_of(readers[0].kind)
+    return src is not None and dst is not None and (src.name, dst.name) in _fused_pairs(tpc)
+
+
+def _weight_specs(node: Node, cfg: OpQuantizationConfig) -> dict[str, WeightSpec]:
+    kernels = named_weights(node)
+    specs = {}
+    for kernel_name, axes in QUANTIZED_KERNELS[node.kind].items():
+        kernel_axes = channel_axes(kernels[kernel_name], axes) if cfg.weights_per_channel else ()
+        specs[kernel_name] = WeightSpec(
+            node=node.name, kernel=kernel_name, n_bits=cfg.weights_n_bits, method=cfg.weights_method,
+            axes=kernel_axes, narrow_range=cfg.weights_narrow_range, bit_candidates=cfg.weights_candidates,
+        )  # fmt: skip
+    return specs
+
+
+def _activation_spec(tensor: int, producer: str, cfg: OpQuantizationConfig) -> ActivationSpec:
+    return ActivationSpec(
+        tensor=tensor, producer=producer, n_bits=cfg.activation_n_bits, method=cfg.activation_method,
+        signedness=cfg.signedness, bit_candidates=cfg.activation_candidates,
+    )  # fmt: skip
+
+
+def _is_float_tensor(graph: Graph, tensor: int) -> bool:
+    return graph.tensors[tensor].dtype.startswith(("float", "bfloat"))
+
+
+def assign_quantization(
+    graph: Graph, tpc: TargetPlatformCapabilities, quantization_config: QuantizationConfig
+) -> QuantizationPlan:
+    """Apply the platform's rules (and the user's overrides) to every node of ``graph``."""
+    plan = QuantizationPlan()
+    consumers = graph.consumers()
+    for tensor, name in zip(graph.inputs, graph.input_names, strict=True):
+        cfg = _with_overrides(tpc.default_config, quantization_config)
+        if cfg.enable_activation_quantization and _is_float_tensor(graph, tensor):
+            plan.activations[tensor] = _activation_spec(tensor, name, cfg)
+    for node in graph.nodes:
+        if node.kind is None:
+            plan.float_nodes[node.name] = node.float_reason or (
+                f"{type(node.op).__name__} is not an operation kerasq knows how to quantize; kept in float"
+            )
+            continue
+        cfg = _with_overrides(tpc.config_for(node.kind), quantization_config)
+        if is_weighted(node.kind) and cfg.enable_weights_quantization:
+            plan.weights[node.name] = _weight_specs(node, cfg)
+        if cfg.quantization_preserving or not cfg.enable_activation_quantization:
+            continue
+        for tensor in node.outputs:
+            if _is_float_tensor(graph, tensor) and not _is_fused(node, tensor, graph, consumers, tpc):
+                plan.activations[tensor] = _activation_spec(tensor, node.name, cfg)
+    return plan

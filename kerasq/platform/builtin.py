@@ -1,0 +1,97 @@
+"""The built-in platforms: ``imx500`` (default) and ``tflite``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kerasq.core.enums import QuantizationMethod
+from kerasq.platform.capabilities import OperatorSet, OpQuantizationConfig, TargetPlatformCapabilities
+
+_PRESERVING_KINDS = (
+    "reshape", "flatten", "permute", "dropout", "zero_padding", "cropping", "max_pool", "global_max_pool",
+    "upsampling", "identity",
+)  # fmt: skip
+_WEIGHTED = ("conv", "depthwise_conv", "separable_conv", "conv_transpose", "dense")
+_ACTIVATIONS = (
+    "relu", "relu6", "leaky_relu", "prelu", "elu", "swish", "hard_swish", "gelu", "sigmoid", "hard_sigmoid",
+    "tanh", "softplus", "selu",
+)  # fmt: skip
+
+
+def imx500() -> TargetPlatformCapabilities:
+    """Sony IMX500-style: symmetric per-channel weights (8/4/2-bit candidates), power-of-two activations."""
+    base = OpQuantizationConfig(
+        activation_method=QuantizationMethod.POWER_OF_TWO,
+        weights_method=QuantizationMethod.SYMMETRIC,
+        weights_per_channel=True,
+        activation_bit_candidates=(8, 4, 2),
+    )
+    weighted = replace(base, weights_bit_candidates=(8, 4, 2))
+    preserving = replace(base, quantization_preserving=True, activation_bit_candidates=())
+    return TargetPlatformCapabilities(
+        name="imx500",
+        default_config=base,
+        operator_sets=(
+            OperatorSet("weighted", _WEIGHTED, weighted),
+            OperatorSet("activation", _ACTIVATIONS, base),
+            OperatorSet("add", ("add",), base),
+            OperatorSet("no_quantization", _PRESERVING_KINDS, preserving),
+        ),
+        fusing_patterns=(
+            ("weighted", "activation"),
+            ("weighted", "add"),
+            ("weighted", "add", "activation"),
+            ("add", "activation"),
+        ),
+    )
+
+
+def tflite() -> TargetPlatformCapabilities:
+    """TFLite INT8 spec: symmetric per-channel int8 weights, asymmetric uniform int8 activations."""
+    base = OpQuantizationConfig(
+        activation_method=QuantizationMethod.UNIFORM,
+        weights_method=QuantizationMethod.SYMMETRIC,
+        weights_per_channel=True,
+        weights_narrow_range=True,
+    )
+    preserving = replace(base, quantization_preserving=True)
+    return TargetPlatformCapabilities(
+        name="tflite",
+        default_config=base,
+        operator_sets=(
+            OperatorSet("weighted", _WEIGHTED, base),
+            OperatorSet("fusable_activation", ("relu", "relu6"), base),
+            OperatorSet("add", ("add", "subtract"), base),
+            # TFLite's int8 pooling kernels keep the input scale on the output.
+            OperatorSet("no_quantization", (*_PRESERVING_KINDS, "avg_pool"), preserving),
+        ),
+        fusing_patterns=(("weighted", "fusable_activation"), ("add", "fusable_activation")),
+    )
+
+
+_BUILTIN = {"imx500": imx500, "tflite": tflite}
+_ALIASES = {"default": "imx500", "sony": "imx500", "imx": "imx500", "litert": "tflite", "int8": "tflite"}
+_FRAMEWORK_NAMES = ("tensorflow", "keras", "tf")
+
+
+def get_target_platform_capabilities(
+    name: str = "imx500", target_platform_name: str | None = None, target_platform_version: str | None = None
+) -> TargetPlatformCapabilities:
+    """Built-in platform by name: ``"imx500"`` (default) or ``"tflite"``.
+
+    Also accepts MCT's call form ``get_target_platform_capabilities("tensorflow", "imx500")``.
+    ``target_platform_version`` is accepted for compatibility; each platform has one version here.
+    """
+    if target_platform_name is not None:
+        if str(name).lower() not in _FRAMEWORK_NAMES:
+            raise ValueError(
+                f"Unknown framework {name!r}: kerasq targets Keras 3 on TensorFlow ('tensorflow')."
+            )
+        name = target_platform_name
+    if not isinstance(name, str):
+        raise ValueError(f"Platform name must be a string, got {type(name).__name__}.")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _BUILTIN:
+        known = ", ".join(sorted(_BUILTIN))
+        raise ValueError(f"Unknown target platform {name!r}. Built-in platforms: {known}.")
+    return _BUILTIN[key]()

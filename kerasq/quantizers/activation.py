@@ -1,0 +1,49 @@
+"""The activation quantizer layer: holds a grid, calls ``fake_quant``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasq.params import QuantParams
+from kerasq.quantizers.fake_quant import fake_quant
+
+
+@keras.saving.register_keras_serializable(package="kerasq")
+class ActivationQuantizer(keras.layers.Layer):
+    """Fake-quantizes a tensor on a per-tensor grid (scale and zero point are saved with the model)."""
+
+    def __init__(
+        self, n_bits: int = 8, qmin: int = -128, qmax: int = 127, method: str = "power_of_two",
+        signed: bool = True, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        self.n_bits, self.qmin, self.qmax = int(n_bits), int(qmin), int(qmax)
+        self.method, self.signed = str(method), bool(signed)
+        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=False)
+        self.zero_point = self.add_weight(name="zero_point", shape=(), initializer="zeros", trainable=False)
+
+    @classmethod
+    def from_params(cls, params: QuantParams, name: str) -> ActivationQuantizer:
+        layer = cls(params.n_bits, params.qmin, params.qmax, params.method.value, params.signed, name=name)
+        layer.set_params(params)
+        return layer
+
+    def set_params(self, params: QuantParams) -> None:
+        self.scale.assign(np.asarray(params.scale, np.float32).reshape(()))
+        self.zero_point.assign(np.asarray(params.zero_point, np.float32).reshape(()))
+
+    def call(self, inputs: Any) -> Any:
+        return fake_quant(inputs, self.scale, self.zero_point, self.qmin, self.qmax)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            n_bits=self.n_bits, qmin=self.qmin, qmax=self.qmax, method=self.method, signed=self.signed
+        )
+        return config

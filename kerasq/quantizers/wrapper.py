@@ -1,0 +1,80 @@
+"""``QuantizeWrapper``: runs a weighted layer with fake-quantized kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasq.params import QuantParams
+from kerasq.quantizers.fake_quant import fake_quant
+from kerasq.quantizers.kernel_ops import weighted_forward
+
+
+def _broadcast_shape(kernel_shape: tuple[int, ...], axes: list[int]) -> tuple[int, ...]:
+    return tuple(dim if i in axes else 1 for i, dim in enumerate(kernel_shape))
+
+
+@keras.saving.register_keras_serializable(package="kerasq")
+class QuantizeWrapper(keras.layers.Wrapper):
+    """Wraps a conv/dense-like layer; its kernels pass through per-channel fake quantization.
+
+    Args:
+        layer: the (cloned) float layer.
+        kind: op kind of the layer (``conv``, ``dense``, ``depthwise_conv``, ...).
+        kernel_quantizers: kernel attribute name -> grid description
+            ``{"n_bits", "qmin", "qmax", "method", "axes"}`` (``axes``: kernel axes holding channels;
+            empty for per-tensor).
+    """
+
+    def __init__(
+        self, layer: keras.layers.Layer, kind: str, kernel_quantizers: dict[str, dict], **kwargs: Any
+    ):
+        super().__init__(layer, **kwargs)
+        self.kind = kind
+        self.kernel_quantizers = {name: dict(spec) for name, spec in kernel_quantizers.items()}
+        self._grid_vars: dict[str, tuple[Any, Any]] = {}
+
+    def build(self, input_shape: Any = None) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        for name, spec in self.kernel_quantizers.items():
+            kernel_shape = tuple(getattr(self.layer, name).shape)
+            shape = _broadcast_shape(kernel_shape, list(spec["axes"]))
+            scale = self.add_weight(name=f"{name}_scale", shape=shape, initializer="ones", trainable=False)
+            zero_point = self.add_weight(
+                name=f"{name}_zero_point", shape=shape, initializer="zeros", trainable=False
+            )
+            self._grid_vars[name] = (scale, zero_point)
+        self.built = True
+
+    def set_params(self, name: str, params: QuantParams) -> None:
+        scale, zero_point = self._grid_vars[name]
+        scale.assign(np.asarray(params.scale, np.float32).reshape(scale.shape))
+        zero_point.assign(np.asarray(params.zero_point, np.float32).reshape(zero_point.shape))
+
+    def kernel_grid(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, zero_point) of one kernel, shaped to broadcast against it."""
+        scale, zero_point = self._grid_vars[name]
+        return np.asarray(scale.numpy()), np.asarray(zero_point.numpy())
+
+    def quantized_kernels(self) -> dict[str, Any]:
+        kernels = {}
+        for name, spec in self.kernel_quantizers.items():
+            scale, zero_point = self._grid_vars[name]
+            kernels[name] = fake_quant(
+                getattr(self.layer, name), scale, zero_point, spec["qmin"], spec["qmax"]
+            )
+        return kernels
+
+    def call(self, inputs: Any) -> Any:
+        return weighted_forward(self.kind, self.layer, inputs, self.quantized_kernels())
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(kind=self.kind, kernel_quantizers=self.kernel_quantizers)
+        return config
