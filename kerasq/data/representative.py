@@ -147,7 +147,7 @@ class RepresentativeData:
         """Drop labels / sample weights from ``(x, y)`` style elements."""
         if isinstance(element, (tuple, list)) and len(element) in (2, 3):
             n = len(self.specs)
-            if n == 1 or len(element) != n:
+            if n == 1 or len(element) != n or isinstance(element[0], (tuple, list, dict)):
                 return element[0]
         return element
 

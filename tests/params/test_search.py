@@ -1,0 +1,187 @@
+"""Threshold / range search: grid validity, error-method differences, per-channel layouts, bad arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kerasq.core import QuantizationErrorMethod as E
+from kerasq.core import QuantizationMethod as M
+from kerasq.params import search_activation_params, search_weight_params
+
+
+def _outlier_tensor(seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(0.0, 1.0, 20000)
+    x[:20] = 12.0
+    return x.astype(np.float32)
+
+
+def _mse(x: np.ndarray, p) -> float:
+    return float(np.mean((x - p.fake_quant(x)) ** 2))
+
+
+def _histogram(x: np.ndarray, bins: int = 4096) -> tuple[np.ndarray, float]:
+    r = float(2.0 ** np.ceil(np.log2(np.abs(x).max())))
+    return np.histogram(x, bins=bins, range=(-r, r))[0].astype(np.float64), r
+
+
+def test_outliers_separate_the_error_methods_on_weights():
+    x = _outlier_tensor()
+    found = {
+        m: float(
+            search_weight_params(
+                x,
+                n_bits=4,
+                method=M.SYMMETRIC,
+                error_method=m,
+                channel_axis=None,
+                l_p_value=4.0 if m is E.LP else 2.0,
+            ).threshold
+        )  # fmt: skip
+        for m in (E.NOCLIPPING, E.MSE, E.MAE, E.LP, E.KL)
+    }
+    assert found[E.NOCLIPPING] == pytest.approx(12.0)
+    assert found[E.MSE] < 0.5 * found[E.NOCLIPPING]
+    assert found[E.MAE] < found[E.MSE] < found[E.LP]  # larger p weighs clipping more
+    assert found[E.KL] < found[E.NOCLIPPING]
+    assert len({round(v, 4) for v in found.values()}) == 5
+
+
+def test_mse_search_beats_no_clipping():
+    x = _outlier_tensor(1)
+    mse = search_weight_params(x, n_bits=4, method=M.SYMMETRIC, error_method=E.MSE, channel_axis=None)
+    nc = search_weight_params(x, n_bits=4, method=M.SYMMETRIC, error_method=E.NOCLIPPING, channel_axis=None)
+    assert _mse(x, mse) < 0.5 * _mse(x, nc)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 16), st.sampled_from(list(M)), st.integers(0, 1000))
+def test_weight_grid_properties(bits, method, seed):
+    w = np.random.default_rng(seed).normal(0, 0.2, (3, 3, 4, 6)).astype(np.float32)
+    p = search_weight_params(w, n_bits=bits, method=method, error_method=E.MSE, channel_axis=-1)
+    assert p.scale.shape == (6,) and p.channel_axis == 3
+    assert np.all(p.scale > 0)
+    q = p.fake_quant(w)
+    levels = q.astype(np.float64) / p.scale.reshape(1, 1, 1, 6) + p.zero_point.reshape(1, 1, 1, 6)
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3 + 2.0**bits * 1e-7)  # float32 resolution
+    assert levels.min() >= p.qmin - 1e-3 and levels.max() <= p.qmax + 1e-3
+    if method is M.POWER_OF_TWO:
+        np.testing.assert_array_equal(np.log2(p.threshold), np.round(np.log2(p.threshold)))
+    if method is M.UNIFORM:
+        assert np.all(p.range_min <= 0) and np.all(p.range_max >= 0)
+    else:
+        assert p.qmin == -(2 ** (bits - 1)) + 1  # narrow range
+
+
+def test_more_bits_less_error():
+    x = _outlier_tensor(2)
+    errors = [_mse(x, search_weight_params(x, n_bits=b, method=M.SYMMETRIC, error_method=E.MSE,
+                                           channel_axis=None)) for b in range(2, 17)]  # fmt: skip
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False))
+
+
+@pytest.mark.parametrize(("shape", "axis", "channels"), [((3, 3, 8, 5), -1, 5), ((3, 3, 5, 8), -2, 5),
+                                                         ((3, 3, 4, 2), (2, 3), 8)])  # fmt: skip
+def test_channel_layouts(shape, axis, channels):
+    w = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    p = search_weight_params(w, n_bits=8, method=M.SYMMETRIC, error_method=E.NOCLIPPING, channel_axis=axis)
+    assert p.scale.shape == (channels,)
+    axes = (axis,) if isinstance(axis, int) else axis
+    moved = np.moveaxis(w, [a % w.ndim for a in axes], list(range(-len(axes), 0)))
+    per_channel_max = np.abs(moved.reshape(-1, channels)).max(0)
+    np.testing.assert_allclose(p.threshold, per_channel_max, rtol=1e-6)
+    # The top level is T - scale (threshold / 2^(b-1) convention): at most one step of error at the max.
+    assert np.max(np.abs(p.fake_quant(w) - w)) <= p.scale.max() + 1e-6
+
+
+def test_activation_search_matches_raw_data_search():
+    x = np.maximum(_outlier_tensor(3), 0.0)
+    counts, r = _histogram(x)
+    from_hist = search_activation_params(counts, r, observed_min=float(x.min()), observed_max=float(x.max()),
+                                         n_bits=4, method=M.SYMMETRIC, error_method=E.MSE)  # fmt: skip
+    assert not from_hist.signed and from_hist.qmin == 0
+    thresholds = np.linspace(0.5, 12.0, 400)
+    raw_best = thresholds[np.argmin([np.mean((x - np.clip(np.round(x / (t / 16)), 0, 15) * (t / 16)) ** 2)
+                                     for t in thresholds])]  # fmt: skip
+    assert float(from_hist.threshold) == pytest.approx(raw_best, rel=0.05)
+
+
+@pytest.mark.parametrize("method", [M.POWER_OF_TWO, M.SYMMETRIC, M.UNIFORM])
+@pytest.mark.parametrize("error", [E.NOCLIPPING, E.MSE, E.MAE, E.LP, E.KL])
+def test_activation_grid_is_valid(method, error):
+    x = np.random.default_rng(4).normal(0.3, 1.0, 50000)
+    counts, r = _histogram(x)
+    p = search_activation_params(counts, r, observed_min=float(x.min()), observed_max=float(x.max()), n_bits=8,
+                                 method=method, error_method=error, l_p_value=3.0)  # fmt: skip
+    assert p.scale.shape == () and float(p.scale) > 0
+    assert float(p.range_min) <= 0 <= float(p.range_max)
+    assert float(p.range_max) <= x.max() * 2 + 1e-6
+    if method is not M.UNIFORM:
+        assert p.signed and p.qmin == -128
+    if method is M.POWER_OF_TWO:
+        assert float(np.log2(p.threshold)) == round(float(np.log2(p.threshold)))
+
+
+def test_degenerate_inputs_keep_a_valid_grid():
+    p = search_weight_params(
+        np.zeros((3, 4)), n_bits=8, method=M.SYMMETRIC, error_method=E.MSE, channel_axis=-1
+    )
+    assert np.all(p.scale > 0) and np.all(np.isfinite(p.scale))
+    counts = np.zeros(64)
+    counts[32] = 10
+    q = search_activation_params(counts, 1.0, observed_min=0.0, observed_max=0.0, n_bits=8,
+                                 method=M.UNIFORM, error_method=E.MSE)  # fmt: skip
+    assert float(q.scale) > 0
+
+
+def test_deterministic():
+    x = _outlier_tensor(5)
+    a = search_weight_params(x, n_bits=4, method=M.SYMMETRIC, error_method=E.KL, channel_axis=None)
+    b = search_weight_params(x, n_bits=4, method=M.SYMMETRIC, error_method=E.KL, channel_axis=None)
+    assert a.to_dict() == b.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_bits": 1}, "n_bits"),
+        ({"n_bits": 17}, "n_bits"),
+        ({"l_p_value": -1.0}, "l_p_value"),
+        ({"channel_axis": 5}, "channel_axis"),
+        ({"error_method": E.HMSE}, "HMSE"),
+    ],
+)
+def test_bad_weight_arguments(kwargs, match):
+    args = {"n_bits": 8, "method": M.SYMMETRIC, "error_method": E.MSE, "channel_axis": -1} | kwargs
+    with pytest.raises(ValueError, match=match):
+        search_weight_params(np.ones((2, 3)), **args)
+
+
+def test_bad_weight_values():
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        search_weight_params(np.array([1.0, np.nan]), n_bits=8, method=M.SYMMETRIC, error_method=E.MSE,
+                             channel_axis=None)  # fmt: skip
+    with pytest.raises(ValueError, match="empty"):
+        search_weight_params(np.zeros(0), n_bits=8, method=M.SYMMETRIC, error_method=E.MSE, channel_axis=None)
+
+
+def test_bad_histograms():
+    kw = {"observed_min": 0.0, "observed_max": 1.0, "n_bits": 8, "method": M.SYMMETRIC, "error_method": E.MSE}
+    with pytest.raises(ValueError, match="even number of bins"):
+        search_activation_params(np.ones(7), 1.0, **kw)
+    with pytest.raises(ValueError, match="non-negative"):
+        search_activation_params(-np.ones(8), 1.0, **kw)
+    with pytest.raises(ValueError, match="hist_range"):
+        search_activation_params(np.ones(8), 0.0, **kw)
+
+
+def test_hmse_uses_importance():
+    x = _outlier_tensor(6)
+    importance = np.ones_like(x)
+    importance[:20] = 1000.0  # the outliers matter: HMSE keeps them
+    p = search_weight_params(x, n_bits=4, method=M.SYMMETRIC, error_method=E.HMSE, channel_axis=None,
+                             importance=importance)  # fmt: skip
+    plain = search_weight_params(x, n_bits=4, method=M.SYMMETRIC, error_method=E.MSE, channel_axis=None)
+    assert float(p.threshold) > 2 * float(plain.threshold)
