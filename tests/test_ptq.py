@@ -65,7 +65,7 @@ def test_activations_lie_on_their_grid(quantized_default, calibration):
 def test_weights_lie_on_their_grid(quantized_default):
     q_model, info = quantized_default
     wrappers = [layer for layer in q_model.layers if isinstance(layer, kerasq.QuantizeWrapper)]
-    assert {w.layer.name for w in wrappers} >= {"dense"}
+    assert {w.layer.name for w in wrappers} == {"conv1", "conv2", "dw", "pw", "conv3", "classifier"}
     for wrapper in wrappers:
         for name, kernel in wrapper.quantized_kernels().items():
             spec = wrapper.kernel_quantizers[name]
@@ -92,12 +92,12 @@ def test_info_reports_bits_scales_and_memory(quantized_default, trained_cnn):
     assert info.float_weights_memory_bytes == float_bytes
     # 8-bit kernels + float32 biases: about a quarter of the float size.
     assert 0.2 < info.weights_memory_bytes / float_bytes < 0.35
-    assert "batch_normalization" not in info.layers  # folded
-    assert info.layers["conv2d"].weights["kernel"].n_bits == 8
-    assert len(info.layers["conv2d"].weights["kernel"].scale) == 32
+    assert "bn1" not in info.layers and "dw_bn" not in info.layers  # folded
+    assert info.layers["conv1"].weights["kernel"].n_bits == 8
+    assert len(info.layers["conv1"].weights["kernel"].scale) == 32
     assert info.inputs["image"].method == "power_of_two"
     assert info.float_layers == {}
-    assert "conv2d" in info.summary()
+    assert "conv1" in info.summary()
 
 
 def test_deterministic(trained_cnn, calibration, quantized_default):
@@ -132,7 +132,7 @@ def test_every_error_method_gives_a_valid_model(trained_cnn, calibration, cifar,
     )
     _, _, x_test, y_test = cifar
     assert accuracy(q_model, x_test[:500], y_test[:500]) > 35.0
-    assert info.layers["conv2d"].weights["kernel"].n_bits == 8
+    assert info.layers["conv1"].weights["kernel"].n_bits == 8
 
 
 def test_error_methods_choose_different_thresholds(trained_cnn, calibration):

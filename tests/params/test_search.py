@@ -65,8 +65,9 @@ def test_weight_grid_properties(bits, method, seed):
     assert np.all(p.scale > 0)
     q = p.fake_quant(w)
     levels = q.astype(np.float64) / p.scale.reshape(1, 1, 1, 6) + p.zero_point.reshape(1, 1, 1, 6)
-    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3 + 2.0**bits * 1e-7)  # float32 resolution
-    assert levels.min() >= p.qmin - 1e-3 and levels.max() <= p.qmax + 1e-3
+    tol = 1e-3 + 2.0**bits * 1e-7  # float32 resolution
+    np.testing.assert_allclose(levels, np.round(levels), atol=tol)
+    assert levels.min() >= p.qmin - tol and levels.max() <= p.qmax + tol
     if method is M.POWER_OF_TWO:
         np.testing.assert_array_equal(np.log2(p.threshold), np.round(np.log2(p.threshold)))
     if method is M.UNIFORM:

@@ -1,0 +1,88 @@
+"""Shared benchmark plumbing: accuracy of Keras and LiteRT models, timing, peak memory, tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+
+def accuracy_keras(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(probs, axis=-1) == y) * 100.0)
+
+
+def accuracy_tflite(flatbuffer: bytes, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
+    """Top-1 accuracy through the LiteRT interpreter (int8/uint8 inputs and outputs handled)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=2)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [batch_size, *x.shape[1:]])
+    interpreter.allocate_tensors()
+    in_scale, in_zp = inp["quantization"]
+    out_scale, out_zp = out["quantization"]
+    correct = 0
+    for i in range(0, len(x) - len(x) % batch_size, batch_size):
+        batch = x[i : i + batch_size]
+        if inp["dtype"] != np.float32:
+            info = np.iinfo(inp["dtype"])
+            batch = np.clip(np.round(batch / in_scale + in_zp), info.min, info.max)
+        interpreter.set_tensor(inp["index"], batch.astype(inp["dtype"]))
+        interpreter.invoke()
+        result = interpreter.get_tensor(out["index"]).astype(np.float32)
+        if out["dtype"] != np.float32:
+            result = (result - out_zp) * out_scale
+        correct += int(np.sum(np.argmax(result, -1) == y[i : i + batch_size]))
+    return correct / (len(x) - len(x) % batch_size) * 100.0
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_worker(module: str, args: Sequence[str]) -> dict:
+    """Run ``python -m module --worker args...`` in a fresh process; it prints one JSON line last."""
+    proc = subprocess.run([sys.executable, "-m", module, "--worker", *args], capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+def machine_info() -> str:
+    import os
+
+    import tensorflow as tf
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}, Keras {keras.__version__}")  # fmt: skip
+
+
+def format_table(rows: list[dict], columns: Sequence[tuple[str, str]]) -> str:
+    """Markdown table; ``columns`` are (key, header) pairs; floats get two decimals."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(k)) for k, _ in columns) + " |" for row in rows]
+    return "\n".join(lines)

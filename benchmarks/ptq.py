@@ -1,0 +1,115 @@
+"""kerasq PTQ vs the stock TFLite converter on CIFAR-10 models: one run, one table.
+
+    python -m benchmarks.ptq [--models resnet,mobilenetv2] [--n-samples 1024] [--eval-samples 10000]
+
+Every method runs in its own fresh process so its peak RSS is its own. Columns:
+- accuracy: top-1 on the CIFAR-10 test set (kerasq: the fake-quant Keras model; TFLite: LiteRT, int8 inside,
+  float32 input/output);
+- seconds: wall time of the quantization call (kerasq: ``keras_post_training_quantization``; TFLite:
+  ``converter.convert()`` with the same calibration samples); float row: one inference pass over the
+  calibration samples (batch 64, after a warm-up batch);
+- x float pass: quantization seconds / float-pass seconds;
+- peak RSS: the worker process's peak resident memory (TensorFlow import and model load included);
+- bytes: kerasq: quantized weight bytes reported by QuantizationInfo; TFLite: flatbuffer size; float: 4 B/param.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERASQ_PROGRESS", "0")
+
+METHODS = ("float", "kerasq-imx500", "kerasq-tflite", "tflite-int8")
+LABELS = {
+    "float": "float",
+    "kerasq-imx500": "kerasq W8A8 (imx500)",
+    "kerasq-tflite": "kerasq W8A8 (tflite TPC)",
+    "tflite-int8": "TFLite converter int8",
+}
+
+
+def worker(method: str, model_name: str, n_samples: int, eval_samples: int) -> dict:
+    import numpy as np
+
+    from benchmarks.common import accuracy_keras, accuracy_tflite, peak_rss_mb, timed
+    from benchmarks.zoo import get_model, load_cifar10, representative_batches
+
+    model = get_model(model_name)
+    x_train, _, x_test, y_test = load_cifar10()
+    x_test, y_test = x_test[:eval_samples], y_test[:eval_samples]
+    rep = representative_batches(x_train, n_samples=n_samples, batch_size=64)
+    row: dict = {"model": model_name, "method": LABELS[method]}
+    if method == "float":
+        calib = np.concatenate([b[0] for b in rep()])
+        model.predict(calib[:64], verbose=0)
+        _, row["seconds"] = timed(model.predict, calib, batch_size=64, verbose=0)
+        row["accuracy"] = accuracy_keras(model, x_test, y_test)
+        row["bytes"] = int(sum(np.prod(w.shape) for w in model.weights) * 4)
+    elif method.startswith("kerasq"):
+        import kerasq
+
+        tpc = kerasq.get_target_platform_capabilities(method.split("-")[1])
+        (q_model, info), row["seconds"] = timed(
+            kerasq.ptq.keras_post_training_quantization, model, rep, target_platform_capabilities=tpc
+        )
+        row["accuracy"] = accuracy_keras(q_model, x_test, y_test)
+        row["bytes"] = info.weights_memory_bytes
+    else:
+        from benchmarks.tflite_baseline import stock_tflite_int8
+
+        flatbuffer, row["seconds"] = timed(stock_tflite_int8, model, rep)
+        row["accuracy"] = accuracy_tflite(flatbuffer, x_test, y_test)
+        row["bytes"] = len(flatbuffer)
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="kerasq PTQ benchmark")
+    parser.add_argument("--models", default="resnet,mobilenetv2")
+    parser.add_argument("--n-samples", type=int, default=1024)
+    parser.add_argument("--eval-samples", type=int, default=10000)
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.n_samples, args.eval_samples)))
+        return 0
+
+    from benchmarks.common import format_table, machine_info, run_worker
+
+    rows = []
+    for model_name in args.models.split(","):
+        float_seconds = None
+        for method in METHODS:
+            extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples)]
+            row = run_worker("benchmarks.ptq", [method, model_name, *extra])
+            row.setdefault("model", model_name)
+            row.setdefault("method", LABELS[method])
+            if method == "float":
+                float_seconds = row.get("seconds")
+            elif float_seconds and "seconds" in row:
+                row["ratio"] = row["seconds"] / float_seconds
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    columns = [("model", "model"), ("method", "method"), ("accuracy", "top-1 %"), ("seconds", "seconds"),
+               ("ratio", "x float pass"), ("peak_rss_mb", "peak RSS MB"), ("bytes", "bytes"), ("error", "error")]  # fmt: skip
+    if not any("error" in r for r in rows):
+        columns = columns[:-1]
+    table = format_table(rows, columns)
+    header = (f"kerasq PTQ benchmark, {datetime.date.today()}, {machine_info()}; calibration {args.n_samples} "
+              f"training images, evaluation {args.eval_samples} test images")  # fmt: skip
+    print(header + "\n\n" + table)
+    out = Path(__file__).parent / "results" / "ptq.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(header + "\n\n" + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
