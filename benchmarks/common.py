@@ -22,27 +22,10 @@ def accuracy_keras(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size:
 
 def accuracy_tflite(flatbuffer: bytes, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
     """Top-1 accuracy through the LiteRT interpreter (int8/uint8 inputs and outputs handled)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from kerasq.export.tflite import predict_tflite
 
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=2)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(inp["index"], [batch_size, *x.shape[1:]])
-    interpreter.allocate_tensors()
-    in_scale, in_zp = inp["quantization"]
-    out_scale, out_zp = out["quantization"]
-    correct = 0
-    for i in range(0, len(x) - len(x) % batch_size, batch_size):
-        batch = x[i : i + batch_size]
-        if inp["dtype"] != np.float32:
-            info = np.iinfo(inp["dtype"])
-            batch = np.clip(np.round(batch / in_scale + in_zp), info.min, info.max)
-        interpreter.set_tensor(inp["index"], batch.astype(inp["dtype"]))
-        interpreter.invoke()
-        result = interpreter.get_tensor(out["index"]).astype(np.float32)
-        if out["dtype"] != np.float32:
-            result = (result - out_zp) * out_scale
-        correct += int(np.sum(np.argmax(result, -1) == y[i : i + batch_size]))
-    return correct / (len(x) - len(x) % batch_size) * 100.0
+    probs = predict_tflite(flatbuffer, x, batch_size=batch_size)
+    return float(np.mean(np.argmax(probs, axis=-1) == y) * 100.0)
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:

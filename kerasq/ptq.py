@@ -13,7 +13,7 @@ from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph
-from kerasq.graph.rewrites import fold_batch_norms
+from kerasq.graph.rewrites import fold_batch_norms, split_activations, split_separable_convs
 from kerasq.info import QuantizationInfo, build_info
 from kerasq.params.selection import choose_params
 from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capabilities
@@ -48,7 +48,7 @@ def keras_post_training_quantization(
 
     graph = read_model(model)
     data = RepresentativeData(representative_data_gen, input_specs_from_model(model))
-    graph = fold_batch_norms(graph)
+    graph = split_activations(split_separable_convs(fold_batch_norms(graph)))
     plan = assign_quantization(graph, tpc, qc)
     stats = _observe(graph, plan, data, qc.num_histogram_bins)
     params = choose_params(graph, plan, stats, qc)
@@ -61,7 +61,9 @@ def _observe(
     graph: Graph, plan: QuantizationPlan, data: RepresentativeData, bins: int
 ) -> dict[int, TensorStats]:
     """Histogram every tensor the plan quantizes, in one pass of the (folded) float model."""
-    ids = list(plan.activations)
+    ids = [
+        t for t, spec in plan.activations.items() if spec.fixed_range is None and spec.shares_grid_of is None
+    ]
     if not ids:
         return {}
     built = build_model(graph)

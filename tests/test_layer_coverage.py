@@ -10,7 +10,7 @@ from keras import layers, ops
 import kerasq
 from kerasq.builder import build_model
 from kerasq.graph import read_model
-from kerasq.graph.rewrites import fold_batch_norms
+from kerasq.graph.rewrites import fold_batch_norms, split_separable_convs
 
 
 @keras.saving.register_keras_serializable(package="kerasq_tests")
@@ -84,10 +84,10 @@ def zoo_data():
     return [rng.uniform(0, 1, (64, 16, 16, 3)).astype("float32"), rng.normal(0, 1, (64, 6)).astype("float32")]
 
 
-def test_folded_float_rebuild_matches_original(zoo_data):
+def test_rewritten_float_rebuild_matches_original(zoo_data):
     model = build_zoo()
-    graph = fold_batch_norms(read_model(model))
-    assert not any(n.kind == "batch_norm" for n in graph.nodes)
+    graph = split_separable_convs(fold_batch_norms(read_model(model)))
+    assert not any(n.kind in ("batch_norm", "separable_conv") for n in graph.nodes)
     rebuilt = build_model(graph).model
     np.testing.assert_allclose(rebuilt.predict(zoo_data, verbose=0), model.predict(zoo_data, verbose=0),
                                rtol=1e-4, atol=1e-5)  # fmt: skip
@@ -101,16 +101,11 @@ def test_w16a16_matches_float(zoo_data):
     )
     assert info.float_layers == {}
     wrappers = [w for w in q_model.layers if isinstance(w, kerasq.QuantizeWrapper)]
-    assert {w.kind for w in wrappers} == {
-        "conv",
-        "depthwise_conv",
-        "separable_conv",
-        "conv_transpose",
-        "dense",
-    }
+    # SeparableConv2D runs as depthwise + pointwise (split_separable_convs), as on devices.
+    assert {w.kind for w in wrappers} == {"conv", "depthwise_conv", "conv_transpose", "dense"}
     weighted = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv1D, layers.DepthwiseConv2D,
                 layers.SeparableConv2D, layers.Conv2DTranspose, layers.Dense)  # fmt: skip
-    assert len(wrappers) == sum(isinstance(layer, weighted) for layer in model.layers) == 11
+    assert len(wrappers) == sum(isinstance(layer, weighted) for layer in model.layers) + 1 == 12
     diff = np.abs(q_model.predict(zoo_data, verbose=0) - model.predict(zoo_data, verbose=0)).max()
     assert diff < 2e-3
 

@@ -95,7 +95,8 @@ def build_model(
         outputs = op(*_replace_refs(node.args, tensors), **_replace_refs(node.kwargs, tensors))
         publish(node.outputs, keras.tree.flatten(outputs), node.name)
 
-    model = keras.Model(inputs, _replace_refs(graph.outputs, tensors), name=name or graph.name)
+    model_inputs = inputs[0] if len(inputs) == 1 else inputs  # a single input stays a plain tensor
+    model = keras.Model(model_inputs, _replace_refs(graph.outputs, tensors), name=name or graph.name)
     for layer, node in weights_to_load:
         if node.layer_weights:
             layer.set_weights(node.layer_weights)

@@ -5,20 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from kerasq.core.enums import QuantizationErrorMethod
+from kerasq.core.enums import QuantizationErrorMethod, parse_enum
 
 
 def _check_error_method(name: str, value: object) -> QuantizationErrorMethod:
-    if isinstance(value, QuantizationErrorMethod):
-        return value
-    if isinstance(value, str):
-        for member in QuantizationErrorMethod:
-            if value.lower() in (member.value, member.name.lower()):
-                return member
-    choices = ", ".join(m.name for m in QuantizationErrorMethod)
-    raise ValueError(
-        f"QuantizationConfig.{name}={value!r} is not a QuantizationErrorMethod; use one of {choices}."
-    )
+    return parse_enum(QuantizationErrorMethod, value, f"QuantizationConfig.{name}")
 
 
 @dataclass

@@ -35,3 +35,15 @@ class QuantizationErrorMethod(Enum):
     LP = "lp"
     KL = "kl"
     HMSE = "hmse"
+
+
+def parse_enum(enum_cls: type[Enum], value: object, argument: str) -> Enum:
+    """``value`` as a member of ``enum_cls``: a member, or its name / value as a case-insensitive string."""
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, str):
+        for member in enum_cls:
+            if value.lower() in (str(member.value).lower(), member.name.lower()):
+                return member
+    choices = ", ".join(m.name for m in enum_cls)
+    raise ValueError(f"{argument}={value!r} is not valid; use one of {enum_cls.__name__}.{{{choices}}}.")

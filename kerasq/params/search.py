@@ -241,3 +241,16 @@ def _params(
         channel_axis=channel_axis if per_channel else None,
         threshold=None if threshold is None else np.asarray(threshold, np.float32).reshape(shape),
     )  # fmt: skip
+
+
+def fixed_activation_params(lo: float, hi: float, *, n_bits: int, method: M) -> QuantParams:
+    """Grid covering a range the platform imposes (no search): uniform over [lo, hi], else symmetric."""
+    _check_common(n_bits, 2.0, E.NOCLIPPING, method)
+    if method is M.UNIFORM:
+        scale, zero_point, qmin, qmax = uniform_grid(np.array([lo]), np.array([hi]), n_bits)
+        return _params(scale, zero_point, qmin, qmax, n_bits, method, lo < 0, None, None, per_channel=False)
+    signed = lo < 0
+    tmax = max(abs(lo), abs(hi))
+    threshold = np.array([2.0 ** np.ceil(np.log2(tmax)) if method is M.POWER_OF_TWO else tmax])
+    scale, qmin, qmax = symmetric_grid(threshold, n_bits, signed, narrow_range=False)
+    return _params(scale, np.zeros_like(scale), qmin, qmax, n_bits, method, signed, None, threshold, False)

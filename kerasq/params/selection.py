@@ -8,7 +8,7 @@ from kerasq.core.config import QuantizationConfig
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.weights import named_weights
 from kerasq.params.quant_params import QuantParams
-from kerasq.params.search import search_activation_params, search_weight_params
+from kerasq.params.search import fixed_activation_params, search_activation_params, search_weight_params
 from kerasq.platform.assign import ActivationSpec, QuantizationPlan, WeightSpec
 from kerasq.progress import progress
 from kerasq.statistics.histogram import TensorStats
@@ -26,9 +26,12 @@ _SIGNED = {"auto": None, "signed": True, "unsigned": False}
 
 
 def activation_params(
-    spec: ActivationSpec, stats: TensorStats, qc: QuantizationConfig, n_bits: int | None = None
+    spec: ActivationSpec, stats: TensorStats | None, qc: QuantizationConfig, n_bits: int | None = None
 ):
-    """Grid for one activation tensor from its histogram."""
+    """Grid for one activation tensor: the platform's fixed range, or a search on its histogram."""
+    if spec.fixed_range is not None:
+        lo, hi = spec.fixed_range
+        return fixed_activation_params(lo, hi, n_bits=n_bits or spec.n_bits, method=spec.method)
     return search_activation_params(
         stats.counts, stats.hist_range, observed_min=stats.min, observed_max=stats.max,
         n_bits=n_bits or spec.n_bits, method=spec.method, error_method=qc.activation_error_method,
@@ -49,12 +52,14 @@ def choose_params(
     graph: Graph, plan: QuantizationPlan, stats: dict[int, TensorStats], qc: QuantizationConfig
 ) -> QuantizationParams:
     """Search thresholds for all planned tensors and kernels at their default bit widths."""
+    own = {tid: spec for tid, spec in plan.activations.items() if spec.shares_grid_of is None}
     activations = {
-        tid: activation_params(spec, stats[tid], qc)
-        for tid, spec in progress(
-            plan.activations.items(), "kerasq: activation grids", len(plan.activations), "tensor"
-        )
+        tid: activation_params(spec, stats.get(tid), qc)
+        for tid, spec in progress(own.items(), "kerasq: activation grids", len(own), "tensor")
     }
+    for tid, spec in plan.activations.items():
+        if spec.shares_grid_of is not None:
+            activations[tid] = activations[spec.shares_grid_of]
     weights = {
         node: {name: weight_params(spec, graph, qc) for name, spec in kernels.items()}
         for node, kernels in progress(

@@ -26,6 +26,8 @@ class ActivationSpec:
     method: QuantizationMethod
     signedness: str  # "auto" | "signed" | "unsigned"
     bit_candidates: tuple[int, ...]
+    fixed_range: tuple[float, float] | None = None  # imposed by the platform; no search
+    shares_grid_of: int | None = None  # takes the grid of this tensor (e.g. the concat it feeds)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _weight_specs(node: Node, cfg: OpQuantizationConfig) -> dict[str, WeightSpec
 def _activation_spec(tensor: int, producer: str, cfg: OpQuantizationConfig) -> ActivationSpec:
     return ActivationSpec(
         tensor=tensor, producer=producer, n_bits=cfg.activation_n_bits, method=cfg.activation_method,
-        signedness=cfg.signedness, bit_candidates=cfg.activation_candidates,
+        signedness=cfg.signedness, bit_candidates=cfg.activation_candidates, fixed_range=cfg.fixed_output_range,
     )  # fmt: skip
 
 
@@ -121,4 +123,15 @@ def assign_quantization(
         for tensor in node.outputs:
             if _is_float_tensor(graph, tensor) and not _is_fused(node, tensor, graph, consumers, tpc):
                 plan.activations[tensor] = _activation_spec(tensor, node.name, cfg)
+        if cfg.inputs_share_output_grid and node.outputs[0] in plan.activations:
+            _share_input_grids(node, plan, consumers)
     return plan
+
+
+def _share_input_grids(node: Node, plan: QuantizationPlan, consumers: dict) -> None:
+    """Inputs read only by ``node`` are quantized on ``node``'s output grid (one rounding, as on device)."""
+    out = node.outputs[0]
+    for tensor in dict.fromkeys(node.inputs):
+        spec = plan.activations.get(tensor)
+        if spec is not None and spec.fixed_range is None and len(consumers.get(tensor, [])) == 1:
+            plan.activations[tensor] = replace(spec, shares_grid_of=out)

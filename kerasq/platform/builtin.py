@@ -55,17 +55,32 @@ def tflite() -> TargetPlatformCapabilities:
         weights_narrow_range=True,
     )
     preserving = replace(base, quantization_preserving=True)
+    # TFLite's int8 kernels fix these output grids: logistic/softmax scale 1/256 (zero point -128),
+    # tanh scale 1/128 (zero point 0).
+    unit_interval = replace(base, fixed_output_range=(0.0, 255.0 / 256.0))
+    symmetric_unit = replace(base, fixed_output_range=(-1.0, 127.0 / 128.0))
+    per_tensor = replace(base, weights_per_channel=False)
+    shared_grid = replace(base, inputs_share_output_grid=True)
     return TargetPlatformCapabilities(
         name="tflite",
         default_config=base,
         operator_sets=(
-            OperatorSet("weighted", _WEIGHTED, base),
+            OperatorSet("weighted", tuple(k for k in _WEIGHTED if k != "conv_transpose"), base),
+            # The converter cannot keep per-channel scales on a transposed-convolution kernel.
+            OperatorSet("weighted_per_tensor", ("conv_transpose",), per_tensor),
             OperatorSet("fusable_activation", ("relu", "relu6"), base),
+            OperatorSet("unit_interval", ("sigmoid", "softmax"), unit_interval),
+            OperatorSet("symmetric_unit", ("tanh",), symmetric_unit),
+            OperatorSet("concat", ("concat",), shared_grid),
             OperatorSet("add", ("add", "subtract"), base),
             # TFLite's int8 pooling kernels keep the input scale on the output.
             OperatorSet("no_quantization", (*_PRESERVING_KINDS, "avg_pool"), preserving),
         ),
-        fusing_patterns=(("weighted", "fusable_activation"), ("add", "fusable_activation")),
+        fusing_patterns=(
+            ("weighted", "fusable_activation"),
+            ("weighted_per_tensor", "fusable_activation"),
+            ("add", "fusable_activation"),
+        ),
     )
 
 

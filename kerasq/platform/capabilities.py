@@ -32,6 +32,11 @@ class OpQuantizationConfig:
         enable_weights_quantization: False keeps kernels in float.
         weights_bit_candidates / activation_bit_candidates: widths mixed precision may choose from
             (empty means just the default width).
+        inputs_share_output_grid: inputs used only by this op take the op's output grid (TFLite's
+            concatenation kernel has one scale for all operands).
+        fixed_output_range: (lo, hi) the device imposes on the output (e.g. TFLite's softmax/logistic
+            [0, 255/256]); used instead of a searched threshold. With UNIFORM 8-bit activations the grid is
+            exactly TFLite's fixed scale and zero point.
     """
 
     activation_method: QuantizationMethod = QuantizationMethod.POWER_OF_TWO
@@ -46,6 +51,8 @@ class OpQuantizationConfig:
     enable_weights_quantization: bool = True
     weights_bit_candidates: tuple[int, ...] = ()
     activation_bit_candidates: tuple[int, ...] = ()
+    fixed_output_range: tuple[float, float] | None = None
+    inputs_share_output_grid: bool = False
 
     def __post_init__(self) -> None:
         owner = "OpQuantizationConfig"
@@ -59,6 +66,11 @@ class OpQuantizationConfig:
         for name in ("weights_bit_candidates", "activation_bit_candidates"):
             for bits in getattr(self, name):
                 _check_bits(owner, name, bits)
+        fixed = self.fixed_output_range
+        if fixed is not None and not (len(fixed) == 2 and fixed[0] <= 0 <= fixed[1] and fixed[0] < fixed[1]):
+            raise ValueError(
+                f"{owner}.fixed_output_range must be (lo, hi) with lo <= 0 <= hi, got {fixed!r}."
+            )
 
     @property
     def weights_candidates(self) -> tuple[int, ...]:

@@ -1,0 +1,211 @@
+"""The ``kerasq`` command line: quantize, inspect and evaluate models in pipelines.
+
+    kerasq quantize MODEL.keras --data CALIB.npz [--tpc imx500|tflite] [--error-method mse] -o OUT
+    kerasq info MODEL(.keras|.tflite)
+    kerasq eval MODEL(.keras|.tflite) --data TEST.npz [--rescale 0.00392]
+
+Exit codes: 0 success, 2 bad usage, 3 unreadable or invalid input (paths, formats, data), 4 the model
+cannot be quantized or exported as asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 2, 3, 4
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load_model(path: str):
+    import keras
+
+    import kerasq  # noqa: F401 - registers kerasq layers for load_model
+
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"model file {path!r} does not exist", EXIT_INPUT)
+    if p.suffix != ".keras":
+        raise CliError(f"{path!r}: expected a .keras model file", EXIT_INPUT)
+    try:
+        return keras.models.load_model(p)
+    except Exception as err:  # keras raises many types for corrupt archives
+        raise CliError(f"cannot load {path!r} as a Keras model: {err}", EXIT_INPUT) from err
+
+
+def _inputs(path: str, rescale: float, image_size: tuple[int, int] | None = None):
+    from kerasq.data.files import load_arrays
+
+    try:
+        x, y = load_arrays(path, image_size)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise CliError(str(err), EXIT_INPUT) from err
+    return x.astype("float32") * rescale, y
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import kerasq
+    from kerasq.export import ExportError, keras_export_model
+    from kerasq.graph import UnsupportedModelError
+
+    model = _load_model(args.model)
+    size = tuple(model.inputs[0].shape[1:3]) if len(model.inputs[0].shape) == 4 else None
+    x, _ = _inputs(args.data, args.rescale, size)
+    x = x[: args.n_samples]
+    out = Path(args.output)
+    try:
+        core = kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(
+            weights_error_method=args.error_method, activation_error_method=args.error_method))  # fmt: skip
+        tpc = kerasq.get_target_platform_capabilities(args.tpc)
+    except ValueError as err:
+        raise CliError(str(err), EXIT_USAGE) from err
+    try:
+        q_model, info = kerasq.ptq.keras_post_training_quantization(
+            model, x, core_config=core, target_platform_capabilities=tpc
+        )
+    except (ValueError, TypeError) as err:
+        code = EXIT_MODEL if isinstance(err, UnsupportedModelError) else EXIT_INPUT
+        raise CliError(f"quantization failed: {err}", code) from err
+    fmt = {".keras": "keras", ".tflite": "tflite"}.get(out.suffix, "savedmodel")
+    qfmt = "int8" if fmt == "tflite" and not args.fake_quant else "fakely_quant"
+    try:
+        keras_export_model(q_model, out, serialization_format=fmt, quantization_format=qfmt,
+                           integer_io=args.integer_io)  # fmt: skip
+    except (ExportError, ValueError) as err:
+        raise CliError(f"export failed: {err}", EXIT_MODEL) from err
+    print(info.summary())
+    print(f"wrote {out} ({fmt}, {qfmt})")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    path = Path(args.model)
+    if path.suffix == ".tflite":
+        return _info_tflite(path)
+    model = _load_model(args.model)
+    from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
+
+    total = 0
+    print(f"{'layer':40s} {'type':24s} {'weight bits':>11s} {'params':>9s} {'bytes':>9s}")
+    for layer in model.layers:
+        params = sum(int(w.numpy().size) for w in layer.trainable_weights)
+        if isinstance(layer, QuantizeWrapper):
+            kernels = {n: int(getattr(layer.layer, n).numpy().size) for n in layer.kernel_quantizers}
+            bits = "/".join(str(s["n_bits"]) for s in layer.kernel_quantizers.values())
+            size = sum(-(-kernels[n] * s["n_bits"] // 8) for n, s in layer.kernel_quantizers.items())
+            size += (params - sum(kernels.values())) * 4
+            name, kind = layer.layer.name, type(layer.layer).__name__
+        elif isinstance(layer, ActivationQuantizer):
+            print(f"{layer.name:40s} {'ActivationQuantizer':24s} {'a' + str(layer.n_bits):>11s}")
+            continue
+        else:
+            bits, size, name, kind = ("32" if params else "-"), params * 4, layer.name, type(layer).__name__
+        total += size
+        print(f"{name:40s} {kind:24s} {bits:>11s} {params:9d} {size:9d}")
+    print(f"weights memory: {total:,} bytes")
+    return EXIT_OK
+
+
+def _info_tflite(path: Path) -> int:
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not path.exists():
+        raise CliError(f"model file {str(path)!r} does not exist", EXIT_INPUT)
+    try:
+        interpreter = Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as err:
+        raise CliError(f"cannot read {str(path)!r} as a TFLite model: {err}", EXIT_INPUT) from err
+    details = interpreter.get_tensor_details()
+    counts: dict[str, int] = {}
+    for d in details:
+        counts[np.dtype(d["dtype"]).name] = counts.get(np.dtype(d["dtype"]).name, 0) + 1
+    print(f"{path}: {path.stat().st_size:,} bytes, {len(details)} tensors")
+    print("tensor types: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    for kind, items in (
+        ("input", interpreter.get_input_details()),
+        ("output", interpreter.get_output_details()),
+    ):
+        for d in items:
+            scale, zero_point = d["quantization"]
+            shape = [int(v) for v in d["shape"]]
+            print(
+                f"{kind}: {d['name']} {shape} {np.dtype(d['dtype']).name} scale={scale:g} zero_point={zero_point}"
+            )
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    x, y = _inputs(args.data, args.rescale)
+    if y is None:
+        raise CliError(f"{args.data!r} has no labels (an array named y or labels)", EXIT_INPUT)
+    path = Path(args.model)
+    if path.suffix == ".tflite":
+        if not path.exists():
+            raise CliError(f"model file {args.model!r} does not exist", EXIT_INPUT)
+        from kerasq.export.tflite import predict_tflite
+
+        probs = predict_tflite(path.read_bytes(), x)
+    else:
+        model = _load_model(args.model)
+        try:
+            probs = model.predict(x, batch_size=256, verbose=0)
+        except ValueError as err:
+            raise CliError(f"the data does not fit the model: {err}", EXIT_INPUT) from err
+    accuracy = float(np.mean(np.argmax(probs, -1) == y.astype(np.int64)) * 100.0)
+    print(f"{path.name}: top-1 accuracy {accuracy:.2f}% on {len(y)} samples")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerasq", description="Quantize Keras 3 models for edge devices.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quantize", help="post-training quantization, then export")
+    q.add_argument("model", help="float model (.keras)")
+    q.add_argument("--data", required=True, help="calibration data: .npz, .npy or a folder of images")
+    q.add_argument("--tpc", default="imx500", help="target platform: imx500 (default) or tflite")
+    q.add_argument(
+        "--error-method", default="mse", help="threshold error method: mse, mae, lp, kl, no_clipping"
+    )
+    q.add_argument("--n-samples", type=int, default=1024, help="calibration samples to use (default 1024)")
+    q.add_argument("--rescale", type=float, default=1.0, help="multiply input data by this (e.g. 1/255)")
+    q.add_argument(
+        "--fake-quant", action="store_true", help=".tflite output: float graph with fake-quant ops"
+    )
+    q.add_argument("--integer-io", action="store_true", help=".tflite INT8 output: int8 inputs and outputs")
+    q.add_argument(
+        "-o", "--output", required=True, help="output: .keras, .tflite, or a directory (SavedModel)"
+    )
+    q.set_defaults(func=cmd_quantize)
+    i = sub.add_parser("info", help="layers, bit widths and sizes of a .keras or .tflite model")
+    i.add_argument("model")
+    i.set_defaults(func=cmd_info)
+    e = sub.add_parser("eval", help="top-1 accuracy of a .keras or .tflite model on labelled data")
+    e.add_argument("model")
+    e.add_argument("--data", required=True, help=".npz with x and y arrays")
+    e.add_argument("--rescale", type=float, default=1.0, help="multiply input data by this (e.g. 1/255)")
+    e.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"kerasq {args.command}: error: {err}", file=sys.stderr)
+        return err.code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

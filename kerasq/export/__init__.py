@@ -1,0 +1,7 @@
+"""Exporting quantized models: .keras, SavedModel, TFLite (fake-quant or integer)."""
+
+from kerasq.export.exporter import keras_export_model
+from kerasq.export.formats import KerasExportSerializationFormat, QuantizationFormat
+from kerasq.export.int8_graph import ExportError
+
+__all__ = ["ExportError", "KerasExportSerializationFormat", "QuantizationFormat", "keras_export_model"]

@@ -1,0 +1,187 @@
+"""The TensorFlow graph the TFLite converter turns into an integer model.
+
+Each ``ActivationQuantizer`` becomes ``tf.quantization.fake_quant_with_min_max_vars`` with the exact range of
+its grid, and each ``QuantizeWrapper`` computes its op on a kernel passed through
+``fake_quant_with_min_max_vars_per_channel``. With ``Optimize.DEFAULT`` and no representative dataset, the
+converter reads those ranges and produces int8 tensors with exactly kerasq's scales and zero points.
+Ranges sit on their grids and include zero, so TensorFlow's range nudging changes nothing.
+
+Layouts follow what the converter accepts: per-channel fake quant acts on the last kernel axis, and a
+per-channel quantized constant may be reshaped but not transposed. Dense layers therefore run as 1x1
+convolutions (the converter rejects per-channel FULLY_CONNECTED), depthwise kernels are quantized as
+[kh, kw, 1, in * multiplier] then reshaped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
+from kerasq.quantizers.kernel_ops import LINEAR_OPS
+
+
+class ExportError(ValueError):
+    """The model cannot be exported in the requested format; the message says why and what to do."""
+
+
+def activation_range(q: ActivationQuantizer) -> tuple[float, float]:
+    scale, zero_point = float(q.scale.numpy()), float(q.zero_point.numpy())
+    return (q.qmin - zero_point) * scale, (q.qmax - zero_point) * scale
+
+
+class TFFakeQuantActivation(keras.layers.Layer):
+    """Export-only twin of ``ActivationQuantizer`` using TensorFlow's fake-quant op."""
+
+    def __init__(self, source: ActivationQuantizer, **kwargs: Any) -> None:
+        super().__init__(name=f"{source.name}_export", **kwargs)
+        if source.n_bits != 8:
+            raise ExportError(
+                f"Activation quantizer {source.name!r} uses {source.n_bits} bits; INT8 TFLite export needs "
+                "8-bit activations. Quantize with activation_n_bits=8 or export FAKELY_QUANT."
+            )
+        self.range = activation_range(source)
+
+    def call(self, x: Any) -> Any:
+        return tf.quantization.fake_quant_with_min_max_vars(x, self.range[0], self.range[1], num_bits=8)
+
+
+def _per_channel(kernel: tf.Tensor, scale: np.ndarray) -> tf.Tensor:
+    """Fake-quantize ``kernel`` on its last axis on the symmetric narrow int8 grid of ``scale``."""
+    scale = scale.reshape(-1).astype(np.float32)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        kernel, -127.0 * scale, 127.0 * scale, num_bits=8, narrow_range=True
+    )
+
+
+def _per_tensor(kernel: tf.Tensor, scale: float) -> tf.Tensor:
+    return tf.quantization.fake_quant_with_min_max_vars(kernel, -127.0 * scale, 127.0 * scale, num_bits=8,
+                                                        narrow_range=True)  # fmt: skip
+
+
+class TFQuantizedWeighted(keras.layers.Layer):
+    """Export-only twin of ``QuantizeWrapper``: the same op on a TensorFlow fake-quantized kernel."""
+
+    def __init__(self, source: QuantizeWrapper, **kwargs: Any) -> None:
+        super().__init__(name=f"{source.name}_export", **kwargs)
+        self.source = source
+        self.layer = source.layer
+        for name, spec in source.kernel_quantizers.items():
+            scale, zero_point = source.kernel_grid(name)
+            if spec["n_bits"] > 8 or spec["qmin"] < -127 or np.any(zero_point != 0):
+                raise ExportError(
+                    f"Layer {source.layer.name!r}: kernel {name!r} is not on a symmetric int8 grid "
+                    f"({spec['n_bits']} bits, qmin {spec['qmin']}); INT8 TFLite export needs symmetric weights "
+                    "of at most 8 bits with narrow range (the 'tflite' platform does this)."
+                )
+        self._scales = {name: source.kernel_grid(name)[0] for name in source.kernel_quantizers}
+        if getattr(self.layer, "data_format", "channels_last") != "channels_last":
+            raise ExportError(
+                f"Layer {self.layer.name!r} uses channels_first, which TFLite does not support."
+            )
+
+    def _scale(self, name: str) -> np.ndarray:
+        return self._scales[name]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def _kernel(self, name: str) -> tf.Tensor:
+        """Kernel fake-quantized along its own channel axes (last axis, or per tensor)."""
+        kernel = tf.convert_to_tensor(getattr(self.layer, name))
+        axes = self.source.kernel_quantizers[name]["axes"]
+        scale = self._scale(name)
+        if not axes:
+            return _per_tensor(kernel, float(scale.reshape(-1)[0]))
+        if list(axes) == [kernel.shape.rank - 1]:
+            return _per_channel(kernel, scale)
+        raise ExportError(
+            f"Layer {self.layer.name!r}: per-channel kernel {name!r} along axes {axes} cannot be expressed "
+            "for the TFLite converter; use per-tensor weights for this layer (the 'tflite' platform does)."
+        )
+
+    def call(self, x: Any) -> Any:
+        kind, layer = self.source.kind, self.layer
+        if kind in ("conv", "depthwise_conv") and len(layer.kernel.shape) == 3:
+            y = self._conv1d(x)
+        elif kind == "dense":
+            y = self._dense(x)
+        elif kind == "depthwise_conv":
+            y = self._depthwise(x)
+        elif kind in ("conv", "conv_transpose"):
+            y = LINEAR_OPS[kind](layer, x, {"kernel": self._kernel("kernel")})
+        else:
+            raise ExportError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no INT8 TFLite lowering; kerasq splits "
+                "separable convolutions into depthwise + pointwise when quantizing for the 'tflite' platform."
+            )
+        if layer.bias is not None:
+            y = y + layer.bias
+        return layer.activation(y) if layer.activation is not None else y
+
+    def _dense(self, x: Any) -> Any:
+        kernel = tf.convert_to_tensor(self.layer.kernel)
+        axes = self.source.kernel_quantizers["kernel"]["axes"]
+        if not axes:
+            return tf.matmul(x, _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0])))
+        units_in, units_out = kernel.shape
+        qkernel = _per_channel(tf.reshape(kernel, [1, 1, units_in, units_out]), self._scale("kernel"))
+        y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, units_in]), qkernel, 1, "VALID")
+        inner = x.shape[1:-1]
+        if all(d is not None for d in inner):  # static shape: a plain RESHAPE, no shape arithmetic ops
+            return tf.reshape(y, [-1, *inner, units_out])
+        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [units_out]], 0))
+
+    def _conv1d(self, x: Any) -> Any:
+        """1-D convolutions as 2-D ones on [batch, 1, steps, channels], kernel expanded before quantizing."""
+        layer = self.layer
+        padding = layer.padding
+        if padding == "causal":
+            x = tf.pad(x, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
+            padding = "valid"
+        kernel = tf.convert_to_tensor(layer.kernel)
+        steps, channels_in, last = kernel.shape
+        x4 = tf.expand_dims(x, 1)
+        strides, dilations = (1, layer.strides[0]), (1, layer.dilation_rate[0])
+        per_channel = bool(self.source.kernel_quantizers["kernel"]["axes"])
+        scale = self._scale("kernel")
+        if self.source.kind == "conv":
+            k4 = tf.reshape(kernel, [1, steps, channels_in, last])
+            k4 = _per_channel(k4, scale) if per_channel else _per_tensor(k4, float(scale.reshape(-1)[0]))
+            y = tf.nn.conv2d(x4, k4, strides, padding.upper(), dilations=dilations)
+        else:
+            flat = tf.reshape(kernel, [1, steps, 1, channels_in * last])
+            flat = (
+                _per_channel(flat, scale) if per_channel else _per_tensor(flat, float(scale.reshape(-1)[0]))
+            )
+            k4 = tf.reshape(flat, [1, steps, channels_in, last])
+            y = tf.nn.depthwise_conv2d(x4, k4, (1, *strides, 1), padding.upper(), dilations=dilations)
+        return tf.squeeze(y, 1)
+
+    def _depthwise(self, x: Any) -> Any:
+        layer = self.layer
+        kernel = tf.convert_to_tensor(layer.kernel)
+        axes = self.source.kernel_quantizers["kernel"]["axes"]
+        if axes:
+            shape = kernel.shape
+            flat = tf.reshape(kernel, [*shape[:-2], 1, shape[-2] * shape[-1]])
+            kernel = tf.reshape(_per_channel(flat, self._scale("kernel")), shape)
+        else:
+            kernel = _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0]))
+        return LINEAR_OPS["depthwise_conv"](layer, x, {"kernel": kernel})
+
+
+def export_graph(q_model: keras.Model) -> keras.Model:
+    """A Keras model computing ``q_model`` with TensorFlow fake-quant ops (for the TFLite converter only)."""
+
+    def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, ActivationQuantizer):
+            return TFFakeQuantActivation(layer)
+        if isinstance(layer, QuantizeWrapper):
+            return TFQuantizedWeighted(layer)
+        return layer
+
+    return keras.models.clone_model(q_model, clone_function=swap)

@@ -1,0 +1,92 @@
+"""Convert a kerasq-quantized Keras model to a TFLite / LiteRT flatbuffer."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasq.export.formats import QuantizationFormat
+from kerasq.export.int8_graph import ExportError, export_graph
+
+
+def _converter(model: keras.Model, workdir: Path) -> tf.lite.TFLiteConverter:
+    path = workdir / "saved_model"
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(str(path))
+
+
+def convert_to_tflite(
+    q_model: keras.Model, quantization_format: QuantizationFormat, integer_io: bool = False
+) -> bytes:
+    """Flatbuffer of ``q_model``.
+
+    FAKELY_QUANT: the float graph as is (quantize-dequantize arithmetic in float ops).
+    INT8: int8 weights (per channel where kerasq chose it) and activations with kerasq's scales and zero
+    points, int32 biases; inputs/outputs are float32 (quantized at the edges) or int8 with ``integer_io``.
+    """
+    with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
+        if quantization_format is QuantizationFormat.FAKELY_QUANT:
+            return _converter(q_model, Path(tmp)).convert()
+        converter = _converter(export_graph(q_model), Path(tmp))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if integer_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        try:
+            flatbuffer = converter.convert()
+        except Exception as err:  # the converter raises its own ConverterError types
+            raise ExportError(f"The TFLite converter rejected the quantized graph: {err}") from err
+    check_integer(flatbuffer, q_model.name)
+    return flatbuffer
+
+
+def float_tensors(flatbuffer: bytes) -> list[str]:
+    """Names of float32 tensors other than the model's inputs and outputs (none in an integer model)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    edges = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    return [
+        d["name"]
+        for d in interpreter.get_tensor_details()
+        if d["dtype"] == np.float32 and d["index"] not in edges
+    ]
+
+
+def check_integer(flatbuffer: bytes, name: str) -> None:
+    leftovers = float_tensors(flatbuffer)
+    if leftovers:
+        shown = ", ".join(leftovers[:8]) + (" ..." if len(leftovers) > 8 else "")
+        raise ExportError(
+            f"INT8 export of {name!r} left {len(leftovers)} float tensors ({shown}): these tensors carry no "
+            "quantization range. Quantize with the 'tflite' platform, whose fusing rules match TFLite's kernels."
+        )
+
+
+def predict_tflite(flatbuffer: bytes, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of a single-input TFLite model on ``x`` (float; int8/uint8 edges are (de)quantized)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        interpreter.resize_tensor_input(inp["index"], batch.shape)
+        interpreter.allocate_tensors()
+        if inp["dtype"] != np.float32:
+            scale, zero_point = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
+        interpreter.set_tensor(inp["index"], batch.astype(inp["dtype"]))
+        interpreter.invoke()
+        result = interpreter.get_tensor(out["index"]).astype(np.float32)
+        if out["dtype"] != np.float32:
+            scale, zero_point = out["quantization"]
+            result = (result - zero_point) * scale
+        results.append(result)
+    return np.concatenate(results)

@@ -1,0 +1,154 @@
+"""INT8 TFLite export: the LiteRT model computes what the Keras quantized model computes (<= 1 output step)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from keras import layers
+
+import kerasq
+from kerasq.export import ExportError, QuantizationFormat
+from kerasq.export.tflite import convert_to_tflite
+
+
+def _bn(x):
+    bn = layers.BatchNormalization()
+    y = bn(x)
+    c = x.shape[-1]
+    rng = np.random.default_rng(c)
+    bn.set_weights(
+        [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c), rng.uniform(0.5, 2, c)]
+    )
+    return y
+
+
+def residual_net() -> keras.Model:
+    i = keras.Input((32, 32, 3))
+    x = layers.ReLU()(_bn(layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(i)))
+    y = layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+    y = layers.Conv2D(16, 1)(y)
+    x = layers.ReLU()(layers.Add()([x, y]))
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(32, 3, padding="same", activation="relu")(x))
+    return keras.Model(i, layers.Dense(10)(x), name="residual")
+
+
+def concat_pool_net() -> keras.Model:
+    i = keras.Input((32, 32, 3))
+    a = layers.Conv2D(8, 3, padding="same", activation="relu")(i)
+    b = layers.Conv2D(8, 5, padding="same")(i)
+    x = layers.Concatenate()([a, b])
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.SeparableConv2D(16, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2DTranspose(8, 3, strides=2, padding="same")(x)
+    x = layers.Flatten()(layers.AveragePooling2D(4)(x))
+    return keras.Model(i, layers.Dense(10, activation="softmax")(x), name="concat_pool")
+
+
+def sequence_net() -> keras.Model:
+    i = keras.Input((32, 32, 3))
+    x = layers.Reshape((32, 96))(i)
+    x = layers.Conv1D(16, 3, padding="same", activation="relu")(x)
+    x = layers.Dense(8, activation="tanh")(x)  # Dense on a 3-D input
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(i, layers.Dense(1, activation="sigmoid")(x), name="sequence")
+
+
+def plain_net() -> keras.Model:
+    """No adds and no concatenation: the imx500 platform's grids then map onto TFLite kernels one to one."""
+    i = keras.Input((32, 32, 3))
+    x = layers.ReLU()(_bn(layers.Conv2D(16, 3, padding="same", use_bias=False)(i)))
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(layers.Conv2D(8, 1, activation="relu")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(i, layers.Dense(10)(x), name="plain")
+
+
+def branch_concat_net() -> keras.Model:
+    i = keras.Input((32, 32, 3))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(i)
+    x = layers.Concatenate()(
+        [layers.Conv2D(8, 1, activation="relu")(x), layers.Conv2D(8, 3, padding="same")(x)]
+    )
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(i, layers.Dense(10)(x), name="branch_concat")
+
+
+def _litert(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
+    interpreter = Interpreter(model_content=flatbuffer)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _output_step(q_model: keras.Model) -> float:
+    last = q_model.layers[-1]
+    assert isinstance(last, kerasq.ActivationQuantizer), "the model output should be quantized"
+    return float(last.scale.numpy())
+
+
+@pytest.fixture(scope="module")
+def images(cifar):
+    return cifar[0][:256], cifar[2][:200]
+
+
+@pytest.mark.parametrize(
+    ("builder", "platform"),
+    [
+        (residual_net, "tflite"),
+        (concat_pool_net, "tflite"),
+        (sequence_net, "tflite"),
+        (plain_net, "tflite"),
+        (branch_concat_net, "tflite"),
+        (plain_net, "imx500"),
+    ],  # fmt: skip
+)
+def test_litert_matches_keras_within_one_step(builder, platform, images):
+    calibration, test_images = images
+    keras.utils.set_random_seed(0)
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(
+        builder(), calibration, target_platform_capabilities=kerasq.get_target_platform_capabilities(platform)
+    )
+    flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)
+    diff = np.abs(_litert(flatbuffer, test_images) - q_model.predict(test_images, verbose=0))
+    step = _output_step(q_model)
+    assert diff.max() <= step * 1.0001, f"max diff {diff.max()} > one step {step}"
+    assert np.mean(diff > step * 0.5) < 0.05  # almost every output is identical
+
+
+def test_tensors_are_integer(images):
+    calibration, _ = images
+    q_model, info = kerasq.ptq.keras_post_training_quantization(
+        residual_net(),
+        calibration,
+        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
+    )
+    flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8, integer_io=True)
+    interpreter = Interpreter(model_content=flatbuffer)
+    details = interpreter.get_tensor_details()
+    dtypes = {d["dtype"] for d in details}
+    assert np.float32 not in dtypes
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    kernels = [d for d in details if d["dtype"] == np.int8 and len(d["shape"]) == 4 and
+               d["quantization_parameters"]["scales"].size > 1]  # fmt: skip
+    assert len(kernels) >= 4  # per-channel conv / depthwise / dense-as-1x1 kernels
+    biases = [
+        d for d in details if d["dtype"] == np.int32 and d["quantization_parameters"]["scales"].size > 1
+    ]
+    assert biases
+    # Activation grids are kerasq's: the model input tensor carries the input quantizer's scale.
+    input_scale = interpreter.get_input_details()[0]["quantization"][0]
+    assert input_scale == pytest.approx(info.inputs[q_model.inputs[0].name.split(":")[0]].scale[0], rel=1e-6)
+
+
+def test_imx500_residual_fusing_is_refused_clearly(images):
+    calibration, _ = images
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(residual_net(), calibration)
+    with pytest.raises(ExportError, match="tflite"):
+        convert_to_tflite(q_model, QuantizationFormat.INT8)

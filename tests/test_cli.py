@@ -1,0 +1,106 @@
+"""The kerasq command line, end to end on a trained model and data files, including its error paths."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasq.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+
+
+@pytest.fixture(scope="module")
+def files(trained_cnn, cifar, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    trained_cnn.save(root / "float.keras")
+    x_train, _, x_test, y_test = cifar
+    to_uint8 = lambda x: np.round(x * 255).astype(np.uint8)  # noqa: E731
+    np.savez(root / "calib.npz", x=to_uint8(x_train[:256]))
+    np.savez(root / "test.npz", x=to_uint8(x_test[:1000]), y=y_test[:1000])
+    return root
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _accuracy(text: str) -> float:
+    return float(text.split("top-1 accuracy ")[1].split("%")[0])
+
+
+def test_quantize_to_int8_tflite_then_info_and_eval(files, capsys):
+    out = files / "q.tflite"
+    code, text, _ = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                         "--rescale", 1 / 255, "--tpc", "tflite", "-o", out)  # fmt: skip
+    assert code == EXIT_OK and out.exists(), text
+    code, text, _ = _run(capsys, "info", out)
+    types = text.split("tensor types: ")[1].split("\n")[0]
+    assert code == EXIT_OK and "int8 x" in types and "float32 x2," in types  # float only at the model edges
+    _, float_text, _ = _run(
+        capsys, "eval", files / "float.keras", "--data", files / "test.npz", "--rescale", 1 / 255
+    )
+    code, q_text, _ = _run(capsys, "eval", out, "--data", files / "test.npz", "--rescale", 1 / 255)
+    assert code == EXIT_OK
+    assert _accuracy(q_text) >= _accuracy(float_text) - 1.5
+
+
+def test_quantize_to_keras_and_savedmodel(files, capsys):
+    code, _, _ = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                      "--rescale", 1 / 255, "-o", files / "q.keras")  # fmt: skip
+    assert code == EXIT_OK
+    code, text, _ = _run(capsys, "info", files / "q.keras")
+    assert code == EXIT_OK and "weights memory" in text and "ActivationQuantizer" in text
+    code, _, _ = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                      "--rescale", 1 / 255, "-o", files / "q_saved")  # fmt: skip
+    assert code == EXIT_OK
+    served = tf.saved_model.load(str(files / "q_saved"))
+    x = np.load(files / "test.npz")["x"][:4].astype(np.float32) / 255
+    assert served.serve(x).shape == (4, 10)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["quantize", "missing.keras", "--data", "calib.npz", "-o", "o.keras"], EXIT_INPUT, "does not exist"),
+        (["quantize", "float.keras", "--data", "calib.txt", "-o", "o.keras"], EXIT_INPUT, "does not exist"),
+        (["quantize", "float.keras", "--data", "test.npz", "--tpc", "gpu9", "-o", "o.keras"], EXIT_USAGE,
+         "Unknown target platform"),
+        (["quantize", "float.keras", "--data", "calib.npz", "--error-method", "median", "-o", "o.keras"],
+         EXIT_USAGE, "error_method"),
+        (["eval", "float.keras", "--data", "calib.npz"], EXIT_INPUT, "no labels"),
+        (["info", "nothing.tflite"], EXIT_INPUT, "does not exist"),
+    ],
+)  # fmt: skip
+def test_error_paths(files, capsys, argv, code, message):
+    argv = [str(files / a) if a.endswith((".keras", ".npz", ".txt", ".tflite")) else a for a in argv]
+    got, _, err = _run(capsys, *argv)
+    assert got == code
+    assert message in err
+
+
+def test_wrong_data_file_type(files, capsys):
+    bad = files / "calib.csv"
+    bad.write_text("1,2,3\n")
+    code, _, err = _run(capsys, "quantize", files / "float.keras", "--data", bad, "-o", files / "o.keras")
+    assert code == EXIT_INPUT and "unsupported data file" in err
+
+
+def test_export_the_platform_cannot_express_exits_4(files, capsys):
+    # imx500 fuses conv -> add; TFLite's ADD needs an int8 range on the conv output.
+    out = files / "imx.tflite"
+    code, _, err = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                        "--rescale", 1 / 255, "--tpc", "imx500", "-o", out)  # fmt: skip
+    assert code == EXIT_MODEL and "tflite" in err
+    assert not out.exists()
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("kerasq")
+    assert exe is not None, "pip install -e . registers the kerasq console script"
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "quantize" in result.stdout
