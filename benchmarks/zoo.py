@@ -23,7 +23,7 @@ import tensorflow as tf
 from keras import layers
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = {"resnet": 12, "mobilenetv2": 12}
+EPOCHS = {"resnet": 12, "mobilenetv2": 8}
 
 
 def data_dir() -> Path:

@@ -81,7 +81,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     except (ExportError, ValueError) as err:
         raise CliError(f"export failed: {err}", EXIT_MODEL) from err
     print(info.summary())
-    print(f"wrote {out} ({fmt}, {qfmt})")
+    size = (
+        out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    )
+    line = f"wrote {out} ({fmt}, {qfmt}): {size:,} bytes"
+    if fmt == "tflite" and qfmt == "int8":
+        from kerasq.export.sizes import packed_size
+
+        line += f"; {packed_size(q_model, size):,} bytes with sub-8-bit weights bit-packed"
+    print(line)
     return EXIT_OK
 
 

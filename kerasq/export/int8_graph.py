@@ -1,8 +1,9 @@
 """The TensorFlow graph the TFLite converter turns into an integer model.
 
 Each ``ActivationQuantizer`` becomes ``tf.quantization.fake_quant_with_min_max_vars`` with the exact range of
-its grid, and each ``QuantizeWrapper`` computes its op on a kernel passed through
-``fake_quant_with_min_max_vars_per_channel``. With ``Optimize.DEFAULT`` and no representative dataset, the
+its grid, and each ``QuantizeWrapper`` computes its op on its already-quantized kernel passed through
+``fake_quant_with_min_max_vars_per_channel`` at the int8 range of the same scale (exact, and kernels of
+fewer than 8 bits keep their grid inside the int8 tensor). With ``Optimize.DEFAULT`` and no representative dataset, the
 converter reads those ranges and produces int8 tensors with exactly kerasq's scales and zero points.
 Ranges sit on their grids and include zero, so TensorFlow's range nudging changes nothing.
 
@@ -38,15 +39,33 @@ class TFFakeQuantActivation(keras.layers.Layer):
 
     def __init__(self, source: ActivationQuantizer, **kwargs: Any) -> None:
         super().__init__(name=f"{source.name}_export", **kwargs)
-        if source.n_bits != 8:
-            raise ExportError(
-                f"Activation quantizer {source.name!r} uses {source.n_bits} bits; INT8 TFLite export needs "
-                "8-bit activations. Quantize with activation_n_bits=8 or export FAKELY_QUANT."
-            )
         self.range = activation_range(source)
 
     def call(self, x: Any) -> Any:
         return tf.quantization.fake_quant_with_min_max_vars(x, self.range[0], self.range[1], num_bits=8)
+
+
+def check_activation_widths(q_model: keras.Model) -> None:
+    """Raise unless every activation of ``q_model`` is 8-bit, naming the quantizers that are not.
+
+    16-bit activations would map to TFLite's int16x8 scheme, but TF 2.21's converter builds int16x8 models
+    from fake-quant graphs with int32 biases: LiteRT rejects them for depthwise convolutions and computes
+    wrong results for convolutions (checked: errors of 2.0 on a [-2, 2] output). kerasq refuses rather
+    than write a model that is not what the Keras model computes.
+    """
+    quantizers = [layer for layer in q_model.layers if isinstance(layer, ActivationQuantizer)]
+    others = [f"{q.name} ({q.n_bits}-bit)" for q in quantizers if q.n_bits != 8]
+    if not others:
+        return
+    if all(q.n_bits == 16 for q in quantizers):
+        reason = ("TFLite's int16x8 scheme is not exported: TF 2.21's converter emits int32 biases for it, which "
+                  "LiteRT rejects or miscomputes, so the file would not match the Keras model")  # fmt: skip
+    else:
+        reason = "TFLite integer kernels need the same activation width everywhere (8-bit)"
+    raise ExportError(
+        f"INT8 TFLite export needs 8-bit activations; {reason}. Activation quantizers with other widths: "
+        f"{', '.join(others)}. Re-quantize them to 8 bits, or export FAKELY_QUANT (float TFLite graph)."
+    )
 
 
 def _per_channel(kernel: tf.Tensor, scale: np.ndarray) -> tf.Tensor:
@@ -78,6 +97,8 @@ class TFQuantizedWeighted(keras.layers.Layer):
                     "of at most 8 bits with narrow range (the 'tflite' platform does this)."
                 )
         self._scales = {name: source.kernel_grid(name)[0] for name in source.kernel_quantizers}
+        # Kernels already on their (possibly < 8-bit) grids; the int8 fake quant below is then exact.
+        self._kernels = {name: np.asarray(k) for name, k in source.quantized_kernels().items()}
         if getattr(self.layer, "data_format", "channels_last") != "channels_last":
             raise ExportError(
                 f"Layer {self.layer.name!r} uses channels_first, which TFLite does not support."
@@ -91,7 +112,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
 
     def _kernel(self, name: str) -> tf.Tensor:
         """Kernel fake-quantized along its own channel axes (last axis, or per tensor)."""
-        kernel = tf.convert_to_tensor(getattr(self.layer, name))
+        kernel = tf.constant(self._kernels[name])
         axes = self.source.kernel_quantizers[name]["axes"]
         scale = self._scale(name)
         if not axes:
@@ -123,7 +144,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
         return layer.activation(y) if layer.activation is not None else y
 
     def _dense(self, x: Any) -> Any:
-        kernel = tf.convert_to_tensor(self.layer.kernel)
+        kernel = tf.constant(self._kernels["kernel"])
         axes = self.source.kernel_quantizers["kernel"]["axes"]
         if not axes:
             return tf.matmul(x, _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0])))
@@ -142,7 +163,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
         if padding == "causal":
             x = tf.pad(x, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
             padding = "valid"
-        kernel = tf.convert_to_tensor(layer.kernel)
+        kernel = tf.constant(self._kernels["kernel"])
         steps, channels_in, last = kernel.shape
         x4 = tf.expand_dims(x, 1)
         strides, dilations = (1, layer.strides[0]), (1, layer.dilation_rate[0])
@@ -163,7 +184,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
 
     def _depthwise(self, x: Any) -> Any:
         layer = self.layer
-        kernel = tf.convert_to_tensor(layer.kernel)
+        kernel = tf.constant(self._kernels["kernel"])
         axes = self.source.kernel_quantizers["kernel"]["axes"]
         if axes:
             shape = kernel.shape

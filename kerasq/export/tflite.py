@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasq.export.formats import QuantizationFormat
-from kerasq.export.int8_graph import ExportError, export_graph
+from kerasq.export.int8_graph import ExportError, check_activation_widths, export_graph
 
 
 def _converter(model: keras.Model, workdir: Path) -> tf.lite.TFLiteConverter:
@@ -27,10 +27,12 @@ def convert_to_tflite(
     FAKELY_QUANT: the float graph as is (quantize-dequantize arithmetic in float ops).
     INT8: int8 weights (per channel where kerasq chose it) and activations with kerasq's scales and zero
     points, int32 biases; inputs/outputs are float32 (quantized at the edges) or int8 with ``integer_io``.
+    Other activation widths are refused (see ``check_activation_widths`` for why int16x8 is not offered).
     """
     with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
             return _converter(q_model, Path(tmp)).convert()
+        check_activation_widths(q_model)
         converter = _converter(export_graph(q_model), Path(tmp))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if integer_io:

@@ -10,6 +10,7 @@ from keras import layers
 
 import kerasq
 from kerasq.export import ExportError, QuantizationFormat
+from kerasq.export.sizes import packed_size, sub_byte_savings
 from kerasq.export.tflite import convert_to_tflite
 
 
@@ -152,3 +153,57 @@ def test_imx500_residual_fusing_is_refused_clearly(images):
     q_model, _ = kerasq.ptq.keras_post_training_quantization(residual_net(), calibration)
     with pytest.raises(ExportError, match="tflite"):
         convert_to_tflite(q_model, QuantizationFormat.INT8)
+
+
+def _int16_platform(signedness: str = "signed") -> kerasq.platform.TargetPlatformCapabilities:
+    from dataclasses import replace
+
+    from kerasq.core import QuantizationMethod
+    from kerasq.platform import OperatorSet, OpQuantizationConfig, TargetPlatformCapabilities
+
+    cfg = OpQuantizationConfig(activation_method=QuantizationMethod.SYMMETRIC, activation_n_bits=16,
+                               signedness=signedness)  # fmt: skip
+    preserving = replace(cfg, quantization_preserving=True)
+    return TargetPlatformCapabilities(
+        "int16x8", cfg, (OperatorSet("pool", ("max_pool", "reshape", "flatten"), preserving),)
+    )
+
+
+def test_16_bit_and_mixed_widths_are_refused_naming_the_layers(images):
+    calibration, _ = images
+    sixteen, _ = kerasq.ptq.keras_post_training_quantization(
+        plain_net(), calibration, target_platform_capabilities=_int16_platform()
+    )
+    with pytest.raises(ExportError, match=r"int16x8.*activation_quantizer \(16-bit\)"):
+        convert_to_tflite(sixteen, QuantizationFormat.INT8)
+    mixed, _ = kerasq.ptq.keras_post_training_quantization(
+        plain_net(), calibration,
+        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(activation_n_bits=4)),
+        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
+    )  # fmt: skip
+    with pytest.raises(ExportError, match=r"same activation width.*activation_quantizer \(4-bit\)"):
+        convert_to_tflite(mixed, QuantizationFormat.INT8)
+
+
+def test_4_bit_weights_stay_on_their_grid_inside_int8(images):
+    calibration, test_images = images
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(
+        plain_net(), calibration,
+        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(weights_n_bits=4)),
+        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
+    )  # fmt: skip
+    flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)
+    interpreter = Interpreter(model_content=flatbuffer)
+    kernels = [d for d in interpreter.get_tensor_details()
+               if d["dtype"] == np.int8 and d["quantization_parameters"]["scales"].size > 1]  # fmt: skip
+    assert kernels
+    for d in kernels:
+        values = interpreter.get_tensor(d["index"])
+        assert np.abs(values).max() <= 7  # 4-bit narrow grid [-7, 7] stored in int8
+    diff = np.abs(_litert(flatbuffer, test_images) - q_model.predict(test_images, verbose=0))
+    assert diff.max() <= _output_step(q_model) * 1.0001
+    kernels_4bit = [
+        int(np.prod(w.layer.kernel.shape)) for w in q_model.layers if isinstance(w, kerasq.QuantizeWrapper)
+    ]
+    assert sub_byte_savings(q_model) == sum(n - -(-n // 2) for n in kernels_4bit)  # two 4-bit values per byte
+    assert packed_size(q_model, len(flatbuffer)) == len(flatbuffer) - sub_byte_savings(q_model)
