@@ -88,9 +88,9 @@ def _inverted_residual(x: keras.KerasTensor, width: int, stride: int, expand: in
 
 def build_mobilenetv2() -> keras.Model:
     inputs = keras.Input((32, 32, 3), name="image")
-    x = layers.Conv2D(24, 3, padding="same", use_bias=False)(inputs)
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
     x = layers.Activation("swish")(layers.BatchNormalization()(x))
-    for width, stride, repeats in ((16, 1, 1), (24, 1, 2), (32, 2, 2), (64, 2, 2), (96, 1, 1)):
+    for width, stride, repeats in ((16, 1, 1), (24, 2, 2), (32, 2, 2), (64, 2, 2), (96, 1, 1)):
         for i in range(repeats):
             x = _inverted_residual(x, width, stride if i == 0 else 1, expand=1 if width == 16 else 4)
     x = layers.Conv2D(256, 1, use_bias=False)(x)

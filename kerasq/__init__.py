@@ -4,7 +4,7 @@
 ``mct.ptq.keras_post_training_quantization(model, data, core_config=mct.core.CoreConfig(...))``.
 """
 
-from kerasq import core, ptq
+from kerasq import core, export, exporter, ptq
 from kerasq.info import QuantizationInfo
 from kerasq.platform import get_target_platform_capabilities
 from kerasq.progress import set_progress
@@ -17,6 +17,8 @@ __all__ = [
     "QuantizationInfo",
     "QuantizeWrapper",
     "core",
+    "export",
+    "exporter",
     "get_target_platform_capabilities",
     "ptq",
     "set_progress",

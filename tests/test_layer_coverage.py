@@ -129,3 +129,24 @@ def test_unknown_layer_kept_float_and_reported(zoo_data, tmp_path):
     q_model.save(tmp_path / "zoo.keras")
     loaded = keras.models.load_model(tmp_path / "zoo.keras")
     np.testing.assert_array_equal(loaded.predict(zoo_data, verbose=0), q_model.predict(zoo_data, verbose=0))
+
+
+def test_sequential_and_nested_models_quantize(zoo_data):
+    x = zoo_data[0]
+    keras.utils.set_random_seed(4)
+    backbone = keras.Sequential(
+        [keras.Input((16, 16, 3)), layers.Conv2D(8, 3, activation="relu"), layers.DepthwiseConv2D(3)],
+        name="backbone",
+    )
+    sequential = keras.Sequential(
+        [keras.Input((16, 16, 3)), layers.Conv2D(4, 3), layers.Flatten(), layers.Dense(3)]
+    )
+    image = keras.Input((16, 16, 3))
+    nested = keras.Model(image, layers.Dense(3)(layers.GlobalAveragePooling2D()(backbone(image))))
+    for model, weighted in ((sequential, 2), (nested, 3)):
+        q_model, info = kerasq.ptq.keras_post_training_quantization(model, x)
+        assert info.float_layers == {}
+        wrappers = [w for w in q_model.layers if isinstance(w, kerasq.QuantizeWrapper)]
+        assert len(wrappers) == weighted
+        ref = model.predict(x, verbose=0)
+        assert np.abs(q_model.predict(x, verbose=0) - ref).max() < 0.05 * np.abs(ref).max()

@@ -107,3 +107,15 @@ def test_atomic_output_directory_replaces_only_on_success(tmp_path):
 
 def test_export_error_is_a_value_error():
     assert issubclass(ExportError, ValueError)
+
+
+def test_mct_style_call(quantized, tmp_path):
+    import kerasq as mct
+
+    mct.exporter.keras_export_model(
+        model=quantized[0],
+        save_model_path=tmp_path / "m.tflite",
+        serialization_format=mct.exporter.KerasExportSerializationFormat.TFLITE,
+        quantization_format=mct.exporter.QuantizationFormat.INT8,
+    )
+    assert (tmp_path / "m.tflite").stat().st_size > 0
