@@ -213,6 +213,9 @@ def search_activation_params(
     # Bin centres may lie just outside the observed range; clamp them so the extremes stay exact.
     centres = np.clip(centres, min(observed_min, 0.0), max(observed_max, 0.0))
     weights = counts[None, :]
+    if error_method is not E.KL:  # empty bins add nothing to a weighted mean: evaluate occupied bins only
+        occupied = counts > 0
+        centres, weights = centres[:, occupied], weights[:, occupied]
     if method is M.UNIFORM:
         scale, zero_point, qmin, qmax = _search_uniform(
             centres, weights, np.array([observed_min]), np.array([observed_max]), n_bits=n_bits,

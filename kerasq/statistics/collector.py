@@ -25,7 +25,7 @@ def _make_step(probe: keras.Model, num_bins: int):
         outputs = probe(inputs, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        results = []
+        counts, ranges_out, lows, highs, finite, sizes = [], [], [], [], [], []
         for i, tensor in enumerate(outputs):
             flat = tf.reshape(tf.cast(tensor, tf.float32), [-1])
             lo, hi = tf.reduce_min(flat), tf.reduce_max(flat)
@@ -33,10 +33,15 @@ def _make_step(probe: keras.Model, num_bins: int):
             needed = tf.pow(2.0, tf.math.ceil(tf.math.log(amax) / tf.math.log(2.0)))
             needed = tf.where(needed < amax, needed * 2.0, needed)  # guard log rounding
             hist_range = tf.maximum(ranges[i], needed)
-            counts = tf.histogram_fixed_width(flat, tf.stack([-hist_range, hist_range]), nbins=num_bins)
-            finite = tf.reduce_all(tf.math.is_finite(flat))
-            results.append((counts, hist_range, lo, hi, finite, tf.size(flat)))
-        return results
+            counts.append(tf.histogram_fixed_width(flat, tf.stack([-hist_range, hist_range]), nbins=num_bins))
+            ranges_out.append(hist_range)
+            lows.append(lo)
+            highs.append(hi)
+            finite.append(tf.reduce_all(tf.math.is_finite(flat)))
+            sizes.append(tf.size(flat))
+        # Stacked, so each batch costs six device-to-host copies whatever the number of tensors.
+        return (tf.stack(counts), tf.stack(ranges_out), tf.stack(lows), tf.stack(highs), tf.stack(finite),
+                tf.stack(sizes))  # fmt: skip
 
     return step
 
@@ -49,16 +54,16 @@ def collect_statistics(
     stats: list[TensorStats | None] = [None] * len(names)
     ranges = np.zeros(len(names), np.float32)
     for batch in progress(data, desc="kerasq: statistics"):
-        results = step([tf.convert_to_tensor(b) for b in batch], tf.convert_to_tensor(ranges))
-        for i, (counts, hist_range, lo, hi, finite, size) in enumerate(results):
-            if not bool(finite):
+        results = [
+            r.numpy() for r in step([tf.convert_to_tensor(b) for b in batch], tf.convert_to_tensor(ranges))
+        ]
+        for i, (counts, hist_range, lo, hi, finite, size) in enumerate(zip(*results, strict=True)):
+            if not finite:
                 raise ValueError(
                     f"Tensor {names[i]!r} produced NaN/Inf on the representative data; check the float model "
                     "on this data (overflowing activations, log of zero, ...) before quantizing."
                 )
-            stats[i] = merge_batch(
-                stats[i], counts.numpy(), float(hist_range), float(lo), float(hi), int(size)
-            )
+            stats[i] = merge_batch(stats[i], counts, float(hist_range), float(lo), float(hi), int(size))
             ranges[i] = stats[i].hist_range
     if any(s is None for s in stats):
         raise ValueError("representative data produced no batches; statistics cannot be collected.")
