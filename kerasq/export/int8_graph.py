@@ -38,7 +38,8 @@ class TFFakeQuantActivation(keras.layers.Layer):
     """Export-only twin of ``ActivationQuantizer`` using TensorFlow's fake-quant op."""
 
     def __init__(self, source: ActivationQuantizer, **kwargs: Any) -> None:
-        super().__init__(name=f"{source.name}_export", **kwargs)
+        # Short names: they end up in every tensor name of the flatbuffer.
+        super().__init__(name=source.name.replace("_activation_quantizer", "_aq"), **kwargs)
         self.range = activation_range(source)
 
     def call(self, x: Any) -> Any:
@@ -85,7 +86,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
     """Export-only twin of ``QuantizeWrapper``: the same op on a TensorFlow fake-quantized kernel."""
 
     def __init__(self, source: QuantizeWrapper, **kwargs: Any) -> None:
-        super().__init__(name=f"{source.name}_export", **kwargs)
+        super().__init__(name=source.layer.name, **kwargs)
         self.source = source
         self.layer = source.layer
         for name, spec in source.kernel_quantizers.items():
