@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,10 @@ from kerasq.graph.weights import named_weights
 from kerasq.params.quant_params import QuantParams
 from kerasq.params.selection import QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
+
+if TYPE_CHECKING:
+    from kerasq.core.resource_utilization import ResourceUtilization
+    from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport
 
 
 def _values(array: np.ndarray | None) -> list[float] | None:
@@ -63,6 +68,8 @@ class QuantizationInfo:
     float_layers: dict[str, str]  # layer name -> reason it stays float
     weights_memory_bytes: int
     float_weights_memory_bytes: int
+    resource_utilization: ResourceUtilization | None = None  # of the quantized model, at its bit widths
+    mixed_precision: MixedPrecisionReport | None = None  # set when mixed precision chose the widths
 
     @property
     def compression_ratio(self) -> float:
@@ -83,6 +90,10 @@ class QuantizationInfo:
             lines.append(f"{layer.name:40s} {layer.kind or '?':16s} {wbits:>12s} {abits:>9s}")
         for name, reason in self.float_layers.items():
             lines.append(f"float: {name}: {reason}")
+        if self.resource_utilization is not None:
+            lines.append(f"resources: {self.resource_utilization}")
+        if self.mixed_precision is not None:
+            lines.append(self.mixed_precision.summary())
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -94,7 +105,13 @@ def _float_bytes(arrays: list[np.ndarray]) -> int:
 
 
 def build_info(
-    graph: Graph, plan: QuantizationPlan, params: QuantizationParams, platform: str, float_weights_bytes: int
+    graph: Graph,
+    plan: QuantizationPlan,
+    params: QuantizationParams,
+    platform: str,
+    float_weights_bytes: int,
+    resources: ResourceUtilization | None = None,
+    mixed_precision: MixedPrecisionReport | None = None,
 ) -> QuantizationInfo:
     """Assemble the report from the graph, the plan and the chosen grids."""
     layers: dict[str, LayerInfo] = {}
@@ -125,4 +142,5 @@ def build_info(
     return QuantizationInfo(
         platform=platform, layers=layers, inputs=inputs, float_layers=dict(plan.float_nodes),
         weights_memory_bytes=total, float_weights_memory_bytes=float_weights_bytes,
+        resource_utilization=resources, mixed_precision=mixed_precision,
     )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -10,21 +11,39 @@ import numpy as np
 from kerasq.builder import build_model
 from kerasq.core.config import CoreConfig
 from kerasq.core.enums import QuantizationErrorMethod
+from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.rewrites import fold_batch_norms, split_activations, split_separable_convs
 from kerasq.info import QuantizationInfo, build_info
-from kerasq.params.selection import choose_params
+from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport, allocate_bits
+from kerasq.mixed_precision.resources import resource_utilization
+from kerasq.params.hmse import kernel_importance
+from kerasq.params.selection import GridCache
 from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capabilities
 from kerasq.platform.assign import QuantizationPlan, assign_quantization
+from kerasq.platform.manual_bits import pin_bit_widths
 from kerasq.statistics import TensorStats, collect_statistics
+
+
+@dataclass
+class Prepared:
+    """The pipeline's state once statistics are in: everything bit-width choices need."""
+
+    model: keras.Model
+    graph: Graph
+    plan: QuantizationPlan
+    data: RepresentativeData
+    grids: GridCache
+    core_config: CoreConfig
+    tpc: TargetPlatformCapabilities
 
 
 def keras_post_training_quantization(
     model: keras.Model,
     representative_data_gen: Any,
-    target_resource_utilization: Any = None,
+    target_resource_utilization: ResourceUtilization | None = None,
     core_config: CoreConfig | None = None,
     target_platform_capabilities: TargetPlatformCapabilities | None = None,
 ) -> tuple[keras.Model, QuantizationInfo]:
@@ -34,27 +53,72 @@ def keras_post_training_quantization(
         model: a Keras 3 Functional or Sequential model (nested sub-models are flattened).
         representative_data_gen: calibration data: a zero-argument callable yielding batches (each a list
             with one array per model input), a ``tf.data.Dataset``, or numpy array(s).
-        target_resource_utilization: memory/compute budget for mixed precision.
-        core_config: threshold-selection options (``CoreConfig(QuantizationConfig(...))``).
+        target_resource_utilization: a ``ResourceUtilization`` budget; when given, mixed precision picks each
+            configurable layer's bit width (``core_config.mixed_precision_config`` tunes how).
+        core_config: ``CoreConfig(quantization_config, mixed_precision_config, bit_width_config)``.
         target_platform_capabilities: device rules; defaults to ``get_target_platform_capabilities("imx500")``.
 
     Returns:
         ``(quantized_model, QuantizationInfo)``.
     """
-    core_config = core_config if core_config is not None else CoreConfig()
-    qc = core_config.quantization_config
-    tpc = target_platform_capabilities or get_target_platform_capabilities("imx500")
-    _check_arguments(target_resource_utilization, core_config, tpc)
+    prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
+    plan, mixed = prepared.plan, None
+    mp_config = prepared.core_config.mixed_precision_config
+    if target_resource_utilization is not None or mp_config.configuration_overwrite is not None:
+        plan, mixed = allocate_bits(prepared, target_resource_utilization)
+    return finish(prepared, plan, mixed)
 
-    graph = read_model(model)
+
+def prepare(
+    model: keras.Model,
+    representative_data_gen: Any,
+    core_config: CoreConfig | None,
+    tpc: TargetPlatformCapabilities | None,
+) -> Prepared:
+    """read → fold / split rewrites → plan (platform + manual bits) → statistics → grid cache."""
+    core_config = core_config if core_config is not None else CoreConfig()
+    tpc = tpc or get_target_platform_capabilities("imx500")
+    _check_arguments(core_config, tpc)
+    qc = core_config.quantization_config
+    graph, plan = plan_model(model, None, core_config, tpc)
     data = RepresentativeData(representative_data_gen, input_specs_from_model(model))
-    graph = split_activations(split_separable_convs(fold_batch_norms(graph)))
-    plan = assign_quantization(graph, tpc, qc)
     stats = _observe(graph, plan, data, qc.num_histogram_bins)
-    params = choose_params(graph, plan, stats, qc)
-    quantized = build_model(graph, plan, params, name=f"{model.name}_quantized").model
-    info = build_info(graph, plan, params, tpc.name, _float_bytes(model))
+    importance = None
+    if qc.weights_error_method is QuantizationErrorMethod.HMSE:
+        importance = kernel_importance(
+            graph, plan, data.take(core_config.mixed_precision_config.num_of_images)
+        )
+    return Prepared(model, graph, plan, data, GridCache(graph, stats, qc, importance), core_config, tpc)
+
+
+def finish(prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionReport | None = None):
+    """Grids at the plan's widths → quantized model → report."""
+    graph = prepared.graph
+    params = prepared.grids.params_for(plan)
+    quantized = build_model(graph, plan, params, name=f"{prepared.model.name}_quantized").model
+    info = build_info(
+        graph, plan, params, prepared.tpc.name, _float_bytes(prepared.model),
+        resource_utilization(graph, plan), mixed,
+    )  # fmt: skip
     return quantized, info
+
+
+def plan_model(
+    model: keras.Model,
+    representative_data_gen: Any,
+    core_config: CoreConfig | None,
+    tpc: TargetPlatformCapabilities | None,
+) -> tuple[Graph, QuantizationPlan]:
+    """The folded graph and its quantization plan at the platform's (and manual) bit widths."""
+    core_config = core_config if core_config is not None else CoreConfig()
+    tpc = tpc or get_target_platform_capabilities("imx500")
+    _check_arguments(core_config, tpc)
+    graph = read_model(model)
+    if representative_data_gen is not None:  # validated against the model's inputs
+        RepresentativeData(representative_data_gen, input_specs_from_model(model))
+    graph = split_activations(split_separable_convs(fold_batch_norms(graph)))
+    plan = assign_quantization(graph, tpc, core_config.quantization_config)
+    return graph, pin_bit_widths(graph, plan, core_config.bit_width_config)
 
 
 def _observe(
@@ -76,7 +140,7 @@ def _float_bytes(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights) * 4)
 
 
-def _check_arguments(budget: Any, core_config: Any, tpc: Any) -> None:
+def _check_arguments(core_config: Any, tpc: Any) -> None:
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(
             f"kerasq runs on the TensorFlow backend of Keras 3; KERAS_BACKEND is {keras.backend.backend()!r}. "
@@ -88,14 +152,4 @@ def _check_arguments(budget: Any, core_config: Any, tpc: Any) -> None:
         raise ValueError(
             "target_platform_capabilities must be a TargetPlatformCapabilities, e.g. "
             f"kerasq.get_target_platform_capabilities('imx500'); got {type(tpc).__name__}."
-        )
-    if budget is not None:
-        raise ValueError(
-            "target_resource_utilization (mixed precision under a memory/compute budget) is not part of this "
-            "release; pass None to quantize at the platform's default bit widths."
-        )
-    if core_config.quantization_config.weights_error_method is QuantizationErrorMethod.HMSE:
-        raise ValueError(
-            "weights_error_method=HMSE needs Hessian scores from the mixed-precision service, which is not part "
-            "of this release; use MSE, MAE, LP, KL or NOCLIPPING."
         )

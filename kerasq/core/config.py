@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
-from kerasq.core.enums import QuantizationErrorMethod, parse_enum
+from kerasq.core.enums import MpDistanceWeighting, QuantizationErrorMethod, parse_enum
 
 
 def _check_error_method(name: str, value: object) -> QuantizationErrorMethod:
@@ -18,8 +19,8 @@ class QuantizationConfig:
 
     Attributes:
         activation_error_method: objective for activation thresholds (default MSE).
-        weights_error_method: objective for weight thresholds (default MSE). HMSE needs the
-            mixed-precision Hessian service and is rejected by plain PTQ.
+        weights_error_method: objective for weight thresholds (default MSE). HMSE weighs each weight's error
+            by its Hessian score (label-free, from the representative data).
         l_p_value: exponent p used by the LP error method (p > 0).
         weights_per_channel: override the platform's per-channel choice (None keeps the platform's).
         activation_n_bits / weights_n_bits: override the platform's default bit widths (2..16, None keeps them).
@@ -67,15 +68,158 @@ class QuantizationConfig:
             )
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class MixedPrecisionQuantizationConfig:
+    """How mixed precision measures sensitivity (it runs when a ``target_resource_utilization`` is given).
+
+    Attributes:
+        num_of_images: representative samples used for sensitivity (and Hessian scores).
+        distance_weighting_method: how interest-point distances are combined (``MpDistanceWeighting``).
+        use_hessian_based_scores: weight interest points by Hessian-trace estimates (same as
+            ``distance_weighting_method=MpDistanceWeighting.HESSIAN``).
+        exp_distance_weighting_sigma: depth scale of ``MpDistanceWeighting.EXP`` (> 0).
+        configuration_overwrite: one candidate index per configurable layer (0 = highest bits), in the order
+            ``QuantizationInfo.mixed_precision.units`` lists them; bypasses the search.
+        refine_after_solve: after the integer program, raise bits where budget remains and sensitivity drops.
+    """
+
+    num_of_images: int = 32
+    distance_weighting_method: MpDistanceWeighting = MpDistanceWeighting.AVG
+    use_hessian_based_scores: bool = False
+    exp_distance_weighting_sigma: float = 0.25
+    configuration_overwrite: list[int] | None = None
+    refine_after_solve: bool = True
+
+    def __post_init__(self) -> None:
+        owner = "MixedPrecisionQuantizationConfig"
+        if not _is_int(self.num_of_images) or self.num_of_images < 1:
+            raise ValueError(f"{owner}.num_of_images must be an integer >= 1, got {self.num_of_images!r}.")
+        self.distance_weighting_method = parse_enum(
+            MpDistanceWeighting, self.distance_weighting_method, f"{owner}.distance_weighting_method"
+        )
+        if self.use_hessian_based_scores:
+            self.distance_weighting_method = MpDistanceWeighting.HESSIAN
+        sigma = self.exp_distance_weighting_sigma
+        if (
+            isinstance(sigma, bool)
+            or not isinstance(sigma, (int, float))
+            or not (math.isfinite(sigma) and sigma > 0)
+        ):
+            raise ValueError(f"{owner}.exp_distance_weighting_sigma must be a number > 0, got {sigma!r}.")
+        overwrite = self.configuration_overwrite
+        if overwrite is not None:
+            if not isinstance(overwrite, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in overwrite):
+                raise ValueError(
+                    f"{owner}.configuration_overwrite must be a list of candidate indices (integers >= 0, "
+                    f"0 = highest bits), got {overwrite!r}."
+                )
+            self.configuration_overwrite = list(overwrite)
+
+
+_TARGETS = ("weights", "activation")
+
+
+@dataclass(frozen=True)
+class ManualBitWidth:
+    """Pin the bit width of the layers one selector matches (exactly one of name / name_regex / layer_type).
+
+    ``layer_type`` matches the Keras class (or its name, e.g. ``"Dense"``) or kerasq's op kind (``"conv"``).
+    ``target="weights"`` pins the layer's kernels; ``"activation"`` pins its output tensor(s) (model inputs
+    are matched by input name).
+    """
+
+    bits: int
+    target: str = "weights"
+    name: str | None = None
+    name_regex: str | None = None
+    layer_type: type | str | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.bits) or not 2 <= self.bits <= 16:
+            raise ValueError(f"ManualBitWidth.bits must be an integer in 2..16, got {self.bits!r}.")
+        if self.target not in _TARGETS:
+            raise ValueError(f"ManualBitWidth.target must be one of {_TARGETS}, got {self.target!r}.")
+        given = [s for s in (self.name, self.name_regex, self.layer_type) if s is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "ManualBitWidth needs exactly one selector: name=..., name_regex=... or layer_type=...; "
+                f"got {len(given)}."
+            )
+        if self.name_regex is not None:
+            try:
+                re.compile(self.name_regex)
+            except re.error as err:
+                raise ValueError(
+                    f"ManualBitWidth.name_regex={self.name_regex!r} is not a valid regex: {err}."
+                ) from err
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return f"name={self.name!r}"
+        if self.name_regex is not None:
+            return f"name_regex={self.name_regex!r}"
+        layer_type = self.layer_type
+        return f"layer_type={getattr(layer_type, '__name__', layer_type)!r}"
+
+    def matches(self, name: str, layer_class: type, kind: str | None) -> bool:
+        if self.name is not None:
+            return name == self.name
+        if self.name_regex is not None:
+            return re.fullmatch(self.name_regex, name) is not None
+        if isinstance(self.layer_type, str):
+            return self.layer_type in (layer_class.__name__, kind)
+        return isinstance(self.layer_type, type) and issubclass(layer_class, self.layer_type)
+
+
+@dataclass
+class BitWidthConfig:
+    """Manual bit widths, respected by plain PTQ and by the mixed-precision search.
+
+    ``BitWidthConfig().set_manual_weights_bit_width(4, name_regex="block3_.*").set_manual_activation_bit_width(
+    16, layer_type="Softmax")``. Later rules win where several match. A rule that matches no layer is an error.
+    """
+
+    rules: list[ManualBitWidth] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            if not isinstance(rule, ManualBitWidth):
+                raise ValueError(
+                    f"BitWidthConfig.rules holds ManualBitWidth entries, got {type(rule).__name__}."
+                )
+
+    def set_manual_weights_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
+        self.rules.append(ManualBitWidth(bits, "weights", **selector))
+        return self
+
+    def set_manual_activation_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
+        self.rules.append(ManualBitWidth(bits, "activation", **selector))
+        return self
+
+
 @dataclass
 class CoreConfig:
     """Top-level configuration of a quantization run (what ``keras_post_training_quantization`` takes)."""
 
     quantization_config: QuantizationConfig = field(default_factory=QuantizationConfig)
+    mixed_precision_config: MixedPrecisionQuantizationConfig = field(
+        default_factory=MixedPrecisionQuantizationConfig
+    )
+    bit_width_config: BitWidthConfig = field(default_factory=BitWidthConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.quantization_config, QuantizationConfig):
-            raise ValueError(
-                "CoreConfig.quantization_config must be a kerasq.core.QuantizationConfig, "
-                f"got {type(self.quantization_config).__name__}."
-            )
+        expected = {
+            "quantization_config": QuantizationConfig,
+            "mixed_precision_config": MixedPrecisionQuantizationConfig,
+            "bit_width_config": BitWidthConfig,
+        }
+        for name, cls in expected.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(
+                    f"CoreConfig.{name} must be a kerasq.core.{cls.__name__}, "
+                    f"got {type(getattr(self, name)).__name__}."
+                )

@@ -47,3 +47,19 @@ def parse_enum(enum_cls: type[Enum], value: object, argument: str) -> Enum:
                 return member
     choices = ", ".join(m.name for m in enum_cls)
     raise ValueError(f"{argument}={value!r} is not valid; use one of {enum_cls.__name__}.{{{choices}}}.")
+
+
+class MpDistanceWeighting(Enum):
+    """How mixed-precision sensitivity combines the distances measured at the interest points.
+
+    AVG: plain mean over the interest points (quantized activations and model outputs).
+    LAST_LAYER: the model outputs only (use when AVG lets the last layer drop to very few bits).
+    EXP: weights growing exponentially with depth, ``exp(-(1 - depth) / sigma)`` with depth in [0, 1]
+        from the first interest point to the outputs (``exp_distance_weighting_sigma``).
+    HESSIAN: weights proportional to each interest point's Hessian-trace estimate (label-free).
+    """
+
+    AVG = "avg"
+    LAST_LAYER = "last_layer"
+    EXP = "exp"
+    HESSIAN = "hessian"

@@ -234,6 +234,17 @@ class RepresentativeData:
                 break
         return self._first
 
+    def take(self, n: int) -> list[np.ndarray]:
+        """The first ``n`` samples (fewer if the data has fewer), one array per input."""
+        parts: list[list[np.ndarray]] = []
+        count = 0
+        for batch in self:
+            parts.append([a[: n - count] for a in batch])
+            count += len(parts[-1][0])
+            if count >= n:
+                break
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(self.specs))]
+
     def num_samples(self) -> int:
         if self._num_samples is None:
             self._num_samples = sum(len(b[0]) for b in self)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from kerasq.core.config import QuantizationConfig
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.weights import named_weights
@@ -27,7 +29,7 @@ _SIGNED = {"auto": None, "signed": True, "unsigned": False}
 
 def activation_params(
     spec: ActivationSpec, stats: TensorStats | None, qc: QuantizationConfig, n_bits: int | None = None
-):
+) -> QuantParams:
     """Grid for one activation tensor: the platform's fixed range, or a search on its histogram."""
     if spec.fixed_range is not None:
         lo, hi = spec.fixed_range
@@ -39,31 +41,71 @@ def activation_params(
     )  # fmt: skip
 
 
-def weight_params(spec: WeightSpec, graph: Graph, qc: QuantizationConfig, n_bits: int | None = None):
-    """Grid for one kernel of one node."""
+def weight_params(
+    spec: WeightSpec,
+    graph: Graph,
+    qc: QuantizationConfig,
+    n_bits: int | None = None,
+    importance: np.ndarray | None = None,
+):
+    """Grid for one kernel of one node (``importance``: per-weight Hessian scores, used by HMSE)."""
     kernel = named_weights(graph.node(spec.node))[spec.kernel]
     return search_weight_params(
         kernel, n_bits=n_bits or spec.n_bits, method=spec.method, error_method=qc.weights_error_method,
         channel_axis=spec.axes or None, l_p_value=qc.l_p_value, narrow_range=spec.narrow_range,
+        importance=importance,
     )  # fmt: skip
+
+
+class GridCache:
+    """Grids searched once per (tensor or kernel, bit width): mixed precision asks for many widths."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        stats: dict[int, TensorStats],
+        qc: QuantizationConfig,
+        importance: dict[tuple[str, str], np.ndarray] | None = None,
+    ) -> None:
+        self.graph, self.stats, self.qc = graph, stats, qc
+        self.importance = importance or {}
+        self._activations: dict[tuple[int, int], QuantParams] = {}
+        self._weights: dict[tuple[str, str, int], QuantParams] = {}
+
+    def activation(self, spec: ActivationSpec, n_bits: int) -> QuantParams:
+        key = (spec.tensor, n_bits)
+        if key not in self._activations:
+            self._activations[key] = activation_params(spec, self.stats.get(spec.tensor), self.qc, n_bits)
+        return self._activations[key]
+
+    def weight(self, spec: WeightSpec, n_bits: int) -> QuantParams:
+        key = (spec.node, spec.kernel, n_bits)
+        if key not in self._weights:
+            importance = self.importance.get((spec.node, spec.kernel))
+            self._weights[key] = weight_params(spec, self.graph, self.qc, n_bits, importance)
+        return self._weights[key]
+
+    def params_for(self, plan: QuantizationPlan) -> QuantizationParams:
+        """Every grid of ``plan`` at its bit widths."""
+        own = {tid: spec for tid, spec in plan.activations.items() if spec.shares_grid_of is None}
+        activations = {
+            tid: self.activation(spec, spec.n_bits)
+            for tid, spec in progress(own.items(), "kerasq: activation grids", len(own), "tensor")
+        }
+        for tid, spec in plan.activations.items():
+            if spec.shares_grid_of is not None:
+                activations[tid] = activations[spec.shares_grid_of]
+        weights = {
+            node: {name: self.weight(spec, spec.n_bits) for name, spec in kernels.items()}
+            for node, kernels in progress(
+                plan.weights.items(), "kerasq: weight grids", len(plan.weights), "layer"
+            )
+        }
+        return QuantizationParams(activations=activations, weights=weights)
 
 
 def choose_params(
     graph: Graph, plan: QuantizationPlan, stats: dict[int, TensorStats], qc: QuantizationConfig
 ) -> QuantizationParams:
-    """Search thresholds for all planned tensors and kernels at their default bit widths."""
-    own = {tid: spec for tid, spec in plan.activations.items() if spec.shares_grid_of is None}
-    activations = {
-        tid: activation_params(spec, stats.get(tid), qc)
-        for tid, spec in progress(own.items(), "kerasq: activation grids", len(own), "tensor")
-    }
-    for tid, spec in plan.activations.items():
-        if spec.shares_grid_of is not None:
-            activations[tid] = activations[spec.shares_grid_of]
-    weights = {
-        node: {name: weight_params(spec, graph, qc) for name, spec in kernels.items()}
-        for node, kernels in progress(
-            plan.weights.items(), "kerasq: weight grids", len(plan.weights), "layer"
-        )
-    }
-    return QuantizationParams(activations=activations, weights=weights)
+    """Search thresholds for all planned tensors and kernels at their planned bit widths."""
+    return GridCache(graph, stats, qc).params_for(plan)

@@ -48,6 +48,8 @@ class QuantizationPlan:
     activations: dict[int, ActivationSpec] = field(default_factory=dict)
     weights: dict[str, dict[str, WeightSpec]] = field(default_factory=dict)
     float_nodes: dict[str, str] = field(default_factory=dict)  # node name -> why it stays float
+    fused: set[int] = field(default_factory=set)  # tensors inside a fused chain: never materialized on device
+    inherits: dict[int, int] = field(default_factory=dict)  # output of a grid-preserving op -> its input
 
 
 def _with_overrides(cfg: OpQuantizationConfig, qc: QuantizationConfig) -> OpQuantizationConfig:
@@ -118,14 +120,36 @@ def assign_quantization(
         cfg = _with_overrides(tpc.config_for(node.kind), quantization_config)
         if is_weighted(node.kind) and cfg.enable_weights_quantization:
             plan.weights[node.name] = _weight_specs(node, cfg)
-        if cfg.quantization_preserving or not cfg.enable_activation_quantization:
+        if cfg.quantization_preserving:
+            float_inputs = [t for t in node.inputs if _is_float_tensor(graph, t)]
+            for tensor in node.outputs:
+                if float_inputs and _is_float_tensor(graph, tensor):
+                    plan.inherits[tensor] = float_inputs[0]
+            continue
+        if not cfg.enable_activation_quantization:
             continue
         for tensor in node.outputs:
-            if _is_float_tensor(graph, tensor) and not _is_fused(node, tensor, graph, consumers, tpc):
+            if not _is_float_tensor(graph, tensor):
+                continue
+            if _is_fused(node, tensor, graph, consumers, tpc):
+                plan.fused.add(tensor)
+            else:
                 plan.activations[tensor] = _activation_spec(tensor, node.name, cfg)
         if cfg.inputs_share_output_grid and node.outputs[0] in plan.activations:
             _share_input_grids(node, plan, consumers)
     return plan
+
+
+def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:
+    """The tensor whose quantizer sets ``tensor``'s grid (through preserving ops and shared grids); None = float."""
+    seen = set()
+    while tensor not in plan.activations and tensor in plan.inherits and tensor not in seen:
+        seen.add(tensor)
+        tensor = plan.inherits[tensor]
+    spec = plan.activations.get(tensor)
+    if spec is None:
+        return None
+    return spec.shares_grid_of if spec.shares_grid_of is not None else tensor
 
 
 def _share_input_grids(node: Node, plan: QuantizationPlan, consumers: dict) -> None:

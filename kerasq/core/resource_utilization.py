@@ -1,0 +1,55 @@
+"""``ResourceUtilization``: the memory / compute figures mixed precision budgets and reports.
+
+Definitions (all per inference of one sample, batch size 1):
+
+- ``weights_memory`` (bytes): sum over quantized kernels of ``ceil(params * bits / 8)``, plus 4 bytes for every
+  weight that stays float (biases, float layers).
+- ``activation_memory`` (bytes): the peak, over the best execution order kerasq finds, of the bytes of the
+  tensors alive at once, each at its bit width (float tensors at 32 bits; tensors inside a fused chain are never
+  materialized and count 0).
+- ``total_memory``: weights memory + activation memory.
+- ``bops`` (bit operations): sum over conv / depthwise / dense / transposed-conv layers of
+  ``MACs * weight bits * input activation bits``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+RESOURCES = ("weights_memory", "activation_memory", "total_memory", "bops")
+
+
+@dataclass(frozen=True)
+class ResourceUtilization:
+    """Resource figures (``inf`` = unrestricted when used as a mixed-precision target)."""
+
+    weights_memory: float = math.inf
+    activation_memory: float = math.inf
+    total_memory: float = math.inf
+    bops: float = math.inf
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"ResourceUtilization.{f.name} must be a number, got {value!r}.")
+            if math.isnan(value) or value < 0:
+                raise ValueError(
+                    f"ResourceUtilization.{f.name} must be >= 0 (or inf for no limit), got {value!r}."
+                )
+
+    def restricted(self) -> dict[str, float]:
+        """The finite entries: the resources a target actually limits."""
+        return {name: value for name, value in asdict(self).items() if math.isfinite(value)}
+
+    def satisfies(self, target: ResourceUtilization, rtol: float = 1e-9) -> bool:
+        """True when every resource of ``self`` is within ``target``."""
+        return all(getattr(self, name) <= value * (1 + rtol) for name, value in target.restricted().items())
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        parts = [f"{name}={value:,.0f}" for name, value in asdict(self).items() if math.isfinite(value)]
+        return f"ResourceUtilization({', '.join(parts) or 'unrestricted'})"

@@ -1,0 +1,1 @@
+"""Mixed precision: resources, sensitivity, Hessian scores, the integer program and budget search."""

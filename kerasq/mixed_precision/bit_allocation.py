@@ -1,0 +1,166 @@
+"""Choose a bit width per configurable unit under a resource target: the mixed-precision stage of PTQ.
+
+units → resource rows (schedule cuts for activation memory) → feasibility check → sensitivity → integer program
+(+ greedy raise where budget remains) → plan at the chosen widths. ``configuration_overwrite`` skips the search.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kerasq.core.resource_utilization import ResourceUtilization
+from kerasq.mixed_precision.resources import resource_rows, resource_utilization
+from kerasq.mixed_precision.sensitivity import Sensitivity, compute_sensitivity
+from kerasq.mixed_precision.solver import (
+    InfeasibleTargetError,
+    MixedPrecisionProblem,
+    greedy_raise,
+    min_reachable,
+    solve,
+)
+from kerasq.mixed_precision.units import Unit, apply_bits, configurable_units
+from kerasq.platform.assign import QuantizationPlan
+
+if TYPE_CHECKING:
+    from kerasq.ptq import Prepared
+
+_WEIGHT_RESOURCES = ("weights_memory", "total_memory", "bops")
+_ACTIVATION_RESOURCES = ("activation_memory", "total_memory", "bops")
+
+
+@dataclass
+class MixedPrecisionReport:
+    """What mixed precision chose and why (part of ``QuantizationInfo``)."""
+
+    units: list[str]  # "layer (weights)" / "layer (activation)", the order configuration_overwrite indexes
+    candidates: list[tuple[int, ...]]
+    choice: list[int]  # candidate index per unit
+    bits: list[int]
+    target: ResourceUtilization | None
+    achieved: ResourceUtilization
+    sensitivity: list[list[float]] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"mixed precision: target {self.target}, achieved {self.achieved}"]
+        lines += [
+            f"  {u:48s} {b:>2d} bits of {c}"
+            for u, b, c in zip(self.units, self.bits, self.candidates, strict=True)
+        ]
+        return "\n".join(lines)
+
+
+@dataclass
+class BitAllocator:
+    """Units, resource rows and (lazily) sensitivity of one prepared model: solve many budgets cheaply."""
+
+    prepared: Prepared
+    units: list[Unit]
+    problem: MixedPrecisionProblem
+    sensitivity: Sensitivity | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, prepared: Prepared, restricted: Sequence[str] | None) -> BitAllocator:
+        """Units configurable for the ``restricted`` resources (all units when None)."""
+        start = time.perf_counter()
+        weights = restricted is None or any(r in restricted for r in _WEIGHT_RESOURCES)
+        activations = restricted is None or any(r in restricted for r in _ACTIVATION_RESOURCES)
+        units = configurable_units(prepared.graph, prepared.plan, weights=weights, activations=activations)
+        rows, _ = resource_rows(prepared.graph, prepared.plan, units)
+        zeros = [np.zeros(len(u.candidates)) for u in units]
+        problem = MixedPrecisionProblem(zeros, rows, {})
+        return cls(prepared, units, problem, seconds={"resources": time.perf_counter() - start})
+
+    def reachable(self, resource: str) -> float:
+        """The smallest value of ``resource`` the platform's candidates allow."""
+        return min_reachable(self.problem, resource)
+
+    def check_feasible(self, target: ResourceUtilization) -> None:
+        for resource, requested in target.restricted().items():
+            reachable = self.reachable(resource)
+            if requested < reachable * (1 - 1e-9):
+                raise InfeasibleTargetError(resource, requested, reachable)
+
+    def ensure_sensitivity(self) -> Sensitivity:
+        if self.sensitivity is None:
+            p = self.prepared
+            mp = p.core_config.mixed_precision_config
+            samples = p.data.take(mp.num_of_images)
+            self.sensitivity = compute_sensitivity(p.graph, p.plan, self.units, p.grids, samples, mp)
+            self.seconds["sensitivity"] = self.sensitivity.seconds
+        return self.sensitivity
+
+    def solve(self, target: ResourceUtilization) -> np.ndarray:
+        self.check_feasible(target)
+        values = self.ensure_sensitivity().values
+        problem = MixedPrecisionProblem(values, self.problem.rows, target.restricted())
+        start = time.perf_counter()
+        choice = solve(problem)
+        if self.prepared.core_config.mixed_precision_config.refine_after_solve:
+            choice = greedy_raise(problem, choice)
+        self.seconds["solve"] = time.perf_counter() - start
+        return np.asarray(choice, int)
+
+    def plan_for(self, choice: Sequence[int]) -> QuantizationPlan:
+        bits = [u.candidates[c] for u, c in zip(self.units, choice, strict=True)]
+        return apply_bits(self.prepared.plan, self.units, bits)
+
+    def report(self, choice: Sequence[int], target: ResourceUtilization | None) -> MixedPrecisionReport:
+        plan = self.plan_for(choice)
+        return MixedPrecisionReport(
+            units=[u.label for u in self.units],
+            candidates=[u.candidates for u in self.units],
+            choice=[int(c) for c in choice],
+            bits=[u.candidates[c] for u, c in zip(self.units, choice, strict=True)],
+            target=target,
+            achieved=resource_utilization(self.prepared.graph, plan),
+            sensitivity=None
+            if self.sensitivity is None
+            else [list(map(float, v)) for v in self.sensitivity.values],
+            seconds=dict(self.seconds),
+        )
+
+
+def check_overwrite(overwrite: Sequence[int], units: Sequence[Unit]) -> np.ndarray:
+    """Validate ``configuration_overwrite`` against the configurable units."""
+    if len(overwrite) != len(units):
+        listing = ", ".join(f"{i}: {u.label} {u.candidates}" for i, u in enumerate(units[:30]))
+        raise ValueError(
+            f"MixedPrecisionQuantizationConfig.configuration_overwrite has {len(overwrite)} entries but the model "
+            f"has {len(units)} configurable units (one candidate index each, 0 = highest bits): {listing}"
+            f"{' ...' if len(units) > 30 else ''}."
+        )
+    for i, (index, unit) in enumerate(zip(overwrite, units, strict=True)):
+        if not 0 <= index < len(unit.candidates):
+            raise ValueError(
+                f"configuration_overwrite[{i}]={index} is out of range for {unit.label}: it has "
+                f"{len(unit.candidates)} candidates {unit.candidates} (valid indices 0..{len(unit.candidates) - 1})."
+            )
+    return np.asarray(overwrite, int)
+
+
+def allocate_bits(
+    prepared: Prepared, target: ResourceUtilization | None
+) -> tuple[QuantizationPlan, MixedPrecisionReport]:
+    """The plan at the widths the target (or ``configuration_overwrite``) asks for, and the report."""
+    if target is not None and not isinstance(target, ResourceUtilization):
+        raise ValueError(
+            "target_resource_utilization must be a kerasq.core.ResourceUtilization, e.g. "
+            f"ResourceUtilization(weights_memory=200_000); got {type(target).__name__}."
+        )
+    overwrite = prepared.core_config.mixed_precision_config.configuration_overwrite
+    restricted = None if target is None else list(target.restricted())
+    allocator = BitAllocator.create(prepared, restricted)
+    if overwrite is not None:
+        choice = check_overwrite(overwrite, allocator.units)
+    elif not target.restricted():
+        choice = np.zeros(len(allocator.units), int)
+    else:
+        choice = allocator.solve(target)
+    return allocator.plan_for(choice), allocator.report(choice, target)

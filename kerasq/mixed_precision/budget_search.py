@@ -1,0 +1,141 @@
+"""Accuracy-target search: the smallest budget whose mixed-precision model still meets a quality target.
+
+Sensitivity is measured once; every probed budget is one integer program (milliseconds) plus one evaluation.
+Bisection over the budget needs about ``log2(1 / relative_tolerance)`` evaluations, independent of the number
+of layers (a greedy layer-by-layer search, as in Quark's auto mixed precision, needs one per layer).
+
+Quality targets: ``max_accuracy_drop`` with ``evaluate_fn(model) -> float`` (higher is better, e.g. top-1 %),
+or ``target_output_distance``: the mean relative L2 distance ``||q(x) - f(x)|| / ||f(x)||`` between quantized and
+float model outputs on the representative samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasq.core.config import CoreConfig
+from kerasq.core.resource_utilization import RESOURCES, ResourceUtilization
+from kerasq.info import QuantizationInfo
+from kerasq.mixed_precision.bit_allocation import BitAllocator
+from kerasq.mixed_precision.solver import evaluate
+from kerasq.platform import TargetPlatformCapabilities
+from kerasq.progress import progress
+from kerasq.ptq import finish, prepare
+
+
+@dataclass
+class BudgetProbe:
+    budget: float
+    metric: float
+    meets_target: bool
+
+
+@dataclass
+class BudgetSearchResult:
+    """The chosen model and how the search got there."""
+
+    model: keras.Model
+    info: QuantizationInfo
+    resource: str
+    budget: float  # the smallest probed budget that met the target
+    meets_target: bool  # False when even the highest widths miss it (the model returned is that one)
+    float_metric: float | None
+    evaluations: int  # calls of evaluate_fn (or output-distance evaluations), the float model's included
+    probes: list[BudgetProbe] = field(default_factory=list)
+
+
+def _relative_l2(model: keras.Model, reference: list[np.ndarray], samples: list[np.ndarray]) -> float:
+    outputs = keras.tree.flatten(model.predict(samples, batch_size=64, verbose=0))
+    flat = np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1) for o in outputs], axis=1)
+    ref = np.concatenate([r.reshape(len(r), -1) for r in reference], axis=1)
+    return float(np.mean(np.linalg.norm(flat - ref, axis=1) / (np.linalg.norm(ref, axis=1) + 1e-12)))
+
+
+def keras_accuracy_target_search(
+    model: keras.Model,
+    representative_data_gen: Any,
+    evaluate_fn: Callable[[keras.Model], float] | None = None,
+    *,
+    max_accuracy_drop: float | None = None,
+    target_output_distance: float | None = None,
+    resource: str = "weights_memory",
+    relative_tolerance: float = 0.02,
+    core_config: CoreConfig | None = None,
+    target_platform_capabilities: TargetPlatformCapabilities | None = None,
+) -> BudgetSearchResult:
+    """Find the smallest ``resource`` budget whose mixed-precision model meets the target.
+
+    Give either ``evaluate_fn`` and ``max_accuracy_drop`` (the float model is evaluated once for the
+    baseline), or ``target_output_distance``. ``relative_tolerance`` is the bisection's stopping width as a
+    fraction of the budget range.
+    """
+    if resource not in RESOURCES:
+        raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}.")
+    if (max_accuracy_drop is None) == (target_output_distance is None):
+        raise ValueError(
+            "Give exactly one target: max_accuracy_drop (with evaluate_fn) or target_output_distance."
+        )
+    if max_accuracy_drop is not None and (evaluate_fn is None or not callable(evaluate_fn)):
+        raise ValueError("max_accuracy_drop needs evaluate_fn(model) -> float (higher is better).")
+    if not 0 < relative_tolerance < 1:
+        raise ValueError(f"relative_tolerance must be in (0, 1), got {relative_tolerance!r}.")
+
+    prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
+    allocator = BitAllocator.create(prepared, [resource])
+    if max_accuracy_drop is not None:
+        float_metric = float(evaluate_fn(model))
+
+        def quality(m: keras.Model) -> tuple[float, bool]:
+            value = float(evaluate_fn(m))
+            return value, float_metric - value <= max_accuracy_drop
+    else:
+        float_metric = None
+        samples = prepared.data.take(256)
+        reference = [np.asarray(o, np.float64) for o in keras.tree.flatten(model.predict(samples, verbose=0))]
+
+        def quality(m: keras.Model) -> tuple[float, bool]:
+            value = _relative_l2(m, reference, samples)
+            return value, value <= target_output_distance
+
+    evaluated: dict[tuple[int, ...], tuple[Any, float, bool]] = {}
+
+    def probe(budget: float) -> tuple[Any, float, bool]:
+        target = ResourceUtilization(**{resource: budget})
+        choice = tuple(int(c) for c in allocator.solve(target))
+        if choice not in evaluated:
+            quantized, info = finish(
+                prepared, allocator.plan_for(choice), allocator.report(np.array(choice), target)
+            )
+            evaluated[choice] = ((quantized, info), *quality(quantized))
+        return evaluated[choice]
+
+    lo = allocator.reachable(resource)
+    hi = evaluate(allocator.problem, np.zeros(len(allocator.units), int))[resource]
+    probes: list[BudgetProbe] = []
+    best = probe(hi)
+    probes.append(BudgetProbe(hi, best[1], best[2]))
+    best_budget = hi
+    if best[2]:
+        steps = max(1, math.ceil(math.log2(1 / relative_tolerance)))
+        low, high = lo, hi
+        for _ in progress(range(steps), "kerasq: budget search", steps, "probe"):
+            if high - low <= relative_tolerance * (hi - lo):
+                break
+            mid = (low + high) / 2
+            result = probe(mid)
+            probes.append(BudgetProbe(mid, result[1], result[2]))
+            if result[2]:
+                high, best, best_budget = mid, result, mid
+            else:
+                low = mid
+    (quantized, info), _, met = best
+    return BudgetSearchResult(
+        model=quantized, info=info, resource=resource, budget=best_budget, meets_target=met,
+        float_metric=float_metric, evaluations=len(evaluated) + (float_metric is not None), probes=probes,
+    )  # fmt: skip

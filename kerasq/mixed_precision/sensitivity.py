@@ -1,0 +1,250 @@
+"""Sensitivity of each configurable unit to each of its bit-width candidates.
+
+Reference: the quantized model with every unit at its highest candidate. For unit ``u`` at candidate ``c``
+only ``u`` changes, so only the nodes downstream of ``u`` are recomputed, from cached reference tensors; all
+candidates of a unit run together, stacked along the batch axis. The distance at an interest point (every
+quantized activation and every model output) is the normalized MSE against the float model,
+``mean_n ||q_n - f_n||^2 / ||f_n||^2``; interest points upstream of ``u`` keep their reference distance.
+``sensitivity[u][c]`` is the weighted distance at candidate ``c`` minus the weighted distance of the reference
+(so candidate 0 scores 0).
+
+Interest-point weights (``MpDistanceWeighting``): AVG uniform; LAST_LAYER model outputs only; EXP
+``exp(-(1 - depth) / sigma)``; HESSIAN ``trace_i * E[f_i^2]``, the Hessian-trace estimate of how much output
+error a unit of normalized error at point ``i`` causes (``trace(J^T J) / n`` per element times the element
+energy ``n * E[f^2]``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasq.builder.model_builder import BuiltModel, build_model, quantizer_name
+from kerasq.core.config import MixedPrecisionQuantizationConfig
+from kerasq.core.enums import MpDistanceWeighting
+from kerasq.graph.model_graph import Graph, Node, TensorRef
+from kerasq.mixed_precision.hessian import activation_hessian_scores
+from kerasq.mixed_precision.units import Unit, apply_bits, unit_tensors
+from kerasq.params.quant_params import QuantParams
+from kerasq.params.selection import GridCache, QuantizationParams
+from kerasq.platform.assign import QuantizationPlan
+from kerasq.progress import progress
+from kerasq.quantizers.fake_quant import fake_quant
+from kerasq.quantizers.kernel_ops import weighted_forward
+
+_EPS = 1e-12
+
+
+@dataclass
+class Sensitivity:
+    """Per unit, per candidate: increase of the weighted distance over the reference (candidate 0 = 0)."""
+
+    values: list[np.ndarray]
+    interest_points: list[str]
+    point_weights: np.ndarray
+    reference_distance: float
+    seconds: float
+
+
+def _quantize(x: Any, p: QuantParams) -> Any:
+    scale = np.asarray(p.scale, np.float32)
+    zero_point = np.asarray(p.zero_point, np.float32)
+    if p.channel_axis is not None and scale.size > 1:  # per-channel kernel grid: broadcast along its axes
+        axes = [p.channel_axis] if isinstance(p.channel_axis, int) else list(p.channel_axis)
+        shape = [x.shape[a] if a in axes else 1 for a in range(len(x.shape))]
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return fake_quant(x, scale, zero_point, p.qmin, p.qmax)
+
+
+def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
+    """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch is tiled first)."""
+    if x.shape[0] == n:
+        x = ops.concatenate([x] * len(params), axis=0)
+    return ops.concatenate([_quantize(x[k * n : (k + 1) * n], p) for k, p in enumerate(params)], axis=0)
+
+
+class _Executor:
+    """Runs the reference quantized model node by node, so any suffix can be recomputed."""
+
+    def __init__(self, graph: Graph, built: BuiltModel, params: QuantizationParams) -> None:
+        self.graph, self.built, self.params = graph, built, params
+        self.quantizers: dict[int, Any] = {}
+        for tid, name in zip(graph.inputs, graph.input_names, strict=True):
+            if tid in params.activations:
+                self.quantizers[tid] = built.model.get_layer(quantizer_name(name, 0, 1))
+        for node in graph.nodes:
+            for k, tid in enumerate(node.outputs):
+                if tid in params.activations:
+                    name = quantizer_name(node.name, k, len(node.outputs))
+                    self.quantizers[tid] = built.model.get_layer(name)
+
+    def _call(self, node: Node, values: dict[int, Any]) -> list[Any]:
+        def ref(v: Any) -> Any:
+            return values[v.id] if isinstance(v, TensorRef) else v
+
+        args = keras.tree.map_structure(ref, node.args)
+        kwargs = keras.tree.map_structure(ref, node.kwargs)
+        return keras.tree.flatten(self.built.layers[node.name](*args, **kwargs))
+
+    def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
+        """Every tensor as its consumers read it (after its quantizer), for the reference model."""
+        values: dict[int, Any] = {}
+        for tid, x in zip(self.graph.inputs, inputs, strict=True):
+            x = ops.convert_to_tensor(x)
+            values[tid] = self.quantizers[tid](x) if tid in self.quantizers else x
+        for node in self.graph.nodes:
+            for tid, y in zip(node.outputs, self._call(node, values), strict=True):
+                values[tid] = self.quantizers[tid](y) if tid in self.quantizers else y
+        return values
+
+    def variants(
+        self,
+        values: dict[int, Any],
+        raw_inputs: Sequence[np.ndarray],
+        weight_node: str | None,
+        kernel_params: Sequence[dict[str, QuantParams]],
+        activation_params: dict[int, Sequence[QuantParams]],
+    ) -> dict[int, Any]:
+        """Tensors that change when one unit takes each of several candidates (stacked along the batch)."""
+        dirty: dict[int, Any] = {}
+        n = len(raw_inputs[0])
+        n_variants = len(kernel_params) or len(next(iter(activation_params.values())))
+        for tid, x in zip(self.graph.inputs, raw_inputs, strict=True):
+            if tid in activation_params:
+                dirty[tid] = _slices(ops.convert_to_tensor(x), activation_params[tid], n)
+        for node in self.graph.nodes:
+            touched = any(t in dirty for t in node.inputs)
+            if (
+                not touched
+                and node.name != weight_node
+                and not any(t in activation_params for t in node.outputs)
+            ):
+                continue
+            if node.name == weight_node:
+                layer = self.built.layers[node.name]
+                x = values[node.inputs[0]]
+                outs = [
+                    weighted_forward(
+                        node.kind,
+                        layer.layer,
+                        x,
+                        {k: _quantize(getattr(layer.layer, k), p) for k, p in grid.items()},
+                    )
+                    for grid in kernel_params
+                ]
+                results = [ops.concatenate(outs, axis=0)]
+            else:
+                local = {
+                    t: dirty[t] if t in dirty else ops.concatenate([values[t]] * n_variants, axis=0)
+                    for t in node.inputs
+                }
+                results = self._call(node, local) if touched else self._call(node, values)
+            for tid, y in zip(node.outputs, results, strict=True):
+                if tid in activation_params:
+                    dirty[tid] = _slices(y, activation_params[tid], n)
+                elif tid in self.quantizers:
+                    dirty[tid] = self.quantizers[tid](y)
+                else:
+                    dirty[tid] = y
+        return dirty
+
+
+def interest_points(graph: Graph, plan: QuantizationPlan) -> list[tuple[int, str]]:
+    """(tensor, label) of every quantized node output and every model output, in graph order."""
+    outputs = set(graph.output_ids())
+    points = []
+    for node in graph.nodes:
+        for tid in node.outputs:
+            if tid in plan.activations or tid in outputs:
+                points.append((tid, node.name))
+    return points
+
+
+def _nmse(q: Any, f: np.ndarray, variants: int) -> np.ndarray:
+    """Normalized MSE per variant: ``q`` holds ``variants`` stacked copies of the batch ``f``."""
+    q = np.asarray(q, np.float64).reshape(variants, f.shape[0], -1)
+    f = f.reshape(1, f.shape[0], -1)
+    return (np.sum((q - f) ** 2, axis=2) / (np.sum(f**2, axis=2) + _EPS)).mean(axis=1)
+
+
+def point_weights(
+    method: MpDistanceWeighting,
+    labels: list[str],
+    is_output: np.ndarray,
+    sigma: float,
+    hessian: np.ndarray | None = None,
+) -> np.ndarray:
+    n = len(labels)
+    if method is MpDistanceWeighting.LAST_LAYER:
+        w = is_output.astype(np.float64)
+    elif method is MpDistanceWeighting.EXP:
+        depth = np.arange(n) / max(n - 1, 1)
+        w = np.exp(-(1.0 - depth) / sigma)
+    elif method is MpDistanceWeighting.HESSIAN:
+        w = np.asarray(hessian, np.float64)
+    else:
+        w = np.ones(n)
+    return w / max(w.sum(), _EPS)
+
+
+def compute_sensitivity(
+    graph: Graph,
+    plan: QuantizationPlan,
+    units: Sequence[Unit],
+    grids: GridCache,
+    samples: list[np.ndarray],
+    config: MixedPrecisionQuantizationConfig,
+) -> Sensitivity:
+    """Sensitivity of every unit's candidates on ``samples`` (one array per model input)."""
+    start = time.perf_counter()
+    reference_plan = apply_bits(plan, units, [u.candidates[0] for u in units])
+    reference_params = grids.params_for(reference_plan)
+    executor = _Executor(graph, build_model(graph, reference_plan, reference_params), reference_params)
+    points = interest_points(graph, plan)
+    float_built = build_model(graph)
+    probe = keras.Model(float_built.model.inputs, [float_built.tensors[t] for t, _ in points])
+    floats = [np.asarray(v, np.float64) for v in keras.tree.flatten(probe.predict(samples, verbose=0))]
+    labels = [label for _, label in points]
+    is_output = np.array([t in set(graph.output_ids()) for t, _ in points])
+    hessian = None
+    if config.distance_weighting_method is MpDistanceWeighting.HESSIAN:
+        hessian_probe = keras.Model(
+            float_built.model.inputs,
+            [float_built.tensors[t] for t, _ in points] + keras.tree.flatten(float_built.model.outputs),
+        )
+        traces = activation_hessian_scores(hessian_probe, len(points), [samples], granularity="tensor")
+        hessian = np.array([float(t) * np.mean(f**2) for t, f in zip(traces, floats, strict=True)])
+    weights = point_weights(
+        config.distance_weighting_method, labels, is_output, config.exp_distance_weighting_sigma, hessian
+    )
+    values = executor.reference(samples)
+    ref_d = np.array([_nmse(values[t], f, 1)[0] for (t, _), f in zip(points, floats, strict=True)])
+    reference = float(weights @ ref_d)
+    result = []
+    for unit in progress(units, "kerasq: mixed-precision sensitivity", len(units), "layer"):
+        others = unit.candidates[1:]
+        if not others:
+            result.append(np.zeros(1))
+            continue
+        if unit.kind == "weights":
+            specs = reference_plan.weights[unit.node]
+            kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
+            dirty = executor.variants(values, samples, unit.node, kernels, {})
+        else:
+            acts = {
+                t: [grids.activation(reference_plan.activations[unit.tensor], b) for b in others]
+                for t in unit_tensors(reference_plan, unit)
+            }
+            dirty = executor.variants(values, samples, None, [], acts)
+        d = np.repeat(ref_d[None, :], len(others), axis=0)
+        for i, ((t, _), f) in enumerate(zip(points, floats, strict=True)):
+            if t in dirty:
+                d[:, i] = _nmse(dirty[t], f, len(others))
+        result.append(np.concatenate([[0.0], d @ weights - reference]))
+    return Sensitivity(result, labels, weights, reference, time.perf_counter() - start)

@@ -1,0 +1,80 @@
+"""Configurable units: the choices mixed precision makes (a layer's kernels, or one activation grid).
+
+Order (what ``configuration_overwrite`` indexes): model inputs first, then graph order; for each node its
+kernels' unit, then the unit of each output tensor with its own grid. Candidate index 0 is the highest width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from kerasq.graph.model_graph import Graph
+from kerasq.platform.assign import QuantizationPlan
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One bit-width choice.
+
+    Attributes:
+        kind: "weights" (all kernels of ``node``) or "activation" (the grid of ``tensor`` and of the tensors
+            that share it).
+        name: node name (weights) or producer name (activation), as users see it in reports.
+        candidates: bit widths, highest first.
+    """
+
+    kind: str
+    name: str
+    candidates: tuple[int, ...]
+    node: str | None = None
+    tensor: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+def configurable_units(
+    graph: Graph, plan: QuantizationPlan, *, weights: bool = True, activations: bool = True
+) -> list[Unit]:
+    """Units with more than one candidate, of the requested kinds, in the documented order."""
+    units = []
+
+    def add_activation(tensor: int) -> None:
+        spec = plan.activations.get(tensor)
+        if activations and spec is not None and spec.shares_grid_of is None and len(spec.bit_candidates) > 1:
+            units.append(Unit("activation", spec.producer, spec.bit_candidates, tensor=tensor))
+
+    for tensor in graph.inputs:
+        add_activation(tensor)
+    for node in graph.nodes:
+        kernels = plan.weights.get(node.name)
+        if weights and kernels:
+            candidates = next(iter(kernels.values())).bit_candidates
+            if len(candidates) > 1:
+                units.append(Unit("weights", node.name, candidates, node=node.name))
+        for tensor in node.outputs:
+            add_activation(tensor)
+    return units
+
+
+def apply_bits(plan: QuantizationPlan, units: Sequence[Unit], bits: Sequence[int]) -> QuantizationPlan:
+    """A copy of ``plan`` with unit ``i`` at ``bits[i]`` (tensors sharing a grid follow it)."""
+    if len(bits) != len(units):
+        raise ValueError(f"apply_bits: {len(units)} units but {len(bits)} bit widths.")
+    new = replace(plan, activations=dict(plan.activations), weights=dict(plan.weights))
+    for unit, b in zip(units, bits, strict=True):
+        if unit.kind == "weights":
+            new.weights[unit.node] = {k: replace(s, n_bits=b) for k, s in new.weights[unit.node].items()}
+        else:
+            new.activations[unit.tensor] = replace(new.activations[unit.tensor], n_bits=b)
+    for tid, spec in new.activations.items():
+        if spec.shares_grid_of is not None:
+            new.activations[tid] = replace(spec, n_bits=new.activations[spec.shares_grid_of].n_bits)
+    return new
+
+
+def unit_tensors(plan: QuantizationPlan, unit: Unit) -> list[int]:
+    """Tensors whose grid an activation unit sets (its own and those sharing it)."""
+    return [unit.tensor] + [t for t, s in plan.activations.items() if s.shares_grid_of == unit.tensor]

@@ -1,0 +1,229 @@
+"""Tests for kerasq.mixed_precision.schedule: live-tensor cuts and minimum-peak execution orders."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kerasq.mixed_precision.schedule import Step, best_schedule, cut_sizes, live_tensors
+
+
+def _is_topological(steps, inputs, order) -> bool:
+    available = set(inputs)
+    for i in order:
+        if not set(steps[i].reads) <= available:
+            return False
+        available.update(steps[i].writes)
+    return sorted(order) == list(range(len(steps)))
+
+
+def _naive_cuts(steps, inputs, outputs, order):
+    """The liveness rule written out literally, as an oracle for live_tensors."""
+    cuts = []
+    for k, i in enumerate(order):
+        available = set(inputs) | {t for j in order[:k] for t in steps[j].writes}
+        later = {t for j in order[k + 1 :] for t in steps[j].reads}
+        alive = {t for t in available if t in later or t in outputs}
+        cuts.append(frozenset(alive | set(steps[i].reads) | set(steps[i].writes)))
+    return tuple(cuts)
+
+
+def _brute_force_peak(steps, sizes, inputs, outputs) -> float:
+    peaks = [
+        cut_sizes(_naive_cuts(steps, inputs, outputs, order), sizes).max()
+        for order in itertools.permutations(range(len(steps)))
+        if _is_topological(steps, inputs, order)
+    ]
+    return float(min(peaks))
+
+
+def test_chain_peak_is_max_of_input_plus_output():
+    # x(3) -a-> t1(5) -b-> t2(7) -c-> t3(2)
+    steps = [Step("a", (0,), (1,)), Step("b", (1,), (2,)), Step("c", (2,), (3,))]
+    sizes = {0: 3, 1: 5, 2: 7, 3: 2}
+    s = best_schedule(steps, sizes, inputs=[0], outputs=[3])
+    assert s.order == (0, 1, 2)
+    assert s.cuts == (frozenset({0, 1}), frozenset({1, 2}), frozenset({2, 3}))
+    assert cut_sizes(s.cuts, sizes).tolist() == [8.0, 12.0, 9.0]
+    assert s.peak == 12.0
+    assert s.exact
+
+
+def test_residual_skip_tensor_stays_alive():
+    # x(8) -conv1-> y1(16) -conv2-> y2(4); add(y2, x) -> z(8)
+    steps = [Step("conv1", (0,), (1,)), Step("conv2", (1,), (2,)), Step("add", (2, 0), (3,))]
+    sizes = {0: 8, 1: 16, 2: 4, 3: 8}
+    s = best_schedule(steps, sizes, inputs=[0], outputs=[3])
+    assert s.cuts == (frozenset({0, 1}), frozenset({0, 1, 2}), frozenset({0, 2, 3}))
+    assert s.peak == 28.0  # x + y1 + y2 during conv2; without the skip it would be 20
+
+
+def test_branch_with_small_footprint_runs_first():
+    # x(10) -> branch A: a1 -> h(100) -> a2 -> ya(1);  branch B: b1 -> yb(50);  concat(ya, yb) -> z(1)
+    steps = [
+        Step("a1", (0,), (1,)),
+        Step("a2", (1,), (2,)),
+        Step("b1", (0,), (3,)),
+        Step("concat", (2, 3), (4,)),
+    ]
+    sizes = {0: 10, 1: 100, 2: 1, 3: 50, 4: 1}
+    s = best_schedule(steps, sizes, inputs=[0], outputs=[4])
+    # A first: a1 {x,h}=110, a2 {x,h,ya}=111, b1 {x,ya,yb}=61, concat {ya,yb,z}=52.
+    assert s.order == (0, 1, 2, 3)
+    assert cut_sizes(s.cuts, sizes).tolist() == [110.0, 111.0, 61.0, 52.0]
+    assert s.peak == 111.0
+    # B first keeps yb(50) alive under branch A's peak: b1 60, a1 160, a2 151, concat 52.
+    worse = cut_sizes(live_tensors(steps, [0], [4], (2, 0, 1, 3)), sizes)
+    assert worse.tolist() == [60.0, 160.0, 151.0, 52.0]
+    assert s.peak < worse.max()
+
+
+def test_unused_input_is_never_live_and_outputs_stay_alive():
+    # Input 9 is read by nobody and is not an output; t1 is an output read by b, so it survives b.
+    steps = [Step("a", (0,), (1,)), Step("b", (1,), (2,)), Step("c", (2,), (3,))]
+    cuts = live_tensors(steps, inputs=[0, 9], outputs=[1, 3], order=(0, 1, 2))
+    assert cuts == (frozenset({0, 1}), frozenset({1, 2}), frozenset({1, 2, 3}))
+    assert cut_sizes(cuts, {0: 1, 1: 2, 2: 4, 3: 0}).tolist() == [3.0, 6.0, 6.0]
+
+
+@st.composite
+def _dags(draw):
+    n = draw(st.integers(2, 7))
+    n_inputs = draw(st.integers(1, 2))
+    tensors = list(range(n_inputs))
+    built = []
+    next_id = n_inputs
+    for k in range(n):
+        reads = draw(st.lists(st.sampled_from(tensors), min_size=0, max_size=3, unique=True))
+        n_writes = draw(st.integers(0 if k else 1, 2))
+        writes = tuple(range(next_id, next_id + n_writes))
+        next_id += n_writes
+        tensors.extend(writes)
+        built.append(Step(f"s{k}", tuple(reads), writes))
+    # Shuffle step indices so the index order is not always a topological order.
+    perm = draw(st.permutations(range(n)))
+    steps = [built[p] for p in perm]
+    sizes = {t: draw(st.integers(0, 20)) for t in tensors}
+    outputs = draw(st.lists(st.sampled_from(tensors), min_size=1, max_size=3, unique=True))
+    return steps, sizes, list(range(n_inputs)), outputs
+
+
+@settings(max_examples=150, deadline=None)
+@given(_dags())
+def test_matches_brute_force_over_all_topological_orders(dag):
+    steps, sizes, inputs, outputs = dag
+    s = best_schedule(steps, sizes, inputs, outputs)
+    assert s.exact
+    assert _is_topological(steps, inputs, s.order)
+    assert s.cuts == live_tensors(steps, inputs, outputs, s.order)
+    assert s.cuts == _naive_cuts(steps, inputs, outputs, s.order)
+    assert s.peak == pytest.approx(_brute_force_peak(steps, sizes, inputs, outputs))
+    assert s.peak == pytest.approx(cut_sizes(s.cuts, sizes).max())
+
+
+@settings(max_examples=60, deadline=None)
+@given(_dags())
+def test_greedy_fallback_is_valid_and_not_better_than_exact(dag):
+    steps, sizes, inputs, outputs = dag
+    exact = best_schedule(steps, sizes, inputs, outputs)
+    greedy = best_schedule(steps, sizes, inputs, outputs, max_states=1)
+    assert not greedy.exact
+    assert _is_topological(steps, inputs, greedy.order)
+    assert greedy.cuts == _naive_cuts(steps, inputs, outputs, greedy.order)
+    assert greedy.peak == pytest.approx(cut_sizes(greedy.cuts, sizes).max())
+    assert greedy.peak >= exact.peak - 1e-9
+
+
+def test_greedy_fallback_on_branches_picks_least_allocating_step():
+    # Same graph as the branch test: greedy runs b1 first (resident 60 after it, vs 110 after a1),
+    # which is exactly the worse order with peak 160 > 111.
+    steps = [
+        Step("a1", (0,), (1,)),
+        Step("a2", (1,), (2,)),
+        Step("b1", (0,), (3,)),
+        Step("concat", (2, 3), (4,)),
+    ]
+    sizes = {0: 10, 1: 100, 2: 1, 3: 50, 4: 1}
+    greedy = best_schedule(steps, sizes, [0], [4], max_states=1)
+    assert not greedy.exact
+    assert greedy.order == (2, 0, 1, 3)
+    assert greedy.peak == 160.0
+    assert best_schedule(steps, sizes, [0], [4]).peak == 111.0
+
+
+def _resnet_like(n_blocks: int, seed: int = 0):
+    """Blocks of 4 steps: conv1(x)->y1, conv2(y1)->y2, shortcut(x)->sx, add(y2, sx)->z."""
+    rng = np.random.default_rng(seed)
+    steps, sizes, blocks = [], {0: 64}, []
+    x = 0
+    for b in range(n_blocks):
+        y1, y2, sx, z = range(4 * b + 1, 4 * b + 5)
+        block = [
+            Step(f"conv1_{b}", (x,), (y1,)),
+            Step(f"conv2_{b}", (y1,), (y2,)),
+            Step(f"short_{b}", (x,), (sx,)),
+            Step(f"add_{b}", (y2, sx), (z,)),
+        ]
+        steps.extend(block)
+        blocks.append((block, x, z))
+        sizes.update({t: int(rng.integers(1, 100)) for t in (y1, y2, sx, z)})
+        x = z
+    return steps, sizes, blocks, x
+
+
+def test_300_step_resnet_like_chain_is_fast_and_optimal():
+    steps, sizes, blocks, out = _resnet_like(75)
+    assert len(steps) == 300
+    t0 = time.perf_counter()
+    s = best_schedule(steps, sizes, inputs=[0], outputs=[out])
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0, f"best_schedule took {elapsed:.2f}s"
+    assert s.exact
+    assert _is_topological(steps, [0], s.order)
+    # Only z crosses block boundaries, so the optimum is the max of the per-block optima.
+    expected = max(_brute_force_peak(block, sizes, [x], [z]) for block, x, z in blocks)
+    assert s.peak == expected
+    assert s.peak <= best_schedule(steps, sizes, [0], [out], max_states=1).peak
+
+
+def test_zero_size_tensor_and_empty_graph():
+    steps = [Step("fused", (0,), (1,)), Step("b", (1,), (2,))]
+    s = best_schedule(steps, {0: 4, 1: 0, 2: 3}, inputs=[0], outputs=[2])
+    assert cut_sizes(s.cuts, {0: 4, 1: 0, 2: 3}).tolist() == [4.0, 3.0]
+    assert s.peak == 4.0
+    empty = best_schedule([], {}, inputs=[], outputs=[])
+    assert empty.order == () and empty.cuts == () and empty.peak == 0.0
+
+
+@pytest.mark.parametrize(
+    "steps, sizes, inputs, outputs, match",
+    [
+        ([Step("a", (0,), (1,)), Step("b", (7,), (2,))], {0: 1, 1: 1, 2: 1}, [0], [2], r"'b'.*tensor 7"),
+        ([Step("a", (0, 2), (1,)), Step("b", (1,), (2,))], {0: 1, 1: 1, 2: 1}, [0], [2], "cycle"),
+        ([Step("a", (0,), (0,))], {0: 1}, [], [0], "cycle"),
+        ([Step("a", (0,), (1,)), Step("b", (0,), (1,))], {0: 1, 1: 1}, [0], [1], "written more than once"),
+        ([Step("a", (0,), (0,))], {0: 1}, [0], [0], "written more than once"),
+        ([Step("a", (0,), (1,))], {0: 1, 1: -2}, [0], [1], "invalid size"),
+        ([Step("a", (0,), (1,))], {0: 1, 1: float("nan")}, [0], [1], "invalid size"),
+        ([Step("a", (0,), (1,))], {0: 1}, [0], [1], "no size given for live tensor 1"),
+        ([Step("a", (0,), (1,))], {0: 1, 1: 1}, [0], [5], "output tensor 5"),
+    ],
+)
+def test_validation_errors(steps, sizes, inputs, outputs, match):
+    with pytest.raises(ValueError, match=match):
+        best_schedule(steps, sizes, inputs, outputs)
+
+
+def test_live_tensors_rejects_bad_orders():
+    steps = [Step("a", (0,), (1,)), Step("b", (1,), (2,))]
+    with pytest.raises(ValueError, match="not topological"):
+        live_tensors(steps, [0], [2], (1, 0))
+    with pytest.raises(ValueError, match="permutation"):
+        live_tensors(steps, [0], [2], (0,))
+    with pytest.raises(ValueError, match="no size given"):
+        cut_sizes(live_tensors(steps, [0], [2], (0, 1)), {0: 1, 1: 1})
