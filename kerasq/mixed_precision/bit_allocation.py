@@ -19,6 +19,7 @@ from kerasq.mixed_precision.sensitivity import Sensitivity, compute_sensitivity
 from kerasq.mixed_precision.solver import (
     InfeasibleTargetError,
     MixedPrecisionProblem,
+    evaluate,
     greedy_raise,
     min_reachable,
     solve,
@@ -105,7 +106,28 @@ class BitAllocator:
         if self.prepared.core_config.mixed_precision_config.refine_after_solve:
             choice = greedy_raise(problem, choice)
         self.seconds["solve"] = time.perf_counter() - start
-        return np.asarray(choice, int)
+        return self._best_of(problem, np.asarray(choice, int))
+
+    def _best_of(self, problem: MixedPrecisionProblem, choice: np.ndarray) -> np.ndarray:
+        """Guard against the additive model's blind spot: per-unit sensitivities assume errors add up, which
+        fails when several units drop at once. Measure the solution and every uniform configuration that fits
+        the budget jointly (one full pass each on the sensitivity samples) and keep the closest to float."""
+        start = time.perf_counter()
+        options = [choice]
+        for k in range(1, max((len(u.candidates) for u in self.units), default=1)):
+            uniform = np.array([min(k, len(u.candidates) - 1) for u in self.units])
+            values = evaluate(problem, uniform)
+            if (
+                all(values[r] <= b * (1 + 1e-9) for r, b in problem.budgets.items())
+                and not (uniform == choice).all()
+            ):
+                options.append(uniform)
+        if len(options) > 1:
+            p, sens = self.prepared, self.sensitivity
+            distances = [sens.joint_distance(p.graph, self.plan_for(o), p.grids) for o in options]
+            choice = options[int(np.argmin(distances))]
+            self.seconds["check"] = time.perf_counter() - start
+        return choice
 
     def plan_for(self, choice: Sequence[int]) -> QuantizationPlan:
         bits = [u.candidates[c] for u, c in zip(self.units, choice, strict=True)]

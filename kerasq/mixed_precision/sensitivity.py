@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -50,6 +50,16 @@ class Sensitivity:
     point_weights: np.ndarray
     reference_distance: float
     seconds: float
+    tensors: list[int] = field(default_factory=list)  # interest-point tensor ids
+    floats: list[np.ndarray] = field(default_factory=list)  # float activations there, on the samples
+    samples: list[np.ndarray] = field(default_factory=list)
+
+    def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
+        """Weighted distance of a whole configuration (every unit at its planned width), one full pass."""
+        params = grids.params_for(plan)
+        values = _Executor(graph, build_model(graph, plan, params), params).reference(self.samples)
+        d = [_nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True)]
+        return float(self.point_weights @ np.asarray(d))
 
 
 def _quantize(x: Any, p: QuantParams) -> Any:
@@ -247,4 +257,7 @@ def compute_sensitivity(
             if t in dirty:
                 d[:, i] = _nmse(dirty[t], f, len(others))
         result.append(np.concatenate([[0.0], d @ weights - reference]))
-    return Sensitivity(result, labels, weights, reference, time.perf_counter() - start)
+    tensors = [t for t, _ in points]
+    return Sensitivity(
+        result, labels, weights, reference, time.perf_counter() - start, tensors, floats, samples
+    )

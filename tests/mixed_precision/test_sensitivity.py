@@ -1,0 +1,112 @@
+"""Sensitivity: the downstream-only recomputation equals a full re-run of the quantized model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import kerasq
+from kerasq.builder import build_model
+from kerasq.core import CoreConfig, MixedPrecisionQuantizationConfig, MpDistanceWeighting, ResourceUtilization
+from kerasq.mixed_precision.sensitivity import compute_sensitivity, interest_points, point_weights
+from kerasq.mixed_precision.units import apply_bits, configurable_units
+from kerasq.ptq import prepare
+
+
+@pytest.fixture(scope="module")
+def prepared(trained_cnn, calibration):
+    return prepare(trained_cnn, calibration[:256], None, None)
+
+
+def _weighted_distance(graph, plan, grids, samples, weights):
+    """Full re-run: the quantized model built for ``plan``, distance at every interest point."""
+    points = interest_points(graph, plan)
+    quantized = build_model(graph, plan, grids.params_for(plan))
+    floats = build_model(graph)
+    probe_q = keras.Model(quantized.model.inputs, [_consumed(quantized, t) for t, _ in points])
+    probe_f = keras.Model(floats.model.inputs, [floats.tensors[t] for t, _ in points])
+    dist = []
+    for q, f in zip(probe_q.predict(samples, verbose=0), probe_f.predict(samples, verbose=0), strict=True):
+        q, f = np.asarray(q, np.float64).reshape(len(q), -1), np.asarray(f, np.float64).reshape(len(f), -1)
+        dist.append(np.mean(np.sum((q - f) ** 2, 1) / (np.sum(f**2, 1) + 1e-12)))
+    return float(np.asarray(dist) @ weights)
+
+
+def _consumed(built, tensor):
+    """The tensor after its activation quantizer (what consumers read)."""
+    for layer in built.model.layers:
+        if isinstance(layer, kerasq.ActivationQuantizer) and layer.input is built.tensors[tensor]:
+            return layer.output
+    return built.tensors[tensor]
+
+
+def test_matches_full_rerun(prepared):
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    units = configurable_units(graph, plan)
+    kinds = {u.kind for u in units}
+    assert kinds == {"weights", "activation"}
+    samples = prepared.data.take(16)
+    sens = compute_sensitivity(graph, plan, units, grids, samples, MixedPrecisionQuantizationConfig())
+    top = [u.candidates[0] for u in units]
+    reference = _weighted_distance(graph, apply_bits(plan, units, top), grids, samples, sens.point_weights)
+    assert sens.reference_distance == pytest.approx(reference, rel=1e-4)
+    checked = 0
+    for i, unit in enumerate(units):
+        if unit.name not in ("conv2", "pw", "classifier", "image", "relu1", "add"):
+            continue
+        for c in range(1, len(unit.candidates)):
+            bits = list(top)
+            bits[i] = unit.candidates[c]
+            full = _weighted_distance(
+                graph, apply_bits(plan, units, bits), grids, samples, sens.point_weights
+            )
+            assert sens.values[i][c] == pytest.approx(full - reference, rel=1e-3, abs=1e-7), (unit, c)
+            checked += 1
+    assert checked >= 8
+    # fewer bits hurt more
+    for values in sens.values:
+        assert values[0] == 0
+        assert values[-1] > 0
+
+
+def test_point_weights():
+    labels = ["a", "b", "c", "d"]
+    out = np.array([False, False, False, True])
+    np.testing.assert_allclose(point_weights(MpDistanceWeighting.AVG, labels, out, 0.25), 0.25)
+    np.testing.assert_allclose(point_weights(MpDistanceWeighting.LAST_LAYER, labels, out, 0.25), [0, 0, 0, 1])
+    exp = point_weights(MpDistanceWeighting.EXP, labels, out, 0.25)
+    assert np.all(np.diff(exp) > 0) and exp.sum() == pytest.approx(1)
+    hess = point_weights(MpDistanceWeighting.HESSIAN, labels, out, 0.25, np.array([1.0, 1.0, 2.0, 4.0]))
+    np.testing.assert_allclose(hess, [0.125, 0.125, 0.25, 0.5])
+
+
+def _decoder() -> keras.Model:
+    """Four 8-channel convs then a wide ReLU head: the head's output dominates activation memory."""
+    keras.utils.set_random_seed(1)
+    layers = keras.layers
+    x = inputs = keras.Input((16, 16, 3), name="img")
+    for k in range(4):
+        x = layers.Conv2D(8, 3, padding="same", activation="relu", name=f"c{k}")(x)
+    return keras.Model(inputs, layers.Conv2D(32, 1, activation="relu", name="head")(x))
+
+
+def test_last_layer_weighting_protects_the_output():
+    """The seed's trouble situation: AVG drops the last layer's activation bits, LAST_LAYER keeps them."""
+    model = _decoder()
+    x = np.random.default_rng(0).normal(size=(64, 16, 16, 3)).astype("float32")
+    ru = kerasq.core.keras_resource_utilization_data(model, x)
+    target = ResourceUtilization(activation_memory=ru.activation_memory - 1024)
+    bits, errors = {}, {}
+    for method in (MpDistanceWeighting.AVG, MpDistanceWeighting.LAST_LAYER):
+        core = CoreConfig(
+            mixed_precision_config=MixedPrecisionQuantizationConfig(distance_weighting_method=method)
+        )
+        q, info = kerasq.ptq.keras_post_training_quantization(model, x, target, core_config=core)
+        assert info.resource_utilization.activation_memory <= target.activation_memory
+        bits[method] = dict(zip(info.mixed_precision.units, info.mixed_precision.bits, strict=True))
+        f, y = model.predict(x, verbose=0), q.predict(x, verbose=0)
+        errors[method] = float(np.sum((y - f) ** 2) / np.sum(f**2))
+    assert bits[MpDistanceWeighting.AVG]["head_activation (activation)"] == 4
+    assert bits[MpDistanceWeighting.LAST_LAYER]["head_activation (activation)"] == 8
+    assert errors[MpDistanceWeighting.LAST_LAYER] < errors[MpDistanceWeighting.AVG]
