@@ -1,6 +1,7 @@
 """The ``kerasq`` command line: quantize, inspect and evaluate models in pipelines.
 
-    kerasq quantize MODEL.keras --data CALIB.npz [--tpc imx500|tflite] [--error-method mse] -o OUT
+    kerasq quantize MODEL.keras --data CALIB.npz [--tpc imx500|tflite] [--error-method mse]
+                    [--weights-memory 200KB|50%] [--activation-memory ...] [--bops 1.5G|50%] -o OUT
     kerasq info MODEL(.keras|.tflite)
     kerasq eval MODEL(.keras|.tflite) --data TEST.npz [--rescale 0.00392]
 
@@ -50,10 +51,51 @@ def _inputs(path: str, rescale: float, image_size: tuple[int, int] | None = None
     return x.astype("float32") * rescale, y
 
 
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3}  # fmt: skip
+
+
+def parse_budget(text: str, default: float, option: str) -> float:
+    """``"200KB"`` / ``"1.5M"`` / ``"123456"`` (absolute) or ``"50%"`` (of ``default``, the 8-bit figure)."""
+    value = text.strip().lower().replace("_", "").replace(",", "")
+    try:
+        if value.endswith("%"):
+            result = float(value[:-1]) / 100.0 * default
+        else:
+            number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+            result = float(number) * _UNITS[value[len(number) :]]
+    except (KeyError, ValueError):
+        raise CliError(
+            f"{option} {text!r}: expected bytes/operations with an optional K/M/G suffix (e.g. 200KB, 1.5G) "
+            "or a percentage of the default 8-bit figure (e.g. 50%)",
+            EXIT_USAGE,
+        ) from None
+    if not result > 0:
+        raise CliError(f"{option} {text!r} must be positive", EXIT_USAGE)
+    return result
+
+
+def _target(args: argparse.Namespace, model, x, core, tpc):
+    import kerasq
+
+    given = {
+        "weights_memory": args.weights_memory,
+        "activation_memory": args.activation_memory,
+        "bops": args.bops,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    default = kerasq.core.keras_resource_utilization_data(model, x[:1], core, tpc)
+    limits = {k: parse_budget(v, getattr(default, k), "--" + k.replace("_", "-")) for k, v in given.items()}
+    return kerasq.core.ResourceUtilization(**limits)
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     import kerasq
     from kerasq.export import ExportError, keras_export_model
     from kerasq.graph import UnsupportedModelError
+    from kerasq.mixed_precision.solver import InfeasibleTargetError
 
     model = _load_model(args.model)
     size = tuple(model.inputs[0].shape[1:3]) if len(model.inputs[0].shape) == 4 else None
@@ -67,11 +109,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CliError(str(err), EXIT_USAGE) from err
     try:
+        target = _target(args, model, x, core, tpc)
         q_model, info = kerasq.ptq.keras_post_training_quantization(
-            model, x, core_config=core, target_platform_capabilities=tpc
+            model, x, target, core_config=core, target_platform_capabilities=tpc
         )
     except (ValueError, TypeError) as err:
-        code = EXIT_MODEL if isinstance(err, UnsupportedModelError) else EXIT_INPUT
+        code = EXIT_MODEL if isinstance(err, (UnsupportedModelError, InfeasibleTargetError)) else EXIT_INPUT
         raise CliError(f"quantization failed: {err}", code) from err
     fmt = {".keras": "keras", ".tflite": "tflite"}.get(out.suffix, "savedmodel")
     qfmt = "int8" if fmt == "tflite" and not args.fake_quant else "fakely_quant"
@@ -184,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--error-method", default="mse", help="threshold error method: mse, mae, lp, kl, no_clipping"
     )
+    for option, example in (("weights-memory", "200KB"), ("activation-memory", "64KB"), ("bops", "1.5G")):
+        q.add_argument(
+            f"--{option}",
+            help=f"mixed-precision budget: absolute ({example}) or %% of the 8-bit figure (50%%)",
+        )
     q.add_argument("--n-samples", type=int, default=1024, help="calibration samples to use (default 1024)")
     q.add_argument("--rescale", type=float, default=1.0, help="multiply input data by this (e.g. 1/255)")
     q.add_argument(

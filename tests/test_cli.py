@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasq.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+import kerasq
+from kerasq.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main, parse_budget
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,49 @@ def test_console_script_is_installed():
     assert exe is not None, "pip install -e . registers the kerasq console script"
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "quantize" in result.stdout
+
+
+def test_quantize_under_a_weights_budget(files, capsys):
+    out = files / "mp.tflite"
+    code, text, _ = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                         "--rescale", 1 / 255, "--tpc", "tflite", "--weights-memory", "50%", "-o", out)  # fmt: skip
+    assert code == EXIT_OK, text
+    achieved = float(
+        text.split("achieved ResourceUtilization(weights_memory=")[1]
+        .split(",")[0]
+        .split(")")[0]
+        .replace(",", "")
+    )
+    full = kerasq.core.keras_resource_utilization_data(
+        keras.models.load_model(files / "float.keras")
+    ).weights_memory
+    assert achieved <= 0.5 * full
+    packed = int(text.split("bytes; ")[1].split(" bytes")[0].replace(",", ""))
+    assert packed < out.stat().st_size  # sub-8-bit weights pack smaller than their int8 storage
+    code, q_text, _ = _run(capsys, "eval", out, "--data", files / "test.npz", "--rescale", 1 / 255)
+    _, float_text, _ = _run(
+        capsys, "eval", files / "float.keras", "--data", files / "test.npz", "--rescale", 1 / 255
+    )
+    assert code == EXIT_OK and _accuracy(q_text) >= _accuracy(float_text) - 4.0
+
+
+@pytest.mark.parametrize(
+    "budget, code, message",
+    [
+        ("1KB", EXIT_MODEL, "weights_memory"),
+        ("lots", EXIT_USAGE, "expected bytes"),
+        ("0%", EXIT_USAGE, "positive"),
+    ],
+)
+def test_budget_errors(files, capsys, budget, code, message):
+    got, _, err = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                       "--weights-memory", budget, "-o", files / "never.keras")  # fmt: skip
+    assert got == code and message in err
+    assert not (files / "never.keras").exists()
+
+
+def test_parse_budget():
+    assert parse_budget("200KB", 0, "--weights-memory") == 200_000
+    assert parse_budget("1.5G", 0, "--bops") == 1.5e9
+    assert parse_budget("2KiB", 0, "--weights-memory") == 2048
+    assert parse_budget("50%", 1000, "--weights-memory") == 500

@@ -47,7 +47,8 @@ def imx500() -> TargetPlatformCapabilities:
 
 
 def tflite() -> TargetPlatformCapabilities:
-    """TFLite INT8 spec: symmetric per-channel int8 weights, asymmetric uniform int8 activations."""
+    """TFLite INT8 spec: symmetric per-channel int8 weights (8/4/2-bit grids for mixed precision, stored in
+    int8), asymmetric uniform int8 activations."""
     base = OpQuantizationConfig(
         activation_method=QuantizationMethod.UNIFORM,
         weights_method=QuantizationMethod.SYMMETRIC,
@@ -59,13 +60,15 @@ def tflite() -> TargetPlatformCapabilities:
     # tanh scale 1/128 (zero point 0).
     unit_interval = replace(base, fixed_output_range=(0.0, 255.0 / 256.0))
     symmetric_unit = replace(base, fixed_output_range=(-1.0, 127.0 / 128.0))
-    per_tensor = replace(base, weights_per_channel=False)
+    # Sub-8-bit kernels (mixed precision) are stored on their grid inside int8 tensors: exact in TFLite.
+    weighted = replace(base, weights_bit_candidates=(8, 4, 2))
+    per_tensor = replace(weighted, weights_per_channel=False)
     shared_grid = replace(base, inputs_share_output_grid=True)
     return TargetPlatformCapabilities(
         name="tflite",
         default_config=base,
         operator_sets=(
-            OperatorSet("weighted", tuple(k for k in _WEIGHTED if k != "conv_transpose"), base),
+            OperatorSet("weighted", tuple(k for k in _WEIGHTED if k != "conv_transpose"), weighted),
             # The converter cannot keep per-channel scales on a transposed-convolution kernel.
             OperatorSet("weighted_per_tensor", ("conv_transpose",), per_tensor),
             OperatorSet("fusable_activation", ("relu", "relu6"), base),
