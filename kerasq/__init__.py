@@ -6,6 +6,7 @@
 
 from kerasq import core, export, exporter, ptq
 from kerasq.info import QuantizationInfo
+from kerasq.mixed_precision import budget_search as _budget_search  # noqa: F401 - kerasq.mixed_precision.*
 from kerasq.platform import get_target_platform_capabilities
 from kerasq.progress import set_progress
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
@@ -20,6 +21,7 @@ __all__ = [
     "export",
     "exporter",
     "get_target_platform_capabilities",
+    "mixed_precision",
     "ptq",
     "set_progress",
 ]
