@@ -135,3 +135,13 @@ def test_accuracy_target_search(trained_cnn, calibration, default_ru, test_slice
     assert result.info.resource_utilization.weights_memory <= result.budget < default_ru.weights_memory
     assert result.evaluations <= 9  # bisection: far fewer than one evaluation per candidate per layer
     assert len(result.probes) >= 3
+
+
+@pytest.mark.parametrize("method", ["exp", "hessian"])
+def test_other_distance_weightings(trained_cnn, calibration, default_ru, method):
+    mp = MixedPrecisionQuantizationConfig(distance_weighting_method=method, num_of_images=16)
+    target = ResourceUtilization(weights_memory=0.5 * default_ru.weights_memory)
+    _, info = ptq(trained_cnn, calibration, target, core_config=CoreConfig(mixed_precision_config=mp))
+    assert info.resource_utilization.weights_memory <= target.weights_memory
+    sensitivity = info.mixed_precision.sensitivity
+    assert all(s[0] == 0 and s[-1] > 0 for s in sensitivity)  # 2 bits always hurts more than the 8-bit reference
