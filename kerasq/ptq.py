@@ -9,13 +9,21 @@ import keras
 import numpy as np
 
 from kerasq.builder import build_model
-from kerasq.core.config import CoreConfig
+from kerasq.core.config import CoreConfig, QuantizationConfig
 from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.core.resource_utilization import ResourceUtilization
+from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases, correct_biases
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph
-from kerasq.graph.rewrites import fold_batch_norms, split_activations, split_separable_convs
+from kerasq.graph.rewrites import (
+    bound_relu_to_power_of_2,
+    collapse_linear,
+    collapse_residual,
+    fold_batch_norms,
+    split_activations,
+    split_separable_convs,
+)
 from kerasq.info import QuantizationInfo, build_info
 from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport, allocate_bits
 from kerasq.mixed_precision.resources import resource_utilization
@@ -25,6 +33,7 @@ from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capa
 from kerasq.platform.assign import QuantizationPlan, assign_quantization
 from kerasq.platform.manual_bits import pin_bit_widths
 from kerasq.statistics import TensorStats, collect_statistics
+from kerasq.statistics.channel_means import collect_channel_means
 
 
 @dataclass
@@ -38,6 +47,7 @@ class Prepared:
     grids: GridCache
     core_config: CoreConfig
     tpc: TargetPlatformCapabilities
+    input_means: dict[str, np.ndarray]  # weighted node -> its input's channel means (bias correction)
 
 
 def keras_post_training_quantization(
@@ -83,18 +93,20 @@ def prepare(
     graph, plan = plan_model(model, None, core_config, tpc)
     data = RepresentativeData(representative_data_gen, input_specs_from_model(model))
     stats = _observe(graph, plan, data, qc.num_histogram_bins)
+    input_means = _input_means(graph, plan, data) if qc.weights_bias_correction else {}
     importance = None
     if qc.weights_error_method is QuantizationErrorMethod.HMSE:
         importance = kernel_importance(
             graph, plan, data.take(core_config.mixed_precision_config.num_of_images)
         )
-    return Prepared(model, graph, plan, data, GridCache(graph, stats, qc, importance), core_config, tpc)
+    grids = GridCache(graph, stats, qc, importance)
+    return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means)
 
 
 def finish(prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionReport | None = None):
-    """Grids at the plan's widths → quantized model → report."""
-    graph = prepared.graph
+    """Grids at the plan's widths → bias correction → quantized model → report."""
     params = prepared.grids.params_for(plan)
+    graph = correct_biases(prepared.graph, params, prepared.input_means)
     quantized = build_model(graph, plan, params, name=f"{prepared.model.name}_quantized").model
     info = build_info(
         graph, plan, params, prepared.tpc.name, _float_bytes(prepared.model),
@@ -116,8 +128,10 @@ def plan_model(
     graph = read_model(model)
     if representative_data_gen is not None:  # validated against the model's inputs
         RepresentativeData(representative_data_gen, input_specs_from_model(model))
-    graph = split_activations(split_separable_convs(fold_batch_norms(graph)))
+    graph = rewrite_graph(graph, core_config.quantization_config)
     plan = assign_quantization(graph, tpc, core_config.quantization_config)
+    if core_config.quantization_config.weights_bias_correction:  # the corrected bias is stored: count it
+        graph = add_zero_biases(graph, set(plan.weights))
     return graph, pin_bit_widths(graph, plan, core_config.bit_width_config)
 
 
@@ -134,6 +148,29 @@ def _observe(
     probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids])
     names = [plan.activations[t].producer for t in ids]
     return dict(zip(ids, collect_statistics(probe, names, data, bins), strict=True))
+
+
+def rewrite_graph(graph: Graph, qc: QuantizationConfig) -> Graph:
+    """The float-equivalent rewrites, in order: BN fold, separable split, activation split, then the optional
+    collapsing / ReLU-bound rewrites."""
+    graph = split_activations(split_separable_convs(fold_batch_norms(graph)))
+    if qc.linear_collapsing:
+        graph = collapse_linear(graph)
+    if qc.residual_collapsing:
+        graph = collapse_residual(graph)
+    if qc.relu_bound_to_power_of_2:
+        graph = bound_relu_to_power_of_2(graph)
+    return graph
+
+
+def _input_means(graph: Graph, plan: QuantizationPlan, data: RepresentativeData) -> dict[str, np.ndarray]:
+    """Channel means of the input of every quantized conv / depthwise / dense node (float model)."""
+    nodes = [n for n in graph.nodes if n.name in plan.weights and n.kind in CORRECTED_KINDS]
+    if not nodes:
+        return {}
+    built = build_model(graph)
+    probe = keras.Model(built.model.inputs, [built.tensors[n.inputs[0]] for n in nodes])
+    return dict(zip([n.name for n in nodes], collect_channel_means(probe, data), strict=True))
 
 
 def _float_bytes(model: keras.Model) -> int:

@@ -19,3 +19,39 @@ def mct_generator(x: np.ndarray, batch_size: int = 64):
             yield [x[i : i + batch_size]]
 
     return gen
+
+
+def randomize_biases(model: keras.Model, seed: int) -> None:
+    """Give every (kernel, bias) layer random biases, so rewrites are tested with non-zero biases."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if len(weights) == 2:
+            layer.set_weights([weights[0], rng.normal(size=weights[1].shape).astype("float32")])
+
+
+def assert_same_function(model: keras.Model, graph, seed: int = 0) -> None:
+    """The float model rebuilt from ``graph`` computes what ``model`` computes (rtol 1e-5)."""
+    from kerasq.builder import build_model
+
+    shape = (3, *model.inputs[0].shape[1:])
+    x = np.random.default_rng(seed).normal(size=shape).astype("float32")
+    expected = [np.asarray(t) for t in keras.tree.flatten(model(x, training=False))]
+    got = [np.asarray(t) for t in keras.tree.flatten(build_model(graph).model(x, training=False))]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        scale = max(1.0, float(np.max(np.abs(e))))
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * scale)
+
+
+def assert_rewrite_refuses(makers, rewrite) -> None:
+    """``rewrite`` returns the very same graph for every model ``makers`` build (and the function is kept)."""
+    from kerasq.graph import read_model
+
+    for make in makers:
+        keras.utils.set_random_seed(0)
+        model = make()
+        graph = read_model(model)
+        new = rewrite(graph)
+        assert new is graph, make.__name__
+        assert_same_function(model, new)

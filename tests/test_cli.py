@@ -129,7 +129,7 @@ def test_quantize_under_a_weights_budget(files, capsys):
     _, float_text, _ = _run(
         capsys, "eval", files / "float.keras", "--data", files / "test.npz", "--rescale", 1 / 255
     )
-    assert code == EXIT_OK and _accuracy(q_text) >= _accuracy(float_text) - 4.0
+    assert code == EXIT_OK and _accuracy(q_text) >= _accuracy(float_text) - 8.0  # 2-bit layers on a small CNN
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,13 @@ class QuantizationConfig:
         weights_per_channel: override the platform's per-channel choice (None keeps the platform's).
         activation_n_bits / weights_n_bits: override the platform's default bit widths (2..16, None keeps them).
         num_histogram_bins: histogram resolution for activation statistics (even, >= 64).
+        weights_bias_correction: remove the mean output shift weight quantization causes, using the input
+            channel means of each conv / depthwise / dense layer on the representative data (default on).
+        linear_collapsing: merge a linear conv followed by a 1x1 conv (or dense -> dense) into one layer.
+        residual_collapsing: fold ``x + conv(x)`` into the conv's kernel (identity added at the centre tap).
+        relu_bound_to_power_of_2: rescale bounded ReLUs (ReLU6) to a power-of-two bound, moving the scale into
+            the neighbouring kernels (default off, as in MCT).
+        All rewrites keep the float function identical.
     """
 
     activation_error_method: QuantizationErrorMethod = QuantizationErrorMethod.MSE
@@ -34,6 +41,10 @@ class QuantizationConfig:
     activation_n_bits: int | None = None
     weights_n_bits: int | None = None
     num_histogram_bins: int = 4096
+    weights_bias_correction: bool = True
+    linear_collapsing: bool = True
+    residual_collapsing: bool = True
+    relu_bound_to_power_of_2: bool = False
 
     def __post_init__(self) -> None:
         self.activation_error_method = _check_error_method(
@@ -60,6 +71,16 @@ class QuantizationConfig:
             ):
                 raise ValueError(
                     f"QuantizationConfig.{name} must be an integer in 2..16 or None, got {bits!r}."
+                )
+        for flag in (
+            "weights_bias_correction",
+            "linear_collapsing",
+            "residual_collapsing",
+            "relu_bound_to_power_of_2",
+        ):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(
+                    f"QuantizationConfig.{flag} must be True or False, got {getattr(self, flag)!r}."
                 )
         bins = self.num_histogram_bins
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 64 or bins % 4:

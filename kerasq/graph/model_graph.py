@@ -99,6 +99,13 @@ class Graph:
     def producers(self) -> dict[int, Node]:
         return {tid: node for node in self.nodes for tid in node.outputs}
 
+    def shared_operations(self) -> set[int]:
+        """``id()`` of every operation called by more than one node (shared layers)."""
+        calls: dict[int, int] = {}
+        for node in self.nodes:
+            calls[id(node.op)] = calls.get(id(node.op), 0) + 1
+        return {key for key, count in calls.items() if count > 1}
+
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:

@@ -93,7 +93,9 @@ class BitAllocator:
             p = self.prepared
             mp = p.core_config.mixed_precision_config
             samples = p.data.take(mp.num_of_images)
-            self.sensitivity = compute_sensitivity(p.graph, p.plan, self.units, p.grids, samples, mp)
+            self.sensitivity = compute_sensitivity(
+                p.graph, p.plan, self.units, p.grids, samples, mp, p.input_means
+            )
             self.seconds["sensitivity"] = self.sensitivity.seconds
         return self.sensitivity
 

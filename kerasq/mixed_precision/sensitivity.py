@@ -28,7 +28,9 @@ from keras import ops
 from kerasq.builder.model_builder import BuiltModel, build_model, quantizer_name
 from kerasq.core.config import MixedPrecisionQuantizationConfig
 from kerasq.core.enums import MpDistanceWeighting
+from kerasq.corrections.bias_correction import correct_biases
 from kerasq.graph.model_graph import Graph, Node, TensorRef
+from kerasq.graph.weights import named_weights
 from kerasq.mixed_precision.hessian import activation_hessian_scores
 from kerasq.mixed_precision.units import Unit, apply_bits, unit_tensors
 from kerasq.params.quant_params import QuantParams
@@ -53,11 +55,13 @@ class Sensitivity:
     tensors: list[int] = field(default_factory=list)  # interest-point tensor ids
     floats: list[np.ndarray] = field(default_factory=list)  # float activations there, on the samples
     samples: list[np.ndarray] = field(default_factory=list)
+    input_means: dict[str, np.ndarray] = field(default_factory=dict)
 
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
         """Weighted distance of a whole configuration (every unit at its planned width), one full pass."""
         params = grids.params_for(plan)
-        values = _Executor(graph, build_model(graph, plan, params), params).reference(self.samples)
+        corrected = correct_biases(graph, params, self.input_means)
+        values = _Executor(corrected, build_model(corrected, plan, params), params).reference(self.samples)
         d = [_nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True)]
         return float(self.point_weights @ np.asarray(d))
 
@@ -120,6 +124,7 @@ class _Executor:
         weight_node: str | None,
         kernel_params: Sequence[dict[str, QuantParams]],
         activation_params: dict[int, Sequence[QuantParams]],
+        biases: Sequence[np.ndarray | None] = (),
     ) -> dict[int, Any]:
         """Tensors that change when one unit takes each of several candidates (stacked along the batch)."""
         dirty: dict[int, Any] = {}
@@ -145,8 +150,9 @@ class _Executor:
                         layer.layer,
                         x,
                         {k: _quantize(getattr(layer.layer, k), p) for k, p in grid.items()},
+                        bias,
                     )
-                    for grid in kernel_params
+                    for grid, bias in zip(kernel_params, biases or [None] * len(kernel_params), strict=True)
                 ]
                 results = [ops.concatenate(outs, axis=0)]
             else:
@@ -163,6 +169,19 @@ class _Executor:
                 else:
                     dirty[tid] = y
         return dirty
+
+
+def _corrected_bias(
+    graph: Graph, node: str, kernels: dict[str, QuantParams], input_means: dict[str, np.ndarray]
+) -> np.ndarray | None:
+    """The node's bias after bias correction for ``kernels`` (None: the node is not corrected)."""
+    if node not in input_means:
+        return None
+    corrected = correct_biases(
+        graph.with_nodes([graph.node(node)]), QuantizationParams({}, {node: kernels}), input_means
+    )
+    bias = named_weights(corrected.nodes[0]).get("bias")
+    return None if bias is None else np.asarray(bias, np.float32)
 
 
 def interest_points(graph: Graph, plan: QuantizationPlan) -> list[tuple[int, str]]:
@@ -210,12 +229,20 @@ def compute_sensitivity(
     grids: GridCache,
     samples: list[np.ndarray],
     config: MixedPrecisionQuantizationConfig,
+    input_means: dict[str, np.ndarray] | None = None,
 ) -> Sensitivity:
-    """Sensitivity of every unit's candidates on ``samples`` (one array per model input)."""
+    """Sensitivity of every unit's candidates on ``samples`` (one array per model input).
+
+    ``input_means`` (node -> input channel means) turns on bias correction, as the final model will have it.
+    """
     start = time.perf_counter()
+    input_means = input_means or {}
     reference_plan = apply_bits(plan, units, [u.candidates[0] for u in units])
     reference_params = grids.params_for(reference_plan)
-    executor = _Executor(graph, build_model(graph, reference_plan, reference_params), reference_params)
+    corrected = correct_biases(graph, reference_params, input_means)
+    executor = _Executor(
+        corrected, build_model(corrected, reference_plan, reference_params), reference_params
+    )
     points = interest_points(graph, plan)
     float_built = build_model(graph)
     probe = keras.Model(float_built.model.inputs, [float_built.tensors[t] for t, _ in points])
@@ -245,7 +272,8 @@ def compute_sensitivity(
         if unit.kind == "weights":
             specs = reference_plan.weights[unit.node]
             kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
-            dirty = executor.variants(values, samples, unit.node, kernels, {})
+            biases = [_corrected_bias(graph, unit.node, k, input_means) for k in kernels]
+            dirty = executor.variants(values, samples, unit.node, kernels, {}, biases)
         else:
             acts = {
                 t: [grids.activation(reference_plan.activations[unit.tensor], b) for b in others]

@@ -58,10 +58,12 @@ LINEAR_OPS: dict[str, Callable[[keras.layers.Layer, Any, dict[str, Any]], Any]] 
 }
 
 
-def weighted_forward(kind: str, layer: keras.layers.Layer, x: Any, kernels: dict[str, Any]) -> Any:
-    """``layer``'s output computed with ``kernels`` in place of its own: linear op, bias, activation."""
+def weighted_forward(
+    kind: str, layer: keras.layers.Layer, x: Any, kernels: dict[str, Any], bias: Any = None
+) -> Any:
+    """``layer``'s output computed with ``kernels`` (and ``bias``, if given) in place of its own."""
     y = LINEAR_OPS[kind](layer, x, kernels)
-    bias = getattr(layer, "bias", None)
+    bias = getattr(layer, "bias", None) if bias is None else bias
     if bias is not None:
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             bias = ops.reshape(bias, (1, -1) + (1,) * (len(y.shape) - 2))

@@ -36,25 +36,29 @@ def _output_error(model, reference, x):
     return float(np.sum((model.predict(x, verbose=0) - f) ** 2) / np.sum(f**2))
 
 
-@pytest.mark.parametrize(
-    "fraction, uniform_bits, ratio, max_drop", [(0.5, 4, 1.1, 3.0), (0.375, 3, 0.9, 8.0)]
-)
-def test_mixed_precision_against_uniform_bits(
-    trained_cnn, calibration, default_ru, test_slice, fraction, uniform_bits, ratio, max_drop
+def test_at_the_size_of_uniform_4_bit_mixed_precision_is_at_least_as_close_to_float(
+    trained_cnn, calibration, test_slice
 ):
-    """Within the budget, close to float, and at least as close to float as the same-size uniform widths."""
-    target = ResourceUtilization(weights_memory=fraction * default_ru.weights_memory)
+    uniform, uinfo = ptq(
+        trained_cnn, calibration, core_config=CoreConfig(QuantizationConfig(weights_n_bits=4))
+    )
+    target = ResourceUtilization(weights_memory=uinfo.resource_utilization.weights_memory)
     q, info = ptq(trained_cnn, calibration, target)
     assert info.resource_utilization.weights_memory <= target.weights_memory
     assert info.mixed_precision.target == target
-    assert len(set(info.mixed_precision.bits)) > 1  # mixed, not uniform
-    qc = QuantizationConfig(weights_n_bits=uniform_bits)
-    uniform, uinfo = ptq(trained_cnn, calibration, core_config=CoreConfig(qc))
-    assert uinfo.resource_utilization.weights_memory >= 0.98 * target.weights_memory  # same size or larger
     x, y = test_slice
-    assert accuracy(trained_cnn, x, y) - accuracy(q, x, y) < max_drop
-    error_mp, error_uniform = _output_error(q, trained_cnn, x), _output_error(uniform, trained_cnn, x)
-    assert error_mp < ratio * error_uniform
+    assert accuracy(trained_cnn, x, y) - accuracy(q, x, y) < 3.0
+    assert _output_error(q, trained_cnn, x) <= 1.05 * _output_error(uniform, trained_cnn, x)
+
+
+def test_half_of_8_bit_size(trained_cnn, calibration, default_ru, test_slice):
+    """Below uniform 4-bit's size some layers must go to 2 bits: still within the budget and usable."""
+    target = ResourceUtilization(weights_memory=0.5 * default_ru.weights_memory)
+    q, info = ptq(trained_cnn, calibration, target)
+    assert info.resource_utilization.weights_memory <= target.weights_memory
+    assert 2 in info.mixed_precision.bits and 8 in info.mixed_precision.bits
+    x, y = test_slice
+    assert accuracy(trained_cnn, x, y) - accuracy(q, x, y) < 10.0
 
 
 @pytest.mark.parametrize(
@@ -144,4 +148,6 @@ def test_other_distance_weightings(trained_cnn, calibration, default_ru, method)
     _, info = ptq(trained_cnn, calibration, target, core_config=CoreConfig(mixed_precision_config=mp))
     assert info.resource_utilization.weights_memory <= target.weights_memory
     sensitivity = info.mixed_precision.sensitivity
-    assert all(s[0] == 0 and s[-1] > 0 for s in sensitivity)  # 2 bits always hurts more than the 8-bit reference
+    assert all(
+        s[0] == 0 and s[-1] > 0 for s in sensitivity
+    )  # 2 bits always hurts more than the 8-bit reference

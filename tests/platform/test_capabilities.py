@@ -23,7 +23,7 @@ def test_tflite_platform():
     tpc = kerasq.get_target_platform_capabilities("tflite")
     assert tpc.config_for("add").activation_method is QuantizationMethod.UNIFORM
     assert tpc.config_for("dense").weights_narrow_range
-    assert tpc.config_for("dense").weights_candidates == (8,)
+    assert tpc.config_for("dense").weights_candidates == (8, 4, 2)  # sub-8-bit grids stored in int8
 
 
 @pytest.mark.parametrize("args", [("tensorflow", "imx500"), ("tensorflow", "default", "v4"), ("IMX500",)])

@@ -1,0 +1,27 @@
+"""Per-channel means of tensors over the representative data (inputs of weighted layers, for bias correction)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasq.data.representative import RepresentativeData
+
+
+def collect_channel_means(probe: keras.Model, data: RepresentativeData) -> list[np.ndarray]:
+    """Mean of each ``probe`` output over every axis but the last (channels), over all samples of ``data``."""
+
+    @tf.function(reduce_retracing=True)
+    def step(inputs: list[tf.Tensor]) -> list[tf.Tensor]:
+        outputs = keras.tree.flatten(probe(inputs if len(inputs) > 1 else inputs[0], training=False))
+        return [tf.reduce_mean(tf.cast(o, tf.float64), axis=list(range(len(o.shape) - 1))) for o in outputs]
+
+    sums: list[np.ndarray] | None = None
+    count = 0
+    for batch in data:
+        n = len(batch[0])
+        means = [m.numpy() * n for m in step([tf.convert_to_tensor(b) for b in batch])]
+        sums = means if sums is None else [s + m for s, m in zip(sums, means, strict=True)]
+        count += n
+    return [s / count for s in sums]
