@@ -70,6 +70,7 @@ class QuantizationInfo:
     float_weights_memory_bytes: int
     resource_utilization: ResourceUtilization | None = None  # of the quantized model, at its bit widths
     mixed_precision: MixedPrecisionReport | None = None  # set when mixed precision chose the widths
+    warnings: list[str] = field(default_factory=list)  # findings to act on (e.g. unbalanced concat inputs)
 
     @property
     def compression_ratio(self) -> float:
@@ -94,6 +95,7 @@ class QuantizationInfo:
             lines.append(f"resources: {self.resource_utilization}")
         if self.mixed_precision is not None:
             lines.append(self.mixed_precision.summary())
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -112,6 +114,7 @@ def build_info(
     float_weights_bytes: int,
     resources: ResourceUtilization | None = None,
     mixed_precision: MixedPrecisionReport | None = None,
+    warnings: list[str] | None = None,
 ) -> QuantizationInfo:
     """Assemble the report from the graph, the plan and the chosen grids."""
     layers: dict[str, LayerInfo] = {}
@@ -142,5 +145,5 @@ def build_info(
     return QuantizationInfo(
         platform=platform, layers=layers, inputs=inputs, float_layers=dict(plan.float_nodes),
         weights_memory_bytes=total, float_weights_memory_bytes=float_weights_bytes,
-        resource_utilization=resources, mixed_precision=mixed_precision,
+        resource_utilization=resources, mixed_precision=mixed_precision, warnings=list(warnings or []),
     )  # fmt: skip

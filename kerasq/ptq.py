@@ -13,6 +13,7 @@ from kerasq.core.config import CoreConfig, QuantizationConfig
 from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases, correct_biases
+from kerasq.corrections.concat_report import concat_range_warnings
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph
@@ -48,6 +49,7 @@ class Prepared:
     core_config: CoreConfig
     tpc: TargetPlatformCapabilities
     input_means: dict[str, np.ndarray]  # weighted node -> its input's channel means (bias correction)
+    warnings: list[str]  # findings users should act on (e.g. concat inputs with very different ranges)
 
 
 def keras_post_training_quantization(
@@ -100,7 +102,8 @@ def prepare(
             graph, plan, data.take(core_config.mixed_precision_config.num_of_images)
         )
     grids = GridCache(graph, stats, qc, importance)
-    return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means)
+    warnings = concat_range_warnings(graph, stats)
+    return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means, warnings)
 
 
 def finish(prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionReport | None = None):
@@ -110,7 +113,7 @@ def finish(prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionRepo
     quantized = build_model(graph, plan, params, name=f"{prepared.model.name}_quantized").model
     info = build_info(
         graph, plan, params, prepared.tpc.name, _float_bytes(prepared.model),
-        resource_utilization(graph, plan), mixed,
+        resource_utilization(graph, plan), mixed, prepared.warnings,
     )  # fmt: skip
     return quantized, info
 
@@ -139,9 +142,7 @@ def _observe(
     graph: Graph, plan: QuantizationPlan, data: RepresentativeData, bins: int
 ) -> dict[int, TensorStats]:
     """Histogram every tensor the plan quantizes, in one pass of the (folded) float model."""
-    ids = [
-        t for t, spec in plan.activations.items() if spec.fixed_range is None and spec.shares_grid_of is None
-    ]
+    ids = [t for t, spec in plan.activations.items() if spec.fixed_range is None]  # shared too: for reports
     if not ids:
         return {}
     built = build_model(graph)

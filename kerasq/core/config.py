@@ -27,6 +27,10 @@ class QuantizationConfig:
         num_histogram_bins: histogram resolution for activation statistics (even, >= 64).
         weights_bias_correction: remove the mean output shift weight quantization causes, using the input
             channel means of each conv / depthwise / dense layer on the representative data (default on).
+        z_threshold: remove activation values whose z-score exceeds this before choosing thresholds
+            (outliers; typical 5..20). None (default) keeps every value.
+        concat_threshold_update: concatenation inputs take the concatenation's output grid, so concat is exact
+            in integer arithmetic (the ``tflite`` platform always does this).
         linear_collapsing: merge a linear conv followed by a 1x1 conv (or dense -> dense) into one layer.
         residual_collapsing: fold ``x + conv(x)`` into the conv's kernel (identity added at the centre tap).
         relu_bound_to_power_of_2: rescale bounded ReLUs (ReLU6) to a power-of-two bound, moving the scale into
@@ -42,6 +46,8 @@ class QuantizationConfig:
     weights_n_bits: int | None = None
     num_histogram_bins: int = 4096
     weights_bias_correction: bool = True
+    z_threshold: float | None = None
+    concat_threshold_update: bool = False
     linear_collapsing: bool = True
     residual_collapsing: bool = True
     relu_bound_to_power_of_2: bool = False
@@ -82,6 +88,11 @@ class QuantizationConfig:
                 raise ValueError(
                     f"QuantizationConfig.{flag} must be True or False, got {getattr(self, flag)!r}."
                 )
+        z = self.z_threshold
+        if z is not None and (
+            isinstance(z, bool) or not isinstance(z, (int, float)) or not (math.isfinite(z) and z > 0)
+        ):
+            raise ValueError(f"QuantizationConfig.z_threshold must be a number > 0 or None, got {z!r}.")
         bins = self.num_histogram_bins
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 64 or bins % 4:
             raise ValueError(

@@ -14,6 +14,7 @@ from kerasq.params.search import fixed_activation_params, search_activation_para
 from kerasq.platform.assign import ActivationSpec, QuantizationPlan, WeightSpec
 from kerasq.progress import progress
 from kerasq.statistics.histogram import TensorStats
+from kerasq.statistics.outliers import remove_outliers
 
 
 @dataclass
@@ -75,7 +76,10 @@ class GridCache:
     def activation(self, spec: ActivationSpec, n_bits: int) -> QuantParams:
         key = (spec.tensor, n_bits)
         if key not in self._activations:
-            self._activations[key] = activation_params(spec, self.stats.get(spec.tensor), self.qc, n_bits)
+            stats = self.stats.get(spec.tensor)
+            if stats is not None and self.qc.z_threshold is not None:
+                stats = remove_outliers(stats, self.qc.z_threshold)
+            self._activations[key] = activation_params(spec, stats, self.qc, n_bits)
         return self._activations[key]
 
     def weight(self, spec: WeightSpec, n_bits: int) -> QuantParams:

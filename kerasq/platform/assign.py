@@ -135,7 +135,10 @@ def assign_quantization(
                 plan.fused.add(tensor)
             else:
                 plan.activations[tensor] = _activation_spec(tensor, node.name, cfg)
-        if cfg.inputs_share_output_grid and node.outputs[0] in plan.activations:
+        unify = cfg.inputs_share_output_grid or (
+            node.kind == "concat" and quantization_config.concat_threshold_update
+        )
+        if unify and node.outputs[0] in plan.activations:
             _share_input_grids(node, plan, consumers)
     return plan
 
