@@ -14,6 +14,7 @@ from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases, correct_biases
 from kerasq.corrections.concat_report import concat_range_warnings
+from kerasq.corrections.shift_negative import apply_shift_negative
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph
@@ -87,7 +88,8 @@ def prepare(
     core_config: CoreConfig | None,
     tpc: TargetPlatformCapabilities | None,
 ) -> Prepared:
-    """read → fold / split rewrites → plan (platform + manual bits) → statistics → grid cache."""
+    """read → rewrites → plan (platform + manual bits) → statistics → shift-negative correction → input means
+    (bias correction) → Hessian scores (HMSE) → grid cache."""
     core_config = core_config if core_config is not None else CoreConfig()
     tpc = tpc or get_target_platform_capabilities("imx500")
     _check_arguments(core_config, tpc)
@@ -95,6 +97,7 @@ def prepare(
     graph, plan = plan_model(model, None, core_config, tpc)
     data = RepresentativeData(representative_data_gen, input_specs_from_model(model))
     stats = _observe(graph, plan, data, qc.num_histogram_bins)
+    graph, plan, warnings = apply_shift_negative(graph, plan, stats, qc, tpc)
     input_means = _input_means(graph, plan, data) if qc.weights_bias_correction else {}
     importance = None
     if qc.weights_error_method is QuantizationErrorMethod.HMSE:
@@ -102,7 +105,7 @@ def prepare(
             graph, plan, data.take(core_config.mixed_precision_config.num_of_images)
         )
     grids = GridCache(graph, stats, qc, importance)
-    warnings = concat_range_warnings(graph, stats)
+    warnings += concat_range_warnings(graph, stats)
     return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means, warnings)
 
 
@@ -139,10 +142,15 @@ def plan_model(
 
 
 def _observe(
-    graph: Graph, plan: QuantizationPlan, data: RepresentativeData, bins: int
+    graph: Graph,
+    plan: QuantizationPlan,
+    data: RepresentativeData,
+    bins: int,
+    tensors: list[int] | None = None,
 ) -> dict[int, TensorStats]:
-    """Histogram every tensor the plan quantizes, in one pass of the (folded) float model."""
+    """Histogram every tensor the plan quantizes (or just ``tensors``), in one pass of the float model."""
     ids = [t for t, spec in plan.activations.items() if spec.fixed_range is None]  # shared too: for reports
+    ids = ids if tensors is None else list(tensors)
     if not ids:
         return {}
     built = build_model(graph)

@@ -29,6 +29,16 @@ class QuantizationConfig:
             channel means of each conv / depthwise / dense layer on the representative data (default on).
         z_threshold: remove activation values whose z-score exceeds this before choosing thresholds
             (outliers; typical 5..20). None (default) keeps every value.
+        shift_negative_activation_correction: activations with a negative tail (swish, gelu, elu, leaky relu,
+            PReLU, hard swish, selu) that feed a conv / depthwise / dense layer are shifted up by their negative
+            minimum and quantized unsigned (one more bit of resolution); the next layer's bias absorbs the shift
+            (padding made explicit so borders stay exact). Default off, as in MCT.
+        shift_negative_ratio: shift only a small negative tail: ``|min| / threshold <= ratio`` (default 0.05).
+        shift_negative_threshold_recalculation: choose the shifted tensor's threshold again on the shifted
+            values (default: keep the threshold chosen before the shift, as MCT does; at 6 bits and below the
+            recalculated threshold is usually better, since the unsigned grid can afford a wider range).
+        shift_negative_params_search: search the shift (fractions of ``|min|``) for the lowest quantization
+            error instead of shifting by exactly ``|min|``.
         concat_threshold_update: concatenation inputs take the concatenation's output grid, so concat is exact
             in integer arithmetic (the ``tflite`` platform always does this).
         linear_collapsing: merge a linear conv followed by a 1x1 conv (or dense -> dense) into one layer.
@@ -47,6 +57,10 @@ class QuantizationConfig:
     num_histogram_bins: int = 4096
     weights_bias_correction: bool = True
     z_threshold: float | None = None
+    shift_negative_activation_correction: bool = False
+    shift_negative_ratio: float = 0.05
+    shift_negative_threshold_recalculation: bool = False
+    shift_negative_params_search: bool = False
     concat_threshold_update: bool = False
     linear_collapsing: bool = True
     residual_collapsing: bool = True
@@ -88,6 +102,11 @@ class QuantizationConfig:
                 raise ValueError(
                     f"QuantizationConfig.{flag} must be True or False, got {getattr(self, flag)!r}."
                 )
+        ratio = self.shift_negative_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            raise ValueError(
+                f"QuantizationConfig.shift_negative_ratio must be a number in [0, 1), got {ratio!r}."
+            )
         z = self.z_threshold
         if z is not None and (
             isinstance(z, bool) or not isinstance(z, (int, float)) or not (math.isfinite(z) and z > 0)

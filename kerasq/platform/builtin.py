@@ -84,6 +84,7 @@ def tflite() -> TargetPlatformCapabilities:
             ("weighted_per_tensor", "fusable_activation"),
             ("add", "fusable_activation"),
         ),
+        shifted_activations=False,
     )
 
 

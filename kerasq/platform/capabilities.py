@@ -98,6 +98,9 @@ class TargetPlatformCapabilities:
     default_config: OpQuantizationConfig
     operator_sets: tuple[OperatorSet, ...] = ()
     fusing_patterns: tuple[tuple[str, ...], ...] = field(default=())
+    # the device applies an activation and a constant shift in one kernel before requantizing (what
+    # shift-negative correction needs); TFLite's int8 kernels do not
+    shifted_activations: bool = True
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}

@@ -51,7 +51,7 @@ def test_residual_add_folds_into_conv(depthwise, k, channels, use_bias, conv_fir
     original_kernel = graph.node("res").layer_weights[0]
     diff = res.weights[0] - original_kernel
     assert np.count_nonzero(diff) == channels  # exactly the centre diagonal moved
-    np.testing.assert_allclose(diff[k // 2, k // 2].sum(), channels)
+    np.testing.assert_allclose(diff[k // 2, k // 2].sum(), channels, rtol=1e-5)  # float32 kernels
     assert_same_function(model, new, seed)
 
 

@@ -1,0 +1,5 @@
+"""Keras layers kerasq inserts into rewritten models (registered serializable, package "kerasq")."""
+
+from kerasq.layers.shifted_activation import ShiftedActivation
+
+__all__ = ["ShiftedActivation"]
