@@ -35,7 +35,7 @@ from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capa
 from kerasq.platform.assign import QuantizationPlan, assign_quantization
 from kerasq.platform.manual_bits import pin_bit_widths
 from kerasq.statistics import TensorStats, collect_statistics
-from kerasq.statistics.channel_means import collect_channel_means
+from kerasq.statistics.channel_means import collect_mean_maps
 
 
 @dataclass
@@ -173,13 +173,13 @@ def rewrite_graph(graph: Graph, qc: QuantizationConfig) -> Graph:
 
 
 def _input_means(graph: Graph, plan: QuantizationPlan, data: RepresentativeData) -> dict[str, np.ndarray]:
-    """Channel means of the input of every quantized conv / depthwise / dense node (float model)."""
+    """The input of every quantized conv / depthwise / dense node, averaged over samples (float model)."""
     nodes = [n for n in graph.nodes if n.name in plan.weights and n.kind in CORRECTED_KINDS]
     if not nodes:
         return {}
     built = build_model(graph)
     probe = keras.Model(built.model.inputs, [built.tensors[n.inputs[0]] for n in nodes])
-    return dict(zip([n.name for n in nodes], collect_channel_means(probe, data), strict=True))
+    return dict(zip([n.name for n in nodes], collect_mean_maps(probe, data), strict=True))
 
 
 def _float_bytes(model: keras.Model) -> int:

@@ -1,16 +1,16 @@
 """Bias correction: remove the mean output shift that weight quantization causes.
 
-With input channel means ``mu`` (float model, representative data), quantizing a kernel ``W`` to ``W_q`` shifts
-the expected output by ``delta = sum (W_q - W) * mu`` over the kernel's input axes (spatial taps and input
-channels; depthwise kernels per channel; grouped convolutions per group). The corrected layer's bias is
-``b - delta``, so the quantized layer's mean output equals the float one on the representative data (border
-positions of padded convolutions see fewer taps: the correction is exact in the interior).
+Quantizing a kernel ``W`` to ``W_q`` changes a linear layer's output by ``layer(x; W_q - W)``. Its mean over the
+representative data is ``layer(mean_x; W_q - W)`` (the layer is linear in ``x``), with ``mean_x`` the input
+averaged over samples but kept per position, so padded borders, strides and groups are exact. The corrected
+bias is ``b`` minus that shift averaged over output positions (a bias is one value per channel).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import keras
 import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node
@@ -21,27 +21,21 @@ from kerasq.params.selection import QuantizationParams
 CORRECTED_KINDS = ("conv", "dense", "depthwise_conv")
 
 
-def bias_shift(kind: str, error: np.ndarray, input_mean: np.ndarray, groups: int = 1) -> np.ndarray:
-    """Mean output shift per output channel of a kernel error ``W_q - W`` for inputs of mean ``input_mean``."""
-    error = np.asarray(error, np.float64)
-    mu = np.asarray(input_mean, np.float64)
-    if kind == "dense":
-        return mu @ error
-    spatial = tuple(range(error.ndim - 2))
-    summed = error.sum(axis=spatial)  # [in (per group), out] or, depthwise, [channels, multiplier]
-    if kind == "depthwise_conv":
-        return (summed * mu[:, None]).reshape(-1)
-    per_group_in, out = summed.shape
-    group_of_output = np.arange(out) // (out // groups)
-    mu_groups = mu.reshape(groups, per_group_in)[group_of_output]  # [out, in per group]
-    return np.einsum("io,oi->o", summed, mu_groups)
+def bias_shift(node: Node, error: np.ndarray, mean_input: np.ndarray) -> np.ndarray:
+    """Mean output shift per output channel of ``node`` when its kernel changes by ``error``."""
+    config = {**node.layer_config, "use_bias": False, "activation": None, "name": None}
+    layer = type(node.op).from_config(config)
+    x = np.asarray(mean_input, np.float32)[None]
+    layer.build(x.shape)
+    layer.set_weights([np.asarray(error, np.float32)])
+    y = keras.ops.convert_to_numpy(layer(x)).astype(np.float64)
+    return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
 
-def _corrected(node: Node, kernel_params: QuantParams, input_mean: np.ndarray) -> Node:
+def _corrected(node: Node, kernel_params: QuantParams, mean_input: np.ndarray) -> Node:
     weights = named_weights(node)
     kernel = weights["kernel"]
-    error = kernel_params.fake_quant(kernel.astype(np.float64)) - kernel
-    shift = bias_shift(node.kind, error, input_mean, int(node.layer_config.get("groups", 1) or 1))
+    shift = bias_shift(node, kernel_params.fake_quant(kernel.astype(np.float64)) - kernel, mean_input)
     bias = weights.get("bias", np.zeros(shift.shape, np.float32)).astype(np.float64)
     weights["bias"] = (bias - shift).astype(np.float32)
     config = {**node.layer_config, "use_bias": True}
@@ -51,7 +45,7 @@ def _corrected(node: Node, kernel_params: QuantParams, input_mean: np.ndarray) -
 def correct_biases(graph: Graph, params: QuantizationParams, input_means: dict[str, np.ndarray]) -> Graph:
     """A copy of ``graph`` whose quantized conv / depthwise / dense nodes have corrected biases.
 
-    ``input_means``: node name -> per-channel mean of the node's input (nodes without one are left alone).
+    ``input_means``: node name -> the node's input averaged over samples (nodes without one are left alone).
     """
     nodes = []
     for node in graph.nodes:

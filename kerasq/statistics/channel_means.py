@@ -1,4 +1,4 @@
-"""Per-channel means of tensors over the representative data (inputs of weighted layers, for bias correction)."""
+"""Mean of tensors over the samples of the representative data (inputs of weighted layers, for bias correction)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import tensorflow as tf
 from kerasq.data.representative import RepresentativeData
 
 
-def collect_channel_means(probe: keras.Model, data: RepresentativeData) -> list[np.ndarray]:
-    """Mean of each ``probe`` output over every axis but the last (channels), over all samples of ``data``."""
+def collect_mean_maps(probe: keras.Model, data: RepresentativeData) -> list[np.ndarray]:
+    """Mean of each ``probe`` output over the samples of ``data`` (the batch axis only: one value per position
+    and channel, so border effects of padded convolutions can be computed exactly)."""
 
     @tf.function(reduce_retracing=True)
     def step(inputs: list[tf.Tensor]) -> list[tf.Tensor]:
         outputs = keras.tree.flatten(probe(inputs if len(inputs) > 1 else inputs[0], training=False))
-        return [tf.reduce_mean(tf.cast(o, tf.float64), axis=list(range(len(o.shape) - 1))) for o in outputs]
+        return [tf.reduce_mean(tf.cast(o, tf.float64), axis=0) for o in outputs]
 
     sums: list[np.ndarray] | None = None
     count = 0

@@ -11,32 +11,38 @@ from hypothesis import strategies as st
 import kerasq
 from kerasq.core import CoreConfig, QuantizationConfig
 from kerasq.corrections import bias_shift
+from kerasq.graph import read_model
+
+
+def _layer_node(layer: keras.layers.Layer, shape: tuple[int, ...]):
+    inputs = keras.Input(shape)
+    return read_model(keras.Model(inputs, layer(inputs))).nodes[0]
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 4), st.sampled_from([1, 2]), st.integers(0, 2**16))
-def test_shift_equals_mean_output_change_of_a_conv(k, cin_per_group, groups, seed):
-    """delta = E[conv(x, W_q)] - E[conv(x, W)] for inputs whose channels are constant (no border effect)."""
+@given(
+    kind=st.sampled_from(["conv", "depthwise", "dense"]), k=st.integers(1, 3), groups=st.sampled_from([1, 2]),
+    strides=st.sampled_from([1, 2]), padding=st.sampled_from(["same", "valid"]), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_shift_equals_the_mean_output_change_on_data(kind, k, groups, strides, padding, seed):
+    """The shift is E[layer(x; W + E)] - E[layer(x; W)] over real inputs, padded borders and groups included."""
     rng = np.random.default_rng(seed)
-    cin, cout = cin_per_group * groups, 2 * groups
-    error = rng.normal(size=(k, k, cin_per_group, cout))
-    mu = rng.normal(size=cin)
-    x = np.broadcast_to(mu, (1, 6, 6, cin)).astype("float32")
-    conv = keras.layers.Conv2D(cout, k, groups=groups, use_bias=False)
-    conv.build(x.shape)
-    conv.set_weights([error.astype("float32")])
-    expected = np.asarray(conv(x)).reshape(-1, cout).mean(axis=0)
-    np.testing.assert_allclose(bias_shift("conv", error, mu, groups), expected, rtol=1e-4, atol=1e-4)
-
-
-def test_shift_of_depthwise_and_dense():
-    rng = np.random.default_rng(0)
-    error, mu = rng.normal(size=(3, 3, 4, 2)), rng.normal(size=4)
-    expected = (error.sum(axis=(0, 1)) * mu[:, None]).reshape(-1)
-    np.testing.assert_allclose(bias_shift("depthwise_conv", error, mu), expected)
-    error = rng.normal(size=(5, 3))
-    mu = rng.normal(size=5)
-    np.testing.assert_allclose(bias_shift("dense", error, mu), mu @ error)
+    if kind == "conv":
+        layer, shape = keras.layers.Conv2D(4, k, strides=strides, padding=padding, groups=groups), (6, 6, 4)
+    elif kind == "depthwise":
+        layer = keras.layers.DepthwiseConv2D(k, strides=strides, padding=padding, depth_multiplier=groups)
+        shape = (6, 6, 3)
+    else:
+        layer, shape = keras.layers.Dense(5), (7,)
+    node = _layer_node(layer, shape)
+    x = rng.normal(loc=1.0, size=(64, *shape)).astype("float32")  # non-zero mean, varying per position
+    error = rng.normal(scale=0.1, size=layer.kernel.shape).astype("float32")
+    probe = type(layer).from_config({**layer.get_config(), "use_bias": False, "name": None})
+    probe.build((None, *shape))
+    probe.set_weights([error])
+    y = np.asarray(probe(x))
+    expected = y.reshape(-1, y.shape[-1]).mean(axis=0)
+    np.testing.assert_allclose(bias_shift(node, error, x.mean(axis=0)), expected, rtol=1e-4, atol=1e-5)
 
 
 def _model() -> keras.Model:
