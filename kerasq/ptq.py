@@ -49,7 +49,7 @@ class Prepared:
     grids: GridCache
     core_config: CoreConfig
     tpc: TargetPlatformCapabilities
-    input_means: dict[str, np.ndarray]  # weighted node -> its input's channel means (bias correction)
+    input_means: dict[str, np.ndarray]  # weighted node -> its input averaged over samples (bias correction)
     warnings: list[str]  # findings users should act on (e.g. concat inputs with very different ranges)
 
 
@@ -90,9 +90,7 @@ def prepare(
 ) -> Prepared:
     """read → rewrites → plan (platform + manual bits) → statistics → shift-negative correction → input means
     (bias correction) → Hessian scores (HMSE) → grid cache."""
-    core_config = core_config if core_config is not None else CoreConfig()
-    tpc = tpc or get_target_platform_capabilities("imx500")
-    _check_arguments(core_config, tpc)
+    core_config, tpc = _resolve(core_config, tpc)
     qc = core_config.quantization_config
     graph, plan = plan_model(model, None, core_config, tpc)
     data = RepresentativeData(representative_data_gen, input_specs_from_model(model))
@@ -109,7 +107,9 @@ def prepare(
     return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means, warnings)
 
 
-def finish(prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionReport | None = None):
+def finish(
+    prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionReport | None = None
+) -> tuple[keras.Model, QuantizationInfo]:
     """Grids at the plan's widths → bias correction → quantized model → report."""
     params = prepared.grids.params_for(plan)
     graph = correct_biases(prepared.graph, params, prepared.input_means)
@@ -128,9 +128,7 @@ def plan_model(
     tpc: TargetPlatformCapabilities | None,
 ) -> tuple[Graph, QuantizationPlan]:
     """The folded graph and its quantization plan at the platform's (and manual) bit widths."""
-    core_config = core_config if core_config is not None else CoreConfig()
-    tpc = tpc or get_target_platform_capabilities("imx500")
-    _check_arguments(core_config, tpc)
+    core_config, tpc = _resolve(core_config, tpc)
     graph = read_model(model)
     if representative_data_gen is not None:  # validated against the model's inputs
         RepresentativeData(representative_data_gen, input_specs_from_model(model))
@@ -184,6 +182,16 @@ def _input_means(graph: Graph, plan: QuantizationPlan, data: RepresentativeData)
 
 def _float_bytes(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights) * 4)
+
+
+def _resolve(
+    core_config: CoreConfig | None, tpc: TargetPlatformCapabilities | None
+) -> tuple[CoreConfig, TargetPlatformCapabilities]:
+    """The defaults (``CoreConfig()``, the imx500 platform) where None, after checking the arguments."""
+    core_config = core_config if core_config is not None else CoreConfig()
+    tpc = tpc or get_target_platform_capabilities("imx500")
+    _check_arguments(core_config, tpc)
+    return core_config, tpc
 
 
 def _check_arguments(core_config: Any, tpc: Any) -> None:
