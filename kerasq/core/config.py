@@ -25,8 +25,8 @@ class QuantizationConfig:
         weights_per_channel: override the platform's per-channel choice (None keeps the platform's).
         activation_n_bits / weights_n_bits: override the platform's default bit widths (2..16, None keeps them).
         num_histogram_bins: histogram resolution for activation statistics (even, >= 64).
-        weights_bias_correction: remove the mean output shift weight quantization causes, using the input
-            channel means of each conv / depthwise / dense layer on the representative data (default on).
+        weights_bias_correction: remove the mean output shift weight quantization causes, using the input of
+            each conv / depthwise / dense layer averaged over the representative data (default on).
         z_threshold: remove activation values whose z-score exceeds this before choosing thresholds
             (outliers; typical 5..20). None (default) keeps every value.
         shift_negative_activation_correction: activations with a negative tail (swish, gelu, elu, leaky relu,

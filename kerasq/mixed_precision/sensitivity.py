@@ -233,7 +233,7 @@ def compute_sensitivity(
 ) -> Sensitivity:
     """Sensitivity of every unit's candidates on ``samples`` (one array per model input).
 
-    ``input_means`` (node -> input channel means) turns on bias correction, as the final model will have it.
+    ``input_means`` (node -> its input averaged over samples) turns on bias correction, as the final model has.
     """
     start = time.perf_counter()
     input_means = input_means or {}
