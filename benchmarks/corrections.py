@@ -41,17 +41,14 @@ KNOBS = (
 
 def _applies(model, knob: dict) -> str:
     """How many places of the model a knob can touch (rewrite matches, concat nodes, ...)."""
+    from kerasq.core import QuantizationConfig
     from kerasq.graph import read_model
-    from kerasq.graph.rewrites import (
-        bound_relu_to_power_of_2,
-        collapse_linear,
-        collapse_residual,
-        fold_batch_norms,
-        split_activations,
-        split_separable_convs,
-    )  # fmt: skip
+    from kerasq.graph.rewrites import bound_relu_to_power_of_2, collapse_linear, collapse_residual
+    from kerasq.ptq import rewrite_graph
 
-    graph = split_activations(split_separable_convs(fold_batch_norms(read_model(model))))
+    # the pipeline's rewrites with the optional ones off: what the knobs would act on
+    plain = QuantizationConfig(linear_collapsing=False, residual_collapsing=False)
+    graph = rewrite_graph(read_model(model), plain)
     count = len(graph.nodes)
     if "linear_collapsing" in knob:
         return str(count - len(collapse_linear(graph).nodes))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from kerasq.builder.model_builder import quantizer_name
 from kerasq.graph.model_graph import Graph
-from kerasq.graph.weights import named_weights
+from kerasq.mixed_precision.resources import layer_weight_bytes
 from kerasq.params.quant_params import QuantParams
 from kerasq.params.selection import QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
@@ -102,10 +101,6 @@ class QuantizationInfo:
         return self.summary()
 
 
-def _float_bytes(arrays: list[np.ndarray]) -> int:
-    return int(sum(a.size for a in arrays) * 4)
-
-
 def build_info(
     graph: Graph,
     plan: QuantizationPlan,
@@ -122,13 +117,8 @@ def build_info(
     for node in graph.nodes:
         info = LayerInfo(name=node.name, kind=node.kind, layer_type=type(node.op).__name__)
         kernels = params.weights.get(node.name, {})
-        weights = named_weights(node) if kernels else {}
-        quantized_bytes = 0
-        for kernel_name, p in kernels.items():
-            info.weights[kernel_name] = GridInfo.from_params(p)
-            quantized_bytes += math.ceil(weights[kernel_name].size * p.n_bits / 8)
-        rest = [w for n, w in weights.items() if n not in kernels] if kernels else node.layer_weights
-        info.weights_bytes = quantized_bytes + _float_bytes(rest)
+        info.weights = {name: GridInfo.from_params(p) for name, p in kernels.items()}
+        info.weights_bytes = layer_weight_bytes(node, {name: p.n_bits for name, p in kernels.items()})
         total += info.weights_bytes
         produced = [t for t in node.outputs if t in params.activations]
         if produced:

@@ -10,7 +10,7 @@ peak is a maximum over cuts), total memory one row per cut plus the weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ def tensor_elements(graph: Graph) -> dict[int, int]:
 
 
 def _dtype_bits(dtype: str) -> int:
-    return int(np.dtype(dtype).itemsize * 8) if dtype not in ("bool",) else 8
+    return int(np.dtype(dtype).itemsize * 8)
 
 
 def tensor_bits(graph: Graph, plan: QuantizationPlan) -> dict[int, float]:
@@ -104,15 +104,20 @@ def _kernel_sizes(graph: Graph, plan: QuantizationPlan, node: str) -> list[int]:
     return [weights[k].size for k in plan.weights[node]]
 
 
+def layer_weight_bytes(node: Node, kernel_bits: Mapping[str, int]) -> int:
+    """Bytes of one node's weights: quantized kernels packed at their bits, everything else float32."""
+    if not kernel_bits:
+        return sum(int(w.size) for w in node.layer_weights) * FLOAT_BITS // 8
+    weights = named_weights(node)
+    packed = sum(math.ceil(weights[k].size * bits / 8) for k, bits in kernel_bits.items())
+    return packed + sum(int(w.size) for k, w in weights.items() if k not in kernel_bits) * FLOAT_BITS // 8
+
+
 def weights_bytes(graph: Graph, plan: QuantizationPlan) -> int:
-    total = 0
-    for node in graph.nodes:
-        kernels = plan.weights.get(node.name, {})
-        weights = named_weights(node) if kernels else {}
-        total += sum(math.ceil(weights[k].size * spec.n_bits / 8) for k, spec in kernels.items())
-        rest = [w for k, w in weights.items() if k not in kernels] if kernels else node.layer_weights
-        total += sum(int(w.size) * FLOAT_BITS // 8 for w in rest)
-    return total
+    return sum(
+        layer_weight_bytes(node, {k: s.n_bits for k, s in plan.weights.get(node.name, {}).items()})
+        for node in graph.nodes
+    )
 
 
 def _weight_bits(plan: QuantizationPlan, node: Node) -> int:

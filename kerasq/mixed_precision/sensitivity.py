@@ -67,12 +67,9 @@ class Sensitivity:
 
 
 def _quantize(x: Any, p: QuantParams) -> Any:
-    scale = np.asarray(p.scale, np.float32)
-    zero_point = np.asarray(p.zero_point, np.float32)
-    if p.channel_axis is not None and scale.size > 1:  # per-channel kernel grid: broadcast along its axes
-        axes = [p.channel_axis] if isinstance(p.channel_axis, int) else list(p.channel_axis)
-        shape = [x.shape[a] if a in axes else 1 for a in range(len(x.shape))]
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    shape = p.broadcast_shape(tuple(x.shape))
+    scale = np.asarray(p.scale, np.float32).reshape(shape)
+    zero_point = np.asarray(p.zero_point, np.float32).reshape(shape)
     return fake_quant(x, scale, zero_point, p.qmin, p.qmax)
 
 
@@ -87,7 +84,7 @@ class _Executor:
     """Runs the reference quantized model node by node, so any suffix can be recomputed."""
 
     def __init__(self, graph: Graph, built: BuiltModel, params: QuantizationParams) -> None:
-        self.graph, self.built, self.params = graph, built, params
+        self.graph, self.built = graph, built
         self.quantizers: dict[int, Any] = {}
         for tid, name in zip(graph.inputs, graph.input_names, strict=True):
             if tid in params.activations:

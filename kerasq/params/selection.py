@@ -106,10 +106,3 @@ class GridCache:
             )
         }
         return QuantizationParams(activations=activations, weights=weights)
-
-
-def choose_params(
-    graph: Graph, plan: QuantizationPlan, stats: dict[int, TensorStats], qc: QuantizationConfig
-) -> QuantizationParams:
-    """Search thresholds for all planned tensors and kernels at their planned bit widths."""
-    return GridCache(graph, stats, qc).params_for(plan)

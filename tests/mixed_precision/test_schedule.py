@@ -63,15 +63,16 @@ def test_residual_skip_tensor_stays_alive():
     assert s.peak == 28.0  # x + y1 + y2 during conv2; without the skip it would be 20
 
 
+# x(10) -> branch A: a1 -> h(100) -> a2 -> ya(1);  branch B: b1 -> yb(50);  concat(ya, yb) -> z(1)
+_BRANCHES = (
+    [Step("a1", (0,), (1,)), Step("a2", (1,), (2,)), Step("b1", (0,), (3,)), Step("concat", (2, 3), (4,))],
+    {0: 10, 1: 100, 2: 1, 3: 50, 4: 1},
+)
+
+
 def test_branch_with_small_footprint_runs_first():
     # x(10) -> branch A: a1 -> h(100) -> a2 -> ya(1);  branch B: b1 -> yb(50);  concat(ya, yb) -> z(1)
-    steps = [
-        Step("a1", (0,), (1,)),
-        Step("a2", (1,), (2,)),
-        Step("b1", (0,), (3,)),
-        Step("concat", (2, 3), (4,)),
-    ]
-    sizes = {0: 10, 1: 100, 2: 1, 3: 50, 4: 1}
+    steps, sizes = _BRANCHES
     s = best_schedule(steps, sizes, inputs=[0], outputs=[4])
     # A first: a1 {x,h}=110, a2 {x,h,ya}=111, b1 {x,ya,yb}=61, concat {ya,yb,z}=52.
     assert s.order == (0, 1, 2, 3)
@@ -142,13 +143,7 @@ def test_greedy_fallback_is_valid_and_not_better_than_exact(dag):
 def test_greedy_fallback_on_branches_picks_least_allocating_step():
     # Same graph as the branch test: greedy runs b1 first (resident 60 after it, vs 110 after a1),
     # which is exactly the worse order with peak 160 > 111.
-    steps = [
-        Step("a1", (0,), (1,)),
-        Step("a2", (1,), (2,)),
-        Step("b1", (0,), (3,)),
-        Step("concat", (2, 3), (4,)),
-    ]
-    sizes = {0: 10, 1: 100, 2: 1, 3: 50, 4: 1}
+    steps, sizes = _BRANCHES
     greedy = best_schedule(steps, sizes, [0], [4], max_states=1)
     assert not greedy.exact
     assert greedy.order == (2, 0, 1, 3)
