@@ -16,6 +16,7 @@ from kerasq.platform.assign import QuantizationPlan
 
 if TYPE_CHECKING:
     from kerasq.core.resource_utilization import ResourceUtilization
+    from kerasq.gptq.training import GPTQReport
     from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport
 
 
@@ -70,6 +71,7 @@ class QuantizationInfo:
     resource_utilization: ResourceUtilization | None = None  # of the quantized model, at its bit widths
     mixed_precision: MixedPrecisionReport | None = None  # set when mixed precision chose the widths
     warnings: list[str] = field(default_factory=list)  # findings to act on (e.g. unbalanced concat inputs)
+    gptq: GPTQReport | None = None  # set when gradient-based fine-tuning ran
 
     @property
     def compression_ratio(self) -> float:
@@ -94,6 +96,8 @@ class QuantizationInfo:
             lines.append(f"resources: {self.resource_utilization}")
         if self.mixed_precision is not None:
             lines.append(self.mixed_precision.summary())
+        if self.gptq is not None:
+            lines.append(self.gptq.summary())
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

@@ -30,7 +30,7 @@ from kerasq.info import QuantizationInfo, build_info
 from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport, allocate_bits
 from kerasq.mixed_precision.resources import resource_utilization
 from kerasq.params.hmse import kernel_importance
-from kerasq.params.selection import GridCache
+from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capabilities
 from kerasq.platform.assign import QuantizationPlan, assign_quantization
 from kerasq.platform.manual_bits import pin_bit_widths
@@ -111,8 +111,24 @@ def finish(
     prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionReport | None = None
 ) -> tuple[keras.Model, QuantizationInfo]:
     """Grids at the plan's widths → bias correction → quantized model → report."""
+    graph, params = corrected(prepared, plan)
+    return assemble(prepared, graph, plan, params, mixed)
+
+
+def corrected(prepared: Prepared, plan: QuantizationPlan) -> tuple[Graph, QuantizationParams]:
+    """The grids at the plan's widths, and the graph with biases corrected for those grids."""
     params = prepared.grids.params_for(plan)
-    graph = correct_biases(prepared.graph, params, prepared.input_means)
+    return correct_biases(prepared.graph, params, prepared.input_means), params
+
+
+def assemble(
+    prepared: Prepared,
+    graph: Graph,
+    plan: QuantizationPlan,
+    params: QuantizationParams,
+    mixed: MixedPrecisionReport | None = None,
+) -> tuple[keras.Model, QuantizationInfo]:
+    """The quantized model of ``graph`` on ``params``, and its report."""
     quantized = build_model(graph, plan, params, name=f"{prepared.model.name}_quantized").model
     info = build_info(
         graph, plan, params, prepared.tpc.name, _float_bytes(prepared.model),

@@ -57,8 +57,14 @@ def build_model(
     plan: QuantizationPlan | None = None,
     params: QuantizationParams | None = None,
     name: str | None = None,
+    wrapper: type[QuantizeWrapper] = QuantizeWrapper,
+    activation_quantizer: type[ActivationQuantizer] = ActivationQuantizer,
 ) -> BuiltModel:
-    """Replay ``graph`` with cloned layers; insert quantizers where ``params`` has grids."""
+    """Replay ``graph`` with cloned layers; insert quantizers where ``params`` has grids.
+
+    ``wrapper`` / ``activation_quantizer``: the layer classes to insert (subclasses let a training stage, such
+    as gradient-based rounding, add its own variables while the graph and the grids stay the same).
+    """
     act_params = params.activations if params else {}
     weight_params = params.weights if params else {}
     tensors: dict[int, Any] = {}  # id -> tensor consumers read (quantized when planned)
@@ -69,7 +75,7 @@ def build_model(
             raw[tid] = value
             if tid in act_params:
                 qname = quantizer_name(producer, k, len(ids))
-                value = ActivationQuantizer.from_params(act_params[tid], name=qname)(value)
+                value = activation_quantizer.from_params(act_params[tid], name=qname)(value)
             tensors[tid] = value
 
     inputs = []
@@ -89,7 +95,7 @@ def build_model(
                 weights_to_load.append((op, node))
             if node.name in weight_params:
                 grids = {k: _kernel_grid(p) for k, p in weight_params[node.name].items()}
-                op = QuantizeWrapper(op, kind=node.kind, kernel_quantizers=grids, name=f"quant_{node.name}")
+                op = wrapper(op, kind=node.kind, kernel_quantizers=grids, name=f"quant_{node.name}")
             by_op[id(node.op)] = op
         layers[node.name] = op
         outputs = op(*_replace_refs(node.args, tensors), **_replace_refs(node.kwargs, tensors))

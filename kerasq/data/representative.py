@@ -227,6 +227,11 @@ class RepresentativeData:
                 "(a few hundred samples from the training set is typical)."
             )
 
+    @property
+    def reiterable(self) -> bool:
+        """False for a one-shot generator or iterator: it can be read only once."""
+        return not self._one_pass
+
     def first_batch(self) -> list[np.ndarray]:
         if self._first is None:
             for batch in self:

@@ -30,7 +30,7 @@ class ExportError(ValueError):
 
 
 def activation_range(q: ActivationQuantizer) -> tuple[float, float]:
-    scale, zero_point = float(q.scale.numpy()), float(q.zero_point.numpy())
+    scale, zero_point = q.grid()
     return (q.qmin - zero_point) * scale, (q.qmax - zero_point) * scale
 
 

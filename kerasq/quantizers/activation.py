@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from kerasq.params import QuantParams
-from kerasq.quantizers.fake_quant import fake_quant
+from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 
 
 @keras.saving.register_keras_serializable(package="kerasq")
@@ -35,8 +35,13 @@ class ActivationQuantizer(keras.layers.Layer):
         self.scale.assign(np.asarray(params.scale, np.float32).reshape(()))
         self.zero_point.assign(np.asarray(params.zero_point, np.float32).reshape(()))
 
+    def grid(self) -> tuple[float, float]:
+        """(scale, zero_point) the quantizer uses (a trained power-of-two scale snaps to a power of two)."""
+        scale = keras.ops.convert_to_numpy(grid_scale(self.scale, self.method))
+        return float(scale), float(self.zero_point.numpy())
+
     def call(self, inputs: Any) -> Any:
-        return fake_quant(inputs, self.scale, self.zero_point, self.qmin, self.qmax)
+        return fake_quant(inputs, grid_scale(self.scale, self.method), self.zero_point, self.qmin, self.qmax)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

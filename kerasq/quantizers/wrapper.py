@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from kerasq.params import QuantParams
-from kerasq.quantizers.fake_quant import fake_quant
+from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 from kerasq.quantizers.kernel_ops import weighted_forward
 
 
@@ -54,18 +54,24 @@ class QuantizeWrapper(keras.layers.Wrapper):
         scale.assign(np.asarray(params.scale, np.float32).reshape(scale.shape))
         zero_point.assign(np.asarray(params.zero_point, np.float32).reshape(zero_point.shape))
 
+    def grid_variables(self, name: str) -> tuple[Any, Any]:
+        """The (scale, zero_point) variables of one kernel (``scale`` may be trained; see ``kerasq.qat``)."""
+        return self._grid_vars[name]
+
     def kernel_grid(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(scale, zero_point) of one kernel, shaped to broadcast against it."""
+        """(scale, zero_point) one kernel is quantized with, shaped to broadcast against it."""
         scale, zero_point = self._grid_vars[name]
-        return np.asarray(scale.numpy()), np.asarray(zero_point.numpy())
+        scale = grid_scale(scale, self.kernel_quantizers[name]["method"])
+        return np.asarray(keras.ops.convert_to_numpy(scale)), np.asarray(zero_point.numpy())
 
     def quantized_kernels(self) -> dict[str, Any]:
         kernels = {}
         for name, spec in self.kernel_quantizers.items():
             scale, zero_point = self._grid_vars[name]
             kernels[name] = fake_quant(
-                getattr(self.layer, name), scale, zero_point, spec["qmin"], spec["qmax"]
-            )
+                getattr(self.layer, name), grid_scale(scale, spec["method"]), zero_point, spec["qmin"],
+                spec["qmax"],
+            )  # fmt: skip
         return kernels
 
     def call(self, inputs: Any) -> Any:

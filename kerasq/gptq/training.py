@@ -1,0 +1,184 @@
+"""The fine-tuning loop: learned rounding (and optionally biases and scales) against the float teacher."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasq.data import RepresentativeData
+from kerasq.gptq.config import GradientPTQConfig
+from kerasq.gptq.layers import BlendedActivationQuantizer, SoftRoundingWrapper
+from kerasq.gptq.loss import weighted_mse
+from kerasq.gptq.soft_rounding import beta_schedule, ramp, rectified_sigmoid, rounding_penalty
+from kerasq.progress import progress
+
+
+@dataclass
+class GPTQReport:
+    """What fine-tuning did. Losses are relative to the PTQ solution's (rounding to nearest) on the first batch."""
+
+    epochs: int
+    steps: int
+    compare_points: int
+    hessian_weights: bool
+    loss: list[float] = field(default_factory=list)  # mean reconstruction loss per epoch
+    regularizer: list[float] = field(default_factory=list)  # mean rounding regularizer per epoch (0 = hard)
+    seconds: float = 0.0
+    final_loss: float = 1.0  # with the learned rounding hardened, on the first batch (PTQ = 1.0)
+    flipped: float = 0.0  # fraction of kernel values rounded away from nearest
+    trained: dict[str, int] = field(default_factory=dict)  # variable group -> number of values trained
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(self.epochs, 1)
+
+    def summary(self) -> str:
+        losses = ", ".join(f"{v:.4f}" for v in self.loss)
+        return (
+            f"gradient-based rounding: {self.epochs} epochs ({self.steps} steps, {self.seconds:.1f} s), "
+            f"{self.compare_points} compare points, loss per epoch [{losses}], hardened {self.final_loss:.4f} "
+            "(PTQ = 1), "
+            f"{100 * self.flipped:.1f}% of kernel values rounded away from nearest"
+        )
+
+
+@dataclass
+class TrainingSetup:
+    """The models and weights one fine-tuning run needs."""
+
+    student: keras.Model  # inputs -> compare-point tensors of the quantized model (soft rounding)
+    teacher: keras.Model  # inputs -> the same compare points in the float model
+    weights: np.ndarray  # one loss weight per compare point
+    wrappers: dict[
+        str, SoftRoundingWrapper
+    ]  # node name -> its layer (a shared layer appears under each node)
+    blenders: list[BlendedActivationQuantizer]
+    hessian: bool
+
+
+def _unique(wrappers: dict[str, SoftRoundingWrapper]) -> list[SoftRoundingWrapper]:
+    return list({id(w): w for w in wrappers.values()}.values())
+
+
+def _variables(setup: TrainingSetup, config: GradientPTQConfig) -> tuple[list[Any], list[Any]]:
+    wrappers = _unique(setup.wrappers)
+    rounding = [w.logits[name] for w in wrappers for name in w.kernel_quantizers]
+    rest = []
+    if config.train_bias:
+        rest += [w.layer.bias for w in wrappers if getattr(w.layer, "bias", None) is not None]
+    if config.train_scales:
+        for w in wrappers:
+            rest += [w.log_scale[n] for n, s in w.kernel_quantizers.items() if s["method"] != "power_of_two"]
+    return rounding, rest
+
+
+def _single(model: keras.Model, x: list[Any]) -> Any:
+    return x[0] if len(model.inputs) == 1 else x
+
+
+def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: GradientPTQConfig) -> GPTQReport:
+    """Run ``config.n_epochs`` passes of ``data``; the soft rounding is left in ``setup.wrappers``."""
+    rounding, rest = _variables(setup, config)
+    wrappers = _unique(setup.wrappers)
+    n_elements = float(sum(int(np.prod(v.shape)) for v in rounding))
+    batches = sum(1 for _ in data)
+    total = config.n_epochs * batches
+    report = GPTQReport(config.n_epochs, total, len(setup.weights), setup.hessian)
+    report.trained = {"rounding": int(n_elements), "rest": int(sum(np.prod(v.shape) for v in rest))}
+    opt_rounding, opt_rest = config.make_optimizers()
+    opt_rounding.build(rounding)
+    if rest:
+        opt_rest.build(rest)
+    loss_fn = config.loss or weighted_mse
+    weights = [float(w) for w in setup.weights]
+    lam = config.regularization
+    teacher, student = setup.teacher, setup.student
+
+    def reconstruction(x: list[Any]) -> Any:
+        targets = [tf.stop_gradient(t) for t in _as_list(teacher(_single(teacher, x), training=False))]
+        outputs = _as_list(student(_single(student, x), training=False))
+        return loss_fn(outputs, targets, weights)
+
+    first = [tf.constant(a) for a in data.first_batch()]
+    scale = _hard_loss(setup, rounding, reconstruction, first, nearest=True)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x: list[Any], step: Any) -> tuple[Any, Any]:
+        _set_fraction(setup.blenders, ramp(step, total, config.activation_warmup))
+        hard = tf.cast(step >= int(total * (1.0 - config.hard_phase)), tf.float32)
+        for w in wrappers:
+            w.hardness.assign(hard)
+        beta = beta_schedule(step, total, config.rounding_warmup)
+        with tf.GradientTape() as tape:
+            recon = reconstruction(x) / scale
+            reg = tf.add_n([rounding_penalty(v, beta) for v in rounding]) / n_elements
+            loss = recon + lam * reg
+        grads = tape.gradient(loss, rounding + rest)
+        opt_rounding.apply_gradients(zip(grads[: len(rounding)], rounding, strict=True))
+        if rest:
+            opt_rest.apply_gradients(zip(grads[len(rounding) :], rest, strict=True))
+        return recon, reg
+
+    start, step = time.perf_counter(), 0
+    for epoch in range(config.n_epochs):
+        recon_sum, reg_sum, count = 0.0, 0.0, 0
+        previous = f", loss {report.loss[-1]:.4f}" if report.loss else ""
+        for batch in progress(data, f"GPTQ epoch {epoch + 1}/{config.n_epochs}{previous}", total=batches):
+            recon, reg = train_step([tf.constant(a) for a in batch], tf.constant(step, tf.int64))
+            recon_sum, reg_sum, count, step = (
+                recon_sum + float(recon),
+                reg_sum + float(reg),
+                count + 1,
+                step + 1,
+            )
+        report.loss.append(recon_sum / max(count, 1))
+        report.regularizer.append(reg_sum / max(count, 1))
+        if config.log_function is not None:
+            config.log_function(epoch, report.loss[-1], report.regularizer[-1])
+    report.seconds = time.perf_counter() - start
+    report.final_loss = _hard_loss(setup, rounding, reconstruction, first, nearest=False) / scale
+    report.flipped = _flipped_fraction(_unique(setup.wrappers))
+    return report
+
+
+def _hard_loss(
+    setup: TrainingSetup, rounding: list[Any], reconstruction: Any, batch: list[Any], nearest: bool
+) -> float:
+    """Reconstruction loss on ``batch`` with hard rounding (to nearest, or the learned decision) and activations
+    fully quantized: what the deployed model does. The logits are restored afterwards."""
+    saved = [v.numpy() for v in rounding]
+    for v in rounding:  # logits of +-10 give h exactly 1 / 0
+        h = np.asarray(rectified_sigmoid(v.numpy() if not nearest else v))
+        v.assign(np.where(h >= 0.5, 10.0, -10.0).astype(np.float32))
+    _set_fraction(setup.blenders, 1.0)
+    value = float(reconstruction(batch))
+    for v, s in zip(rounding, saved, strict=True):
+        v.assign(s)
+    return value if np.isfinite(value) and value > 0 else 1.0
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+def _set_fraction(blenders: list[BlendedActivationQuantizer], value: Any) -> None:
+    for layer in blenders:
+        layer.fraction.assign(value)
+
+
+def _flipped_fraction(wrappers: list[SoftRoundingWrapper]) -> float:
+    """Share of kernel values whose learned rounding differs from rounding to nearest."""
+    flipped, total = 0, 0
+    for w in wrappers:
+        for name in w.kernel_quantizers:
+            ratio = np.asarray(getattr(w.layer, name)) / w.kernel_grid(name)[0]
+            nearest_up = (ratio - np.floor(ratio)) >= 0.5
+            learned_up = np.asarray(rectified_sigmoid(w.logits[name])) >= 0.5
+            flipped += int(np.sum(nearest_up != learned_up))
+            total += nearest_up.size
+    return flipped / max(total, 1)
