@@ -4,7 +4,7 @@
 ``mct.ptq.keras_post_training_quantization(model, data, core_config=mct.core.CoreConfig(...))``.
 """
 
-from kerasq import core, export, exporter, layers, ptq
+from kerasq import core, export, exporter, gptq, layers, ptq, qat
 from kerasq.info import QuantizationInfo
 from kerasq.mixed_precision import budget_search as _budget_search  # noqa: F401 - kerasq.mixed_precision.*
 from kerasq.platform import get_target_platform_capabilities
@@ -21,8 +21,10 @@ __all__ = [
     "export",
     "exporter",
     "get_target_platform_capabilities",
+    "gptq",
     "layers",
     "mixed_precision",
     "ptq",
+    "qat",
     "set_progress",
 ]

@@ -110,9 +110,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise CliError(str(err), EXIT_USAGE) from err
     try:
         target = _target(args, model, x, core, tpc)
-        q_model, info = kerasq.ptq.keras_post_training_quantization(
-            model, x, target, core_config=core, target_platform_capabilities=tpc
-        )
+        if args.gptq_epochs:
+            q_model, info = kerasq.gptq.keras_gradient_post_training_quantization(
+                model, x, kerasq.gptq.get_keras_gptq_config(args.gptq_epochs), target_resource_utilization=target,
+                core_config=core, target_platform_capabilities=tpc,
+            )  # fmt: skip
+        else:
+            q_model, info = kerasq.ptq.keras_post_training_quantization(
+                model, x, target, core_config=core, target_platform_capabilities=tpc
+            )
     except (ValueError, TypeError) as err:
         code = EXIT_MODEL if isinstance(err, (UnsupportedModelError, InfeasibleTargetError)) else EXIT_INPUT
         raise CliError(f"quantization failed: {err}", code) from err
@@ -217,6 +223,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kerasq", description="Quantize Keras 3 models for edge devices.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{option}",
             help=f"mixed-precision budget: absolute ({example}) or %% of the 8-bit figure (50%%)",
         )
+    q.add_argument(
+        "--gptq-epochs", type=_non_negative, default=0,
+        help="then fine-tune the weight rounding for N epochs over the calibration data (label-free; 0: off)",
+    )  # fmt: skip
     q.add_argument("--n-samples", type=int, default=1024, help="calibration samples to use (default 1024)")
     q.add_argument("--rescale", type=float, default=1.0, help="multiply input data by this (e.g. 1/255)")
     q.add_argument(

@@ -152,3 +152,11 @@ def test_parse_budget():
     assert parse_budget("1.5G", 0, "--bops") == 1.5e9
     assert parse_budget("2KiB", 0, "--weights-memory") == 2048
     assert parse_budget("50%", 1000, "--weights-memory") == 500
+
+
+def test_quantize_with_gradient_fine_tuning(files, capsys):
+    out = files / "gptq.keras"
+    code, text, _ = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                         "--rescale", 1 / 255, "--gptq-epochs", 1, "-o", out)  # fmt: skip
+    assert code == EXIT_OK and out.exists(), text
+    assert "gradient-based rounding: 1 epochs" in text

@@ -32,8 +32,8 @@ class SoftRoundingWrapper(QuantizeWrapper):
             self.logits[name] = self.add_weight(
                 name=f"{name}_rounding", shape=tuple(kernel.shape), initializer="zeros", trainable=True
             )
-            self.log_scale[name] = self.add_weight(
-                name=f"{name}_log_scale", shape=tuple(scale.shape), initializer="zeros", trainable=False
+            self.log_scale[name] = self.add_weight(  # trained only when the run asks for it
+                name=f"{name}_log_scale", shape=tuple(scale.shape), initializer="zeros", trainable=True
             )
 
     def set_params(self, name: str, params: QuantParams) -> None:

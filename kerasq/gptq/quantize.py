@@ -107,13 +107,13 @@ def training_setup(
             "use keras_post_training_quantization."
         )
     teacher_built = build_model(float_graph)
-    teacher = keras.Model(teacher_built.model.inputs, [teacher_built.tensors[t] for t in points])
+    teacher = keras.Model(_inputs(teacher_built.model), [teacher_built.tensors[t] for t in points])
     student_built = build_model(
         graph, plan, params, wrapper=SoftRoundingWrapper, activation_quantizer=BlendedActivationQuantizer
     )
-    student = keras.Model(student_built.model.inputs, [student_built.tensors[t] for t in points])
+    student = keras.Model(_inputs(student_built.model), [student_built.tensors[t] for t in points])
     if config.use_hessian_based_weights:
-        probe = keras.Model(teacher.inputs, teacher.outputs + _as_list(teacher_built.model.outputs))
+        probe = keras.Model(_inputs(teacher), teacher.outputs + _as_list(teacher_built.model.outputs))
         weights = hessian_weights(probe, len(points), data.take(config.hessian_num_samples))
     else:
         first = data.first_batch()
@@ -147,6 +147,11 @@ def harden(
             weights[node.name][kernel_name] = replace(grid, scale=new_scale, threshold=threshold)
         nodes.append(replace(node, weights=[np.asarray(w) for w in wrapper.layer.get_weights()]))
     return graph.with_nodes(nodes), replace(params, weights=weights)
+
+
+def _inputs(model: keras.Model) -> Any:
+    """A single input as a plain tensor (the structure ``model(x)`` is then called with), else the list."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
 
 
 def _as_list(outputs: Any) -> list[Any]:

@@ -26,7 +26,10 @@ def rectified_sigmoid(v: Any) -> Any:
 def initial_logits(kernel: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Logits ``v`` with ``h(v)`` equal to the fractional part of ``kernel / scale``: the soft kernel starts at the
     float kernel (inside the grid's range)."""
-    ratio = np.asarray(kernel, np.float64) / np.asarray(scale, np.float64)
+    # the quotient exactly as the float32 forward pass computes it (subnormals flushed, as TensorFlow does), so
+    # floor() agrees with the forward pass and h is the true remainder
+    ratio = np.asarray(kernel, np.float32) / np.asarray(scale, np.float32)
+    ratio = np.where(np.abs(ratio) < np.finfo(np.float32).tiny, 0.0, ratio).astype(np.float64)
     rest = ratio - np.floor(ratio)  # in [0, 1)
     return (-np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)).astype(np.float32)
 

@@ -17,10 +17,13 @@ from kerasq.gptq.loss import weighted_mse
 from kerasq.gptq.soft_rounding import beta_schedule, ramp, rectified_sigmoid, rounding_penalty
 from kerasq.progress import progress
 
+CHECK_BATCHES = 8  # batches on which the learned rounding is compared with rounding to nearest
+
 
 @dataclass
 class GPTQReport:
-    """What fine-tuning did. Losses are relative to the PTQ solution's (rounding to nearest) on the first batch."""
+    """What fine-tuning did. Losses are relative to the PTQ solution's (rounding to nearest) on the first
+    ``CHECK_BATCHES`` batches."""
 
     epochs: int
     steps: int
@@ -29,7 +32,8 @@ class GPTQReport:
     loss: list[float] = field(default_factory=list)  # mean reconstruction loss per epoch
     regularizer: list[float] = field(default_factory=list)  # mean rounding regularizer per epoch (0 = hard)
     seconds: float = 0.0
-    final_loss: float = 1.0  # with the learned rounding hardened, on the first batch (PTQ = 1.0)
+    final_loss: float = 1.0  # with the learned rounding hardened, on the first batches (PTQ = 1.0)
+    kept_ptq: bool = False  # the learned rounding was not better than PTQ's, so PTQ's was kept
     flipped: float = 0.0  # fraction of kernel values rounded away from nearest
     trained: dict[str, int] = field(default_factory=dict)  # variable group -> number of values trained
 
@@ -44,6 +48,7 @@ class GPTQReport:
             f"{self.compare_points} compare points, loss per epoch [{losses}], hardened {self.final_loss:.4f} "
             "(PTQ = 1), "
             f"{100 * self.flipped:.1f}% of kernel values rounded away from nearest"
+            + (" (not better than PTQ: PTQ's rounding kept)" if self.kept_ptq else "")
         )
 
 
@@ -104,8 +109,9 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
         outputs = _as_list(student(_single(student, x), training=False))
         return loss_fn(outputs, targets, weights)
 
-    first = [tf.constant(a) for a in data.first_batch()]
-    scale = _hard_loss(setup, rounding, reconstruction, first, nearest=True)
+    check = [[tf.constant(a) for a in b] for _, b in zip(range(CHECK_BATCHES), data, strict=False)]
+    initial_rounding, initial_rest = [v.numpy() for v in rounding], [v.numpy() for v in rest]
+    scale = _hard_loss(setup, rounding, reconstruction, check, initial_rounding)
 
     @tf.function(reduce_retracing=True)
     def train_step(x: list[Any], step: Any) -> tuple[Any, Any]:
@@ -141,22 +147,32 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
         if config.log_function is not None:
             config.log_function(epoch, report.loss[-1], report.regularizer[-1])
     report.seconds = time.perf_counter() - start
-    report.final_loss = _hard_loss(setup, rounding, reconstruction, first, nearest=False) / scale
+    learned = [v.numpy() for v in rounding]
+    report.final_loss = _hard_loss(setup, rounding, reconstruction, check, learned) / scale
+    if report.final_loss >= 1.0:  # worse than rounding to nearest: deploy the PTQ solution instead
+        report.kept_ptq = True
+        for v, value in zip(rounding + rest, initial_rounding + initial_rest, strict=True):
+            v.assign(value)
     report.flipped = _flipped_fraction(_unique(setup.wrappers))
     return report
 
 
 def _hard_loss(
-    setup: TrainingSetup, rounding: list[Any], reconstruction: Any, batch: list[Any], nearest: bool
+    setup: TrainingSetup,
+    rounding: list[Any],
+    reconstruction: Any,
+    batches: list[list[Any]],
+    logits: list[Any],
 ) -> float:
-    """Reconstruction loss on ``batch`` with hard rounding (to nearest, or the learned decision) and activations
-    fully quantized: what the deployed model does. The logits are restored afterwards."""
+    """Mean reconstruction loss over ``batches`` with the rounding decided from ``logits`` (the initial ones give
+    rounding to nearest) and activations fully quantized: what the deployed model does. The rounding variables
+    are restored afterwards."""
     saved = [v.numpy() for v in rounding]
-    for v in rounding:  # logits of +-10 give h exactly 1 / 0
-        h = np.asarray(rectified_sigmoid(v.numpy() if not nearest else v))
-        v.assign(np.where(h >= 0.5, 10.0, -10.0).astype(np.float32))
+    for v, value in zip(rounding, logits, strict=True):
+        h = np.asarray(rectified_sigmoid(value))
+        v.assign(np.where(h >= 0.5, 10.0, -10.0).astype(np.float32))  # h exactly 1 / 0
     _set_fraction(setup.blenders, 1.0)
-    value = float(reconstruction(batch))
+    value = float(np.mean([float(reconstruction(b)) for b in batches]))
     for v, s in zip(rounding, saved, strict=True):
         v.assign(s)
     return value if np.isfinite(value) and value > 0 else 1.0

@@ -13,16 +13,19 @@ from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 
 @keras.saving.register_keras_serializable(package="kerasq")
 class ActivationQuantizer(keras.layers.Layer):
-    """Fake-quantizes a tensor on a per-tensor grid (scale and zero point are saved with the model)."""
+    """Fake-quantizes a tensor on a per-tensor grid (scale and zero point are saved with the model).
+
+    ``train_scale``: the scale is trainable (quantization-aware training; see ``kerasq.qat``).
+    """
 
     def __init__(
         self, n_bits: int = 8, qmin: int = -128, qmax: int = 127, method: str = "power_of_two",
-        signed: bool = True, **kwargs: Any,
+        signed: bool = True, train_scale: bool = False, **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.n_bits, self.qmin, self.qmax = int(n_bits), int(qmin), int(qmax)
-        self.method, self.signed = str(method), bool(signed)
-        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=False)
+        self.method, self.signed, self.train_scale = str(method), bool(signed), bool(train_scale)
+        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=self.train_scale)
         self.zero_point = self.add_weight(name="zero_point", shape=(), initializer="zeros", trainable=False)
 
     @classmethod
@@ -49,6 +52,7 @@ class ActivationQuantizer(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            n_bits=self.n_bits, qmin=self.qmin, qmax=self.qmax, method=self.method, signed=self.signed
-        )
+            n_bits=self.n_bits, qmin=self.qmin, qmax=self.qmax, method=self.method, signed=self.signed,
+            train_scale=self.train_scale,
+        )  # fmt: skip
         return config

@@ -26,12 +26,19 @@ class QuantizeWrapper(keras.layers.Wrapper):
         kernel_quantizers: kernel attribute name -> grid description
             ``{"n_bits", "qmin", "qmax", "method", "axes"}`` (``axes``: kernel axes holding channels;
             empty for per-tensor).
+        train_scale: the kernel scales are trainable (quantization-aware training; see ``kerasq.qat``).
     """
 
     def __init__(
-        self, layer: keras.layers.Layer, kind: str, kernel_quantizers: dict[str, dict], **kwargs: Any
+        self,
+        layer: keras.layers.Layer,
+        kind: str,
+        kernel_quantizers: dict[str, dict],
+        train_scale: bool = False,
+        **kwargs: Any,
     ):
         super().__init__(layer, **kwargs)
+        self.train_scale = bool(train_scale)
         self.kind = kind
         self.kernel_quantizers = {name: dict(spec) for name, spec in kernel_quantizers.items()}
         self._grid_vars: dict[str, tuple[Any, Any]] = {}
@@ -42,7 +49,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
         for name, spec in self.kernel_quantizers.items():
             kernel_shape = tuple(getattr(self.layer, name).shape)
             shape = _broadcast_shape(kernel_shape, list(spec["axes"]))
-            scale = self.add_weight(name=f"{name}_scale", shape=shape, initializer="ones", trainable=False)
+            scale = self.add_weight(
+                name=f"{name}_scale", shape=shape, initializer="ones", trainable=self.train_scale
+            )
             zero_point = self.add_weight(
                 name=f"{name}_zero_point", shape=shape, initializer="zeros", trainable=False
             )
@@ -82,5 +91,5 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(kind=self.kind, kernel_quantizers=self.kernel_quantizers)
+        config.update(kind=self.kind, kernel_quantizers=self.kernel_quantizers, train_scale=self.train_scale)
         return config
