@@ -126,7 +126,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     qfmt = "int8" if fmt == "tflite" and not args.fake_quant else "fakely_quant"
     try:
         keras_export_model(q_model, out, serialization_format=fmt, quantization_format=qfmt,
-                           integer_io=args.integer_io)  # fmt: skip
+                           integer_io=args.integer_io, int4_weights=args.int4_weights)  # fmt: skip
     except (ExportError, ValueError) as err:
         raise CliError(f"export failed: {err}", EXIT_MODEL) from err
     print(info.summary())
@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--fake-quant", action="store_true", help=".tflite output: float graph with fake-quant ops"
     )
     q.add_argument("--integer-io", action="store_true", help=".tflite INT8 output: int8 inputs and outputs")
+    q.add_argument(
+        "--int4-weights", action="store_true",
+        help=".tflite INT8 output: store kernels of at most 4 bits as int4 (two per byte)",
+    )  # fmt: skip
     q.add_argument(
         "-o", "--output", required=True, help="output: .keras, .tflite, or a directory (SavedModel)"
     )

@@ -160,3 +160,29 @@ def test_quantize_with_gradient_fine_tuning(files, capsys):
                          "--rescale", 1 / 255, "--gptq-epochs", 1, "-o", out)  # fmt: skip
     assert code == EXIT_OK and out.exists(), text
     assert "gradient-based rounding: 1 epochs" in text
+
+
+def test_int4_weights_make_the_file_smaller(files, capsys, cifar):
+    layers = keras.layers
+    i = keras.Input((32, 32, 3))
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(i)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(64, 1, activation="relu")(x))
+    keras.Model(i, layers.Dense(10)(x)).save(files / "relu.keras")
+    sizes = {}
+    for name, extra in (("int8", []), ("int4", ["--int4-weights"])):
+        out = files / f"w4_{name}.tflite"
+        code, text, _ = _run(capsys, "quantize", files / "relu.keras", "--data", files / "calib.npz",
+                             "--rescale", 1 / 255, "--tpc", "tflite", "--weights-memory", "50%", *extra,
+                             "-o", out)  # fmt: skip
+        assert code == EXIT_OK, text
+        sizes[name] = out.stat().st_size
+    assert sizes["int8"] - sizes["int4"] > 1000, sizes  # the 4- and 2-bit kernels at half a byte per value
+
+
+def test_int4_weights_refused_where_the_converter_loses_ranges(files, capsys):
+    code, _, err = _run(capsys, "quantize", files / "float.keras", "--data", files / "calib.npz",
+                        "--rescale", 1 / 255, "--tpc", "tflite", "--weights-memory", "50%", "--int4-weights",
+                        "-o", files / "never.tflite")  # fmt: skip
+    assert code == EXIT_MODEL and "without int4_weights" in err and "Sigmoid" in err
+    assert not (files / "never.tflite").exists()

@@ -22,6 +22,7 @@ def keras_export_model(
     serialization_format: KerasExportSerializationFormat | str = KerasExportSerializationFormat.KERAS,
     quantization_format: QuantizationFormat | str = QuantizationFormat.FAKELY_QUANT,
     integer_io: bool = False,
+    int4_weights: bool = False,
 ) -> Path:
     """Export ``model`` (a kerasq-quantized Keras model) to ``save_model_path``; returns the written path.
 
@@ -30,6 +31,8 @@ def keras_export_model(
         quantization_format: FAKELY_QUANT (float graph with quantize-dequantize) or INT8 (TFLITE only:
             integer weights/activations with kerasq's scales and zero points, int32 biases).
         integer_io: INT8 only: int8 model inputs and outputs instead of float32 ones.
+        int4_weights: INT8 only: kernels of at most 4 bits (e.g. chosen by mixed precision) are stored as LiteRT
+            int4 tensors, two values per byte, instead of one int8 byte each.
 
     The file appears only when the export succeeded; a failed or interrupted export leaves any previous
     file at ``save_model_path`` untouched and no partial file behind.
@@ -46,9 +49,11 @@ def keras_export_model(
         raise ValueError("INT8 quantization_format is a TFLite format; use serialization_format=TFLITE.")
     if integer_io and qfmt is not QuantizationFormat.INT8:
         raise ValueError("integer_io applies to INT8 TFLite exports only.")
+    if int4_weights and qfmt is not QuantizationFormat.INT8:
+        raise ValueError("int4_weights applies to INT8 TFLite exports only.")
 
     if fmt is KerasExportSerializationFormat.TFLITE:
-        flatbuffer = convert_to_tflite(model, qfmt, integer_io=integer_io)
+        flatbuffer = convert_to_tflite(model, qfmt, integer_io=integer_io, int4_weights=int4_weights)
         with atomic_output(path) as tmp:
             tmp.write_bytes(flatbuffer)
     elif fmt is KerasExportSerializationFormat.KERAS:

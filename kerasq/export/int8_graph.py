@@ -69,25 +69,41 @@ def check_activation_widths(q_model: keras.Model) -> None:
     )
 
 
-def _per_channel(kernel: tf.Tensor, scale: np.ndarray) -> tf.Tensor:
-    """Fake-quantize ``kernel`` on its last axis on the symmetric narrow int8 grid of ``scale``."""
+def _per_channel(kernel: tf.Tensor, scale: np.ndarray, bits: int = 8) -> tf.Tensor:
+    """Fake-quantize ``kernel`` on its last axis on the symmetric narrow ``bits``-bit grid of ``scale``."""
     scale = scale.reshape(-1).astype(np.float32)
+    top = float(2 ** (bits - 1) - 1)
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-        kernel, -127.0 * scale, 127.0 * scale, num_bits=8, narrow_range=True
+        kernel, -top * scale, top * scale, num_bits=bits, narrow_range=True
     )
 
 
-def _per_tensor(kernel: tf.Tensor, scale: float) -> tf.Tensor:
-    return tf.quantization.fake_quant_with_min_max_vars(kernel, -127.0 * scale, 127.0 * scale, num_bits=8,
+def _per_tensor(kernel: tf.Tensor, scale: float, bits: int = 8) -> tf.Tensor:
+    top = float(2 ** (bits - 1) - 1)
+    return tf.quantization.fake_quant_with_min_max_vars(kernel, -top * scale, top * scale, num_bits=bits,
                                                         narrow_range=True)  # fmt: skip
+
+
+INT4_KINDS = ("conv", "dense", "depthwise_conv")  # the converter rejects int4 transposed-convolution kernels
+
+
+def int4_kernel(kind: str, spec: dict) -> bool:
+    """A kernel LiteRT can hold as int4: a conv / dense / depthwise kernel on a symmetric narrow grid of at most
+    4 bits (|q| <= 7)."""
+    return kind in INT4_KINDS and spec["n_bits"] <= 4 and spec["qmin"] >= -7 and spec["qmax"] <= 7
 
 
 class TFQuantizedWeighted(keras.layers.Layer):
     """Export-only twin of ``QuantizeWrapper``: the same op on a TensorFlow fake-quantized kernel."""
 
-    def __init__(self, source: QuantizeWrapper, **kwargs: Any) -> None:
+    def __init__(self, source: QuantizeWrapper, int4_weights: bool = False, **kwargs: Any) -> None:
         super().__init__(name=source.layer.name, **kwargs)
         self.source = source
+        # storage width per kernel: int4 where asked and the grid fits, else int8
+        self._bits = {
+            name: 4 if int4_weights and int4_kernel(source.kind, spec) else 8
+            for name, spec in source.kernel_quantizers.items()
+        }
         self.layer = source.layer
         for name, spec in source.kernel_quantizers.items():
             scale, zero_point = source.kernel_grid(name)
@@ -117,9 +133,9 @@ class TFQuantizedWeighted(keras.layers.Layer):
         axes = self.source.kernel_quantizers[name]["axes"]
         scale = self._scale(name)
         if not axes:
-            return _per_tensor(kernel, float(scale.reshape(-1)[0]))
+            return _per_tensor(kernel, float(scale.reshape(-1)[0]), self._bits[name])
         if list(axes) == [kernel.shape.rank - 1]:
-            return _per_channel(kernel, scale)
+            return _per_channel(kernel, scale, self._bits[name])
         raise ExportError(
             f"Layer {self.layer.name!r}: per-channel kernel {name!r} along axes {axes} cannot be expressed "
             "for the TFLite converter; use per-tensor weights for this layer (the 'tflite' platform does)."
@@ -148,9 +164,13 @@ class TFQuantizedWeighted(keras.layers.Layer):
         kernel = tf.constant(self._kernels["kernel"])
         axes = self.source.kernel_quantizers["kernel"]["axes"]
         if not axes:
-            return tf.matmul(x, _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0])))
+            return tf.matmul(
+                x, _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0]), self._bits["kernel"])
+            )
         units_in, units_out = kernel.shape
-        qkernel = _per_channel(tf.reshape(kernel, [1, 1, units_in, units_out]), self._scale("kernel"))
+        qkernel = _per_channel(
+            tf.reshape(kernel, [1, 1, units_in, units_out]), self._scale("kernel"), self._bits["kernel"]
+        )
         y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, units_in]), qkernel, 1, "VALID")
         inner = x.shape[1:-1]
         if all(d is not None for d in inner):  # static shape: a plain RESHAPE, no shape arithmetic ops
@@ -172,12 +192,19 @@ class TFQuantizedWeighted(keras.layers.Layer):
         scale = self._scale("kernel")
         if self.source.kind == "conv":
             k4 = tf.reshape(kernel, [1, steps, channels_in, last])
-            k4 = _per_channel(k4, scale) if per_channel else _per_tensor(k4, float(scale.reshape(-1)[0]))
+            bits = self._bits["kernel"]
+            k4 = (
+                _per_channel(k4, scale, bits)
+                if per_channel
+                else _per_tensor(k4, float(scale.reshape(-1)[0]), bits)
+            )
             y = tf.nn.conv2d(x4, k4, strides, padding.upper(), dilations=dilations)
         else:
             flat = tf.reshape(kernel, [1, steps, 1, channels_in * last])
             flat = (
-                _per_channel(flat, scale) if per_channel else _per_tensor(flat, float(scale.reshape(-1)[0]))
+                _per_channel(flat, scale, self._bits["kernel"])
+                if per_channel
+                else _per_tensor(flat, float(scale.reshape(-1)[0]), self._bits["kernel"])
             )
             k4 = tf.reshape(flat, [1, steps, channels_in, last])
             y = tf.nn.depthwise_conv2d(x4, k4, (1, *strides, 1), padding.upper(), dilations=dilations)
@@ -190,20 +217,21 @@ class TFQuantizedWeighted(keras.layers.Layer):
         if axes:
             shape = kernel.shape
             flat = tf.reshape(kernel, [*shape[:-2], 1, shape[-2] * shape[-1]])
-            kernel = tf.reshape(_per_channel(flat, self._scale("kernel")), shape)
+            kernel = tf.reshape(_per_channel(flat, self._scale("kernel"), self._bits["kernel"]), shape)
         else:
-            kernel = _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0]))
+            kernel = _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0]), self._bits["kernel"])
         return LINEAR_OPS["depthwise_conv"](layer, x, {"kernel": kernel})
 
 
-def export_graph(q_model: keras.Model) -> keras.Model:
-    """A Keras model computing ``q_model`` with TensorFlow fake-quant ops (for the TFLite converter only)."""
+def export_graph(q_model: keras.Model, int4_weights: bool = False) -> keras.Model:
+    """A Keras model computing ``q_model`` with TensorFlow fake-quant ops (for the TFLite converter only).
+    ``int4_weights``: kernels on grids of at most 4 bits get 4-bit fake quant (the converter's int4 weights)."""
 
     def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, ActivationQuantizer):
             return TFFakeQuantActivation(layer)
         if isinstance(layer, QuantizeWrapper):
-            return TFQuantizedWeighted(layer)
+            return TFQuantizedWeighted(layer, int4_weights)
         return layer
 
     return keras.models.clone_model(q_model, clone_function=swap)

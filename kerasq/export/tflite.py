@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasq.export.formats import QuantizationFormat
-from kerasq.export.int8_graph import ExportError, check_activation_widths, export_graph
+from kerasq.export.int8_graph import ExportError, check_activation_widths, export_graph, int4_kernel
+from kerasq.quantizers import QuantizeWrapper
 
 
 def _converter(model: keras.Model, workdir: Path) -> tf.lite.TFLiteConverter:
@@ -20,7 +21,10 @@ def _converter(model: keras.Model, workdir: Path) -> tf.lite.TFLiteConverter:
 
 
 def convert_to_tflite(
-    q_model: keras.Model, quantization_format: QuantizationFormat, integer_io: bool = False
+    q_model: keras.Model,
+    quantization_format: QuantizationFormat,
+    integer_io: bool = False,
+    int4_weights: bool = False,
 ) -> bytes:
     """Flatbuffer of ``q_model``.
 
@@ -28,13 +32,20 @@ def convert_to_tflite(
     INT8: int8 weights (per channel where kerasq chose it) and activations with kerasq's scales and zero
     points, int32 biases; inputs/outputs are float32 (quantized at the edges) or int8 with ``integer_io``.
     Other activation widths are refused (see ``check_activation_widths`` for why int16x8 is not offered).
+    ``int4_weights``: kernels on grids of at most 4 bits are stored as LiteRT int4 tensors (two values per
+    byte) instead of int8. This uses the converter's ``_experimental_low_bit_qat`` switch, the only way TF 2.21
+    offers to emit int4 weights; the values are the same either way.
     """
     with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
             return _converter(q_model, Path(tmp)).convert()
         check_activation_widths(q_model)
-        converter = _converter(export_graph(q_model), Path(tmp))
+        if int4_weights and _int4_layers(q_model):
+            _check_int4_compatible(q_model)
+        converter = _converter(export_graph(q_model, int4_weights), Path(tmp))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if int4_weights and _int4_layers(q_model):
+            converter._experimental_low_bit_qat = True
         if integer_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -42,8 +53,41 @@ def convert_to_tflite(
             flatbuffer = converter.convert()
         except Exception as err:  # the converter raises its own ConverterError types
             raise ExportError(f"The TFLite converter rejected the quantized graph: {err}") from err
-    check_integer(flatbuffer, q_model.name)
+    try:
+        check_integer(flatbuffer, q_model.name)
+    except ExportError as err:
+        if not (int4_weights and _int4_layers(q_model)):
+            raise
+        raise ExportError(
+            f"{err} In its int4 (low-bit) mode the TFLite converter does not find ranges for ops that have no "
+            "quantizer of their own (such as the sigmoid inside swish); export without int4_weights."
+        ) from err
     return flatbuffer
+
+
+def _int4_layers(q_model: keras.Model) -> list[str]:
+    """Layers with at least one kernel LiteRT would hold as int4."""
+    return [
+        layer.name
+        for layer in q_model.layers
+        if isinstance(layer, QuantizeWrapper)
+        and any(int4_kernel(layer.kind, spec) for spec in layer.kernel_quantizers.values())
+    ]
+
+
+def _check_int4_compatible(q_model: keras.Model) -> None:
+    """The converter's low-bit mode cannot convert transposed convolutions at all (not even int8 ones)."""
+    transposed = [
+        layer.name
+        for layer in q_model.layers
+        if isinstance(layer, QuantizeWrapper) and layer.kind == "conv_transpose"
+    ]
+    if transposed:
+        raise ExportError(
+            f"int4 weights cannot be exported together with transposed convolutions ({', '.join(transposed)}): "
+            "the TFLite converter's low-bit mode rejects TRANSPOSE_CONV. Export without int4_weights (4-bit "
+            "kernels are then stored on their grid inside int8 tensors)."
+        )
 
 
 def float_tensors(flatbuffer: bytes) -> list[str]:

@@ -207,3 +207,39 @@ def test_4_bit_weights_stay_on_their_grid_inside_int8(images):
     ]
     assert sub_byte_savings(q_model) == sum(n - -(-n // 2) for n in kernels_4bit)  # two 4-bit values per byte
     assert packed_size(q_model, len(flatbuffer)) == len(flatbuffer) - sub_byte_savings(q_model)
+
+
+@pytest.mark.parametrize("builder", [residual_net, sequence_net, branch_concat_net])
+def test_int4_weights_halve_4_bit_kernels_and_compute_the_same(builder, images):
+    calibration, test_images = images
+    keras.utils.set_random_seed(0)
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(
+        builder(), calibration,
+        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(weights_n_bits=4)),
+        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
+    )  # fmt: skip
+    int8 = convert_to_tflite(q_model, QuantizationFormat.INT8)
+    int4 = convert_to_tflite(q_model, QuantizationFormat.INT8, int4_weights=True)
+    held = sum(
+        int(np.prod(w.layer.kernel.shape)) for w in q_model.layers if isinstance(w, kerasq.QuantizeWrapper)
+    )
+    assert held > 0
+    saved = len(int8) - len(int4)
+    assert abs(saved - held // 2) <= 256, (
+        saved,
+        held,
+    )  # two values per byte, give or take flatbuffer padding
+    step = _output_step(q_model)
+    keras_out = q_model.predict(test_images, verbose=0)
+    for flatbuffer in (int8, int4):  # LiteRT's int4 kernels may round differently, within one step
+        assert np.abs(_litert(flatbuffer, test_images) - keras_out).max() <= step * 1.0001
+
+
+def test_int4_weights_with_a_transposed_convolution_are_refused_by_name(images):
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(
+        concat_pool_net(), images[0],
+        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(weights_n_bits=4)),
+        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
+    )  # fmt: skip
+    with pytest.raises(ExportError, match="conv2d_transpose.*without int4_weights"):
+        convert_to_tflite(q_model, QuantizationFormat.INT8, int4_weights=True)
