@@ -42,30 +42,37 @@ class TFFakeQuantActivation(keras.layers.Layer):
         super().__init__(name=source.name.replace("_activation_quantizer", "_aq"), **kwargs)
         self.range = activation_range(source)
 
+        self.n_bits = (
+            source.n_bits
+        )  # 8, or 16 for int16x8 (the range then has exactly 65535 steps of the scale)
+
     def call(self, x: Any) -> Any:
-        return tf.quantization.fake_quant_with_min_max_vars(x, self.range[0], self.range[1], num_bits=8)
+        return tf.quantization.fake_quant_with_min_max_vars(
+            x, self.range[0], self.range[1], num_bits=self.n_bits
+        )
 
 
-def check_activation_widths(q_model: keras.Model) -> None:
-    """Raise unless every activation of ``q_model`` is 8-bit, naming the quantizers that are not.
-
-    16-bit activations would map to TFLite's int16x8 scheme, but TF 2.21's converter builds int16x8 models
-    from fake-quant graphs with int32 biases: LiteRT rejects them for depthwise convolutions and computes
-    wrong results for convolutions (checked: errors of 2.0 on a [-2, 2] output). kerasq refuses rather
-    than write a model that is not what the Keras model computes.
-    """
+def activation_width(q_model: keras.Model) -> int:
+    """8 (int8 scheme) or 16 (int16x8 scheme: every activation 16-bit, signed, zero point 0); anything else is
+    refused, naming the quantizers that do not fit."""
     quantizers = [layer for layer in q_model.layers if isinstance(layer, ActivationQuantizer)]
+    widths = {q.n_bits for q in quantizers}
+    if widths <= {8}:
+        return 8
+    if widths == {16}:
+        off = [q.name for q in quantizers if q.grid()[1] != 0 or q.qmin != -32768 or q.qmax != 32767]
+        if off:
+            raise ExportError(
+                "TFLite's int16x8 scheme needs signed symmetric 16-bit activations (zero point 0, range "
+                f"[-32768, 32767]); not so: {', '.join(off)}. Use a platform with signed symmetric 16-bit "
+                "activations, or export FAKELY_QUANT."
+            )
+        return 16
     others = [f"{q.name} ({q.n_bits}-bit)" for q in quantizers if q.n_bits != 8]
-    if not others:
-        return
-    if all(q.n_bits == 16 for q in quantizers):
-        reason = ("TFLite's int16x8 scheme is not exported: TF 2.21's converter emits int32 biases for it, which "
-                  "LiteRT rejects or miscomputes, so the file would not match the Keras model")  # fmt: skip
-    else:
-        reason = "TFLite integer kernels need the same activation width everywhere (8-bit)"
     raise ExportError(
-        f"INT8 TFLite export needs 8-bit activations; {reason}. Activation quantizers with other widths: "
-        f"{', '.join(others)}. Re-quantize them to 8 bits, or export FAKELY_QUANT (float TFLite graph)."
+        "TFLite integer export needs one activation width everywhere: 8 bits (int8), or 16 bits (int16x8). "
+        f"Activation quantizers with other widths: {', '.join(others)}. Re-quantize them, or export "
+        "FAKELY_QUANT (float TFLite graph)."
     )
 
 

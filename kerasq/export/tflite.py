@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasq.export.formats import QuantizationFormat
-from kerasq.export.int8_graph import ExportError, check_activation_widths, export_graph, int4_kernel
+from kerasq.export.int8_graph import ExportError, activation_width, export_graph, int4_kernel
+from kerasq.export.int16x8 import widen_int16_biases
 from kerasq.quantizers import QuantizeWrapper
 
 
@@ -31,7 +32,9 @@ def convert_to_tflite(
     FAKELY_QUANT: the float graph as is (quantize-dequantize arithmetic in float ops).
     INT8: int8 weights (per channel where kerasq chose it) and activations with kerasq's scales and zero
     points, int32 biases; inputs/outputs are float32 (quantized at the edges) or int8 with ``integer_io``.
-    Other activation widths are refused (see ``check_activation_widths`` for why int16x8 is not offered).
+    When every activation is 16-bit (signed, zero point 0) the file uses TFLite's int16x8 scheme instead:
+    int16 activations, int8 weights, int64 biases (see ``int16x8`` for the bias repair), int16 ``integer_io``.
+    Mixed activation widths are refused, naming the quantizers.
     ``int4_weights``: kernels on grids of at most 4 bits are stored as LiteRT int4 tensors (two values per
     byte) instead of int8. This uses the converter's ``_experimental_low_bit_qat`` switch, the only way TF 2.21
     offers to emit int4 weights; the values are the same either way.
@@ -39,20 +42,30 @@ def convert_to_tflite(
     with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
             return _converter(q_model, Path(tmp)).convert()
-        check_activation_widths(q_model)
+        width = activation_width(q_model)
         if int4_weights and _int4_layers(q_model):
+            if width == 16:
+                raise ExportError(
+                    "int4 weights apply to the int8 scheme only, not to int16x8 (16-bit activations)."
+                )
             _check_int4_compatible(q_model)
         converter = _converter(export_graph(q_model, int4_weights), Path(tmp))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if width == 16:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
         if int4_weights and _int4_layers(q_model):
             converter._experimental_low_bit_qat = True
         if integer_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+            converter.inference_input_type = tf.int16 if width == 16 else tf.int8
+            converter.inference_output_type = tf.int16 if width == 16 else tf.int8
         try:
             flatbuffer = converter.convert()
         except Exception as err:  # the converter raises its own ConverterError types
             raise ExportError(f"The TFLite converter rejected the quantized graph: {err}") from err
+    if width == 16:
+        flatbuffer, _ = widen_int16_biases(flatbuffer)
     try:
         check_integer(flatbuffer, q_model.name)
     except ExportError as err:
@@ -104,6 +117,20 @@ def float_tensors(flatbuffer: bytes) -> list[str]:
 
 
 def check_integer(flatbuffer: bytes, name: str) -> None:
+    """Raise unless LiteRT can run the model and every tensor inside it is an integer one."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:  # kernels check their parameters when they first run
+        interpreter = Interpreter(model_content=flatbuffer)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as err:  # a kernel's own check, e.g. a fixed output scale it needs
+        raise ExportError(
+            f"LiteRT cannot run the converted {name!r}: {err}. The platform's grids do not meet this kernel's "
+            "rules (for int16x8: logistic and tanh need fixed output ranges); export FAKELY_QUANT instead."
+        ) from err
     leftovers = float_tensors(flatbuffer)
     if leftovers:
         shown = ", ".join(leftovers[:8]) + (" ..." if len(leftovers) > 8 else "")

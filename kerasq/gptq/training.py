@@ -59,9 +59,8 @@ class TrainingSetup:
     student: keras.Model  # inputs -> compare-point tensors of the quantized model (soft rounding)
     teacher: keras.Model  # inputs -> the same compare points in the float model
     weights: np.ndarray  # one loss weight per compare point
-    wrappers: dict[
-        str, SoftRoundingWrapper
-    ]  # node name -> its layer (a shared layer appears under each node)
+    # node name -> its training layer (a shared layer appears under each of its nodes)
+    wrappers: dict[str, SoftRoundingWrapper]
     blenders: list[BlendedActivationQuantizer]
     hessian: bool
 
@@ -136,12 +135,8 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
         previous = f", loss {report.loss[-1]:.4f}" if report.loss else ""
         for batch in progress(data, f"GPTQ epoch {epoch + 1}/{config.n_epochs}{previous}", total=batches):
             recon, reg = train_step([tf.constant(a) for a in batch], tf.constant(step, tf.int64))
-            recon_sum, reg_sum, count, step = (
-                recon_sum + float(recon),
-                reg_sum + float(reg),
-                count + 1,
-                step + 1,
-            )
+            recon_sum, reg_sum = recon_sum + float(recon), reg_sum + float(reg)
+            count, step = count + 1, step + 1
         report.loss.append(recon_sum / max(count, 1))
         report.regularizer.append(reg_sum / max(count, 1))
         if config.log_function is not None:
