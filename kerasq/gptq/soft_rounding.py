@@ -73,3 +73,8 @@ def ramp(step: Any, total_steps: int, fraction: float) -> Any:
     if fraction <= 0:
         return ops.convert_to_tensor(1.0)
     return ops.clip((ops.cast(step, "float32") + 1.0) / max(fraction * total_steps, 1.0), 0.0, 1.0)
+
+
+def hardness_schedule(step: Any, total_steps: int, phase: float) -> Any:
+    """1 in the last ``phase`` of the steps (the forward pass then uses the hard decisions), else 0."""
+    return ops.cast(ops.cast(step, "float32") >= (1.0 - phase) * total_steps, "float32")

@@ -14,7 +14,13 @@ from kerasq.data import RepresentativeData
 from kerasq.gptq.config import GradientPTQConfig
 from kerasq.gptq.layers import BlendedActivationQuantizer, SoftRoundingWrapper
 from kerasq.gptq.loss import weighted_mse
-from kerasq.gptq.soft_rounding import beta_schedule, ramp, rectified_sigmoid, rounding_penalty
+from kerasq.gptq.soft_rounding import (
+    beta_schedule,
+    hardness_schedule,
+    ramp,
+    rectified_sigmoid,
+    rounding_penalty,
+)
 from kerasq.progress import progress
 
 CHECK_BATCHES = 8  # batches on which the learned rounding is compared with rounding to nearest
@@ -115,7 +121,7 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     @tf.function(reduce_retracing=True)
     def train_step(x: list[Any], step: Any) -> tuple[Any, Any]:
         _set_fraction(setup.blenders, ramp(step, total, config.activation_warmup))
-        hard = tf.cast(step >= int(total * (1.0 - config.hard_phase)), tf.float32)
+        hard = hardness_schedule(step, total, config.hard_phase)
         for w in wrappers:
             w.hardness.assign(hard)
         beta = beta_schedule(step, total, config.rounding_warmup)

@@ -12,6 +12,7 @@ from kerasq.gptq.soft_rounding import (
     BETA_START,
     beta_schedule,
     hard_quantize,
+    hardness_schedule,
     initial_logits,
     ramp,
     rectified_sigmoid,
@@ -77,3 +78,8 @@ def test_temperature_and_ramp_schedules():
     assert float(beta_schedule(100, 100, 0.2)) == BETA_END
     assert float(ramp(0, 100, 0.0)) == 1.0
     assert abs(float(ramp(0, 100, 0.5)) - 1 / 50) < 1e-6 and float(ramp(49, 100, 0.5)) == 1.0
+
+
+def test_hardness_switches_on_for_the_last_phase():
+    assert [float(hardness_schedule(s, 100, 0.25)) for s in (0, 74, 75, 99)] == [0.0, 0.0, 1.0, 1.0]
+    assert float(hardness_schedule(99, 100, 0.0)) == 0.0
