@@ -63,10 +63,8 @@ def keras_gradient_post_training_quantization(
         )
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
     plan, mixed = prepared.plan, None
-    if (
-        target_resource_utilization is not None
-        or prepared.core_config.mixed_precision_config.configuration_overwrite
-    ):
+    mp_config = prepared.core_config.mixed_precision_config
+    if target_resource_utilization is not None or mp_config.configuration_overwrite is not None:
         plan, mixed = allocate_bits(prepared, target_resource_utilization)
     graph, params = corrected(prepared, plan)
     data = prepared.data
@@ -133,14 +131,18 @@ def harden(
     """The graph with every fine-tuned layer's kernels at their learned rounding (exactly on the grid) and its
     trained bias, and the grids with any trained scale. ``wrappers``: node name -> its training layer."""
     weights = {name: dict(kernels) for name, kernels in params.weights.items()}
+    hardened = {}  # per layer, once: a shared layer appears under several nodes
+    for wrapper in {id(w): w for w in wrappers.values()}.values():
+        hardened[id(wrapper)] = wrapper.hardened()
+        for kernel_name, (kernel, _) in hardened[id(wrapper)].items():
+            getattr(wrapper.layer, kernel_name).assign(kernel)
     nodes = []
     for node in graph.nodes:
         wrapper = wrappers.get(node.name)
         if wrapper is None:
             nodes.append(node)
             continue
-        for kernel_name, (kernel, scale) in wrapper.hardened().items():
-            getattr(wrapper.layer, kernel_name).assign(kernel)
+        for kernel_name, (_, scale) in hardened[id(wrapper)].items():
             grid = weights[node.name][kernel_name]
             new_scale = scale.reshape(grid.scale.shape).astype(np.float32)
             threshold = None if grid.threshold is None else grid.threshold * (new_scale / grid.scale)

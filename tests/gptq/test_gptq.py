@@ -128,3 +128,21 @@ def test_bad_arguments_are_named(trained_cnn, calibration):
         keras_gradient_post_training_quantization(
             trained_cnn, calibration, get_keras_gptq_config(1), one_shot
         )
+
+
+def test_a_shared_layer_is_hardened_once(cifar):
+    keras.utils.set_random_seed(0)
+    shared = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="shared")
+    i = keras.Input((32, 32, 3))
+    x = shared(keras.layers.Conv2D(8, 3, padding="same", name="stem")(i))
+    x = shared(x)  # the same kernel on two nodes
+    model = keras.Model(i, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+    q_model, info = keras_gradient_post_training_quantization(
+        model, cifar[0][:128], GradientPTQConfig(n_epochs=1, use_hessian_based_weights=False), core_config=W4
+    )
+    assert _on_grid(q_model) == 3
+    wrapper = next(layer for layer in q_model.layers if layer.name == "quant_shared")
+    scale, _ = wrapper.kernel_grid("kernel")
+    moved = np.abs(np.asarray(wrapper.layer.kernel) - np.asarray(shared.kernel)) / scale
+    assert moved.max() <= 1.0 + 1e-4  # rounded down or up once, not twice
+    assert info.gptq.steps == 4
