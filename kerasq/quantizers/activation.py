@@ -13,19 +13,16 @@ from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 
 @keras.saving.register_keras_serializable(package="kerasq")
 class ActivationQuantizer(keras.layers.Layer):
-    """Fake-quantizes a tensor on a per-tensor grid (scale and zero point are saved with the model).
-
-    ``train_scale``: the scale is trainable (quantization-aware training; see ``kerasq.qat``).
-    """
+    """Fake-quantizes a tensor on a per-tensor grid (scale and zero point are saved with the model)."""
 
     def __init__(
         self, n_bits: int = 8, qmin: int = -128, qmax: int = 127, method: str = "power_of_two",
-        signed: bool = True, train_scale: bool = False, **kwargs: Any,
+        signed: bool = True, **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.n_bits, self.qmin, self.qmax = int(n_bits), int(qmin), int(qmax)
-        self.method, self.signed, self.train_scale = str(method), bool(signed), bool(train_scale)
-        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=self.train_scale)
+        self.method, self.signed = str(method), bool(signed)
+        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=False)
         self.zero_point = self.add_weight(name="zero_point", shape=(), initializer="zeros", trainable=False)
 
     @classmethod
@@ -39,7 +36,7 @@ class ActivationQuantizer(keras.layers.Layer):
         self.zero_point.assign(np.asarray(params.zero_point, np.float32).reshape(()))
 
     def grid(self) -> tuple[float, float]:
-        """(scale, zero_point) the quantizer uses (a trained power-of-two scale snaps to a power of two)."""
+        """(scale, zero_point) the quantizer uses (``power_of_two`` grids snap to a power of two)."""
         scale = keras.ops.convert_to_numpy(grid_scale(self.scale, self.method))
         return float(scale), float(self.zero_point.numpy())
 
@@ -52,7 +49,6 @@ class ActivationQuantizer(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            n_bits=self.n_bits, qmin=self.qmin, qmax=self.qmax, method=self.method, signed=self.signed,
-            train_scale=self.train_scale,
-        )  # fmt: skip
+            n_bits=self.n_bits, qmin=self.qmin, qmax=self.qmax, method=self.method, signed=self.signed
+        )
         return config
