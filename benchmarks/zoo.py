@@ -6,8 +6,10 @@
   1x1 linear projection + BN, residual Add), GAP, Dropout, Dense, softmax.
 
 Trained on the 25,000 images of ``cifar10_train.npz`` with flips and padded random crops, Adam with cosine
-decay, fixed seeds. Measured on the 2-core benchmark machine (TF 2.21 CPU): resnet 12 epochs in 1310 s,
-77.59% test top-1; mobilenetv2 8 epochs in 1088 s, 74.42%. Cache: ``$KERASQ_CACHE_DIR`` (default ``~/.cache/kerasq/zoo``). Data:
+decay, fixed seeds. Training is not bit-reproducible across machines (threaded float reductions): one
+2-core run gave resnet 77.59% test top-1 (12 epochs, 1310 s) and mobilenetv2 74.42% (8 epochs, 1088 s); the
+models the current benchmark results use score 77.84% and 74.94%. Cache: ``$KERASQ_CACHE_DIR`` (default
+``~/.cache/kerasq/zoo``). Data:
 ``$KERASQ_DATA_DIR`` or ``../shared/data`` next to the repository.
 """
 
