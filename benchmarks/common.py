@@ -49,6 +49,23 @@ def run_worker(module: str, args: Sequence[str]) -> dict:
     return json.loads(lines[-1])
 
 
+def run_rows(
+    module: str, models: Sequence[str], methods: Sequence[str], extra: Sequence[str],
+    label: Callable[[str], str] = str,
+) -> list[dict]:  # fmt: skip
+    """One row per (model, method), each from its own fresh process (``run_worker``), in that order; every row
+    carries its model and method label, and is echoed to stderr as it arrives."""
+    rows = []
+    for model_name in models:
+        for method in methods:
+            row = run_worker(module, [method, model_name, *extra])
+            row.setdefault("model", model_name)
+            row.setdefault("method", label(method))
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
 def machine_info() -> str:
     import os
 

@@ -78,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import kerasq
     from benchmarks.common import accuracy_keras, format_table, machine_info, timed
-    from benchmarks.zoo import get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
     from kerasq.core import CoreConfig, QuantizationConfig
 
     model = get_model(args.model)
     x_train, _, x_test, y_test = load_cifar10()
-    x_test, y_test = x_test[: args.eval_samples], y_test[: args.eval_samples]
+    x_test, y_test = eval_subset(x_test, y_test, args.eval_samples)
     rep = representative_batches(x_train, n_samples=args.n_samples, batch_size=64)
     rows = [{"knob": "float", "w8a8": accuracy_keras(model, x_test, y_test)}]
     for label, knob in KNOBS:

@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.common import accuracy_tflite, format_table, machine_info, timed
-    from benchmarks.zoo import get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
 
     x_train, _, x_test, y_test = load_cifar10()
-    x_test, y_test = x_test[: args.eval_samples], y_test[: args.eval_samples]
+    x_test, y_test = eval_subset(x_test, y_test, args.eval_samples)
     sample = x_test[:1]
     rows = []
     for name in args.models.split(","):

@@ -50,19 +50,16 @@ def label(method: str) -> str:
 
 
 def worker(method: str, model_name: str, args: argparse.Namespace) -> dict:
-    import numpy as np
 
     import kerasq
     from benchmarks.common import accuracy_keras, peak_rss_mb, timed
-    from benchmarks.zoo import get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
     from kerasq.core import CoreConfig, QuantizationConfig, ResourceUtilization
     from kerasq.gptq import get_keras_gptq_config, keras_gradient_post_training_quantization
 
     model = get_model(model_name)
     x_train, _, x_test, y_test = load_cifar10()
-    # the test file is sorted by class: any subset must come from a fixed random permutation
-    order = np.random.default_rng(0).permutation(len(x_test))[: args.eval_samples]
-    x_test, y_test = x_test[order], y_test[order]
+    x_test, y_test = eval_subset(x_test, y_test, args.eval_samples)
     rep = representative_batches(x_train, n_samples=args.n_samples, batch_size=BATCH_SIZE)
     row: dict = {"model": model_name, "method": label(method)}
     if method == "float":
@@ -143,18 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker[0], args.worker[1], args)))
         return 0
 
-    from benchmarks.common import format_table, machine_info, run_worker
+    from benchmarks.common import format_table, machine_info, run_rows
 
     extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples),
              "--epochs", str(args.epochs)]  # fmt: skip
-    rows = []
-    for model_name in args.models.split(","):
-        for method in METHODS:
-            row = run_worker("benchmarks.gptq", [method, model_name, *extra])
-            row.setdefault("model", model_name)
-            row.setdefault("method", label(method))
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
+    rows = run_rows("benchmarks.gptq", args.models.split(","), METHODS, extra, label)
     columns = [("model", "model"), ("method", "method"), ("accuracy", "top-1 %"), ("seconds", "seconds"),
                ("s_per_epoch", "GPTQ s/epoch"), ("final_loss", "GPTQ final loss (PTQ = 1)"),
                ("flipped_pct", "flipped %"), ("peak_rss_mb", "peak RSS MB"), ("error", "error")]  # fmt: skip

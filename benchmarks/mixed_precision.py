@@ -57,12 +57,12 @@ def worker(method: str, model_name: str, args: argparse.Namespace) -> dict:
 
     import kerasq
     from benchmarks.common import accuracy_keras, peak_rss_mb, timed
-    from benchmarks.zoo import get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
     from kerasq.core import CoreConfig, QuantizationConfig, ResourceUtilization
 
     model = get_model(model_name)
     x_train, _, x_test, y_test = load_cifar10()
-    x_test, y_test = x_test[: args.eval_samples], y_test[: args.eval_samples]
+    x_test, y_test = eval_subset(x_test, y_test, args.eval_samples)
     rep = representative_batches(x_train, n_samples=args.n_samples, batch_size=64)
     w8_bytes = kerasq.core.keras_resource_utilization_data(model, rep).weights_memory
     row: dict = {"model": model_name, "method": label(method), "w8_bytes": w8_bytes}
@@ -138,18 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker[0], args.worker[1], args)))
         return 0
 
-    from benchmarks.common import format_table, machine_info, run_worker
+    from benchmarks.common import format_table, machine_info, run_rows
 
     extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples),
              "--search-samples", str(args.search_samples), "--max-drop", str(args.max_drop)]  # fmt: skip
-    rows, search_rows = [], []
-    for model_name in args.models.split(","):
-        for method in [*methods(), "search"]:
-            row = run_worker("benchmarks.mixed_precision", [method, model_name, *extra])
-            row.setdefault("model", model_name)
-            row.setdefault("method", method)
-            (search_rows if method == "search" else rows).append(row)
-            print(json.dumps(row), file=sys.stderr)
+    models = args.models.split(",")
+    rows = run_rows("benchmarks.mixed_precision", models, methods(), extra)
+    search_rows = run_rows("benchmarks.mixed_precision", models, ["search"], extra)
     for row in search_rows:
         row["budget"] = int(row["budget"]) if "budget" in row else None
     columns = [("model", "model"), ("method", "method"), ("budget_pct", "budget % of 8-bit"),

@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,11 +37,11 @@ def worker(method: str, model_name: str, n_samples: int, eval_samples: int) -> d
     import numpy as np
 
     from benchmarks.common import accuracy_keras, accuracy_tflite, peak_rss_mb, timed
-    from benchmarks.zoo import get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
 
     model = get_model(model_name)
     x_train, _, x_test, y_test = load_cifar10()
-    x_test, y_test = x_test[:eval_samples], y_test[:eval_samples]
+    x_test, y_test = eval_subset(x_test, y_test, eval_samples)
     rep = representative_batches(x_train, n_samples=n_samples, batch_size=64)
     row: dict = {"model": model_name, "method": LABELS[method]}
     if method == "float":
@@ -81,22 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.n_samples, args.eval_samples)))
         return 0
 
-    from benchmarks.common import format_table, machine_info, run_worker
+    from benchmarks.common import format_table, machine_info, run_rows
 
-    rows = []
-    for model_name in args.models.split(","):
-        float_seconds = None
-        for method in METHODS:
-            extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples)]
-            row = run_worker("benchmarks.ptq", [method, model_name, *extra])
-            row.setdefault("model", model_name)
-            row.setdefault("method", LABELS[method])
-            if method == "float":
-                float_seconds = row.get("seconds")
-            elif float_seconds and "seconds" in row:
-                row["ratio"] = row["seconds"] / float_seconds
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
+    extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples)]
+    rows = run_rows("benchmarks.ptq", args.models.split(","), METHODS, extra, LABELS.get)
+    float_seconds = {r["model"]: r.get("seconds") for r in rows if r["method"] == LABELS["float"]}
+    for row in rows:
+        if row["method"] != LABELS["float"] and float_seconds.get(row["model"]) and "seconds" in row:
+            row["ratio"] = row["seconds"] / float_seconds[row["model"]]
     columns = [("model", "model"), ("method", "method"), ("accuracy", "top-1 %"), ("seconds", "seconds"),
                ("ratio", "x float pass"), ("peak_rss_mb", "peak RSS MB"), ("bytes", "bytes"), ("error", "error")]  # fmt: skip
     if not any("error" in r for r in rows):

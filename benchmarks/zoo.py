@@ -145,6 +145,15 @@ def get_model(name: str, epochs: int | None = None) -> keras.Model:
     return model
 
 
+def eval_subset(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` test images and labels from a fixed random permutation (seed 0): the CIFAR-10 test file is sorted by
+    class, so ``x[:n]`` would hold only the first classes. ``n`` >= the file size gives all of it, in order."""
+    if n >= len(x):
+        return x, y
+    order = np.random.default_rng(0).permutation(len(x))[:n]
+    return x[order], y[order]
+
+
 def representative_batches(
     x: np.ndarray, n_samples: int = 1024, batch_size: int = 64
 ) -> Callable[[], Iterator[list[np.ndarray]]]:
