@@ -94,6 +94,17 @@ def _output_step(q_model: keras.Model) -> float:
     return float(last.scale.numpy())
 
 
+def _quantize(
+    model: keras.Model, calibration: np.ndarray, platform: object = "tflite", **qc: object
+) -> keras.Model:
+    """PTQ on ``platform`` (a name or a TargetPlatformCapabilities), QuantizationConfig fields from ``qc``."""
+    tpc = kerasq.get_target_platform_capabilities(platform) if isinstance(platform, str) else platform
+    core = kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(**qc))
+    return kerasq.ptq.keras_post_training_quantization(
+        model, calibration, core_config=core, target_platform_capabilities=tpc
+    )[0]
+
+
 @pytest.fixture(scope="module")
 def images(cifar):
     return cifar[0][:256], cifar[2][:200]
@@ -113,9 +124,7 @@ def images(cifar):
 def test_litert_matches_keras_within_one_step(builder, platform, images):
     calibration, test_images = images
     keras.utils.set_random_seed(0)
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(
-        builder(), calibration, target_platform_capabilities=kerasq.get_target_platform_capabilities(platform)
-    )
+    q_model = _quantize(builder(), calibration, platform)
     flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)
     diff = np.abs(_litert(flatbuffer, test_images) - q_model.predict(test_images, verbose=0))
     step = _output_step(q_model)
@@ -173,9 +182,7 @@ def _int16_platform(signedness: str = "signed") -> kerasq.platform.TargetPlatfor
 def test_int16x8_export_is_integer_and_close_to_keras(builder, images):
     calibration, test_images = images
     keras.utils.set_random_seed(0)
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(
-        builder(), calibration, target_platform_capabilities=_int16_platform()
-    )
+    q_model = _quantize(builder(), calibration, _int16_platform())
     flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)
     interpreter = Interpreter(model_content=flatbuffer)
     edges = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
@@ -195,36 +202,24 @@ def test_int16x8_export_is_integer_and_close_to_keras(builder, images):
     ("builder", "message"), [(branch_concat_net, "concatenation"), (sequence_net, "LOGISTIC")]
 )
 def test_int16x8_ops_litert_cannot_take_are_refused(builder, message, images):
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(
-        builder(), images[0], target_platform_capabilities=_int16_platform()
-    )
+    q_model = _quantize(builder(), images[0], _int16_platform())
     with pytest.raises(ExportError, match=message):
         convert_to_tflite(q_model, QuantizationFormat.INT8)
 
 
 def test_unsigned_16_bit_and_mixed_widths_are_refused_naming_the_layers(images):
     calibration, _ = images
-    unsigned, _ = kerasq.ptq.keras_post_training_quantization(
-        plain_net(), calibration, target_platform_capabilities=_int16_platform("unsigned")
-    )
+    unsigned = _quantize(plain_net(), calibration, _int16_platform("unsigned"))
     with pytest.raises(ExportError, match=r"int16x8 scheme needs signed symmetric.*activation_quantizer"):
         convert_to_tflite(unsigned, QuantizationFormat.INT8)
-    mixed, _ = kerasq.ptq.keras_post_training_quantization(
-        plain_net(), calibration,
-        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(activation_n_bits=4)),
-        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
-    )  # fmt: skip
+    mixed = _quantize(plain_net(), calibration, activation_n_bits=4)
     with pytest.raises(ExportError, match=r"one activation width.*activation_quantizer \(4-bit\)"):
         convert_to_tflite(mixed, QuantizationFormat.INT8)
 
 
 def test_4_bit_weights_stay_on_their_grid_inside_int8(images):
     calibration, test_images = images
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(
-        plain_net(), calibration,
-        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(weights_n_bits=4)),
-        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
-    )  # fmt: skip
+    q_model = _quantize(plain_net(), calibration, weights_n_bits=4)
     flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)
     interpreter = Interpreter(model_content=flatbuffer)
     kernels = [d for d in interpreter.get_tensor_details()
@@ -246,11 +241,7 @@ def test_4_bit_weights_stay_on_their_grid_inside_int8(images):
 def test_int4_weights_halve_4_bit_kernels_and_compute_the_same(builder, images):
     calibration, test_images = images
     keras.utils.set_random_seed(0)
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(
-        builder(), calibration,
-        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(weights_n_bits=4)),
-        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
-    )  # fmt: skip
+    q_model = _quantize(builder(), calibration, weights_n_bits=4)
     int8 = convert_to_tflite(q_model, QuantizationFormat.INT8)
     int4 = convert_to_tflite(q_model, QuantizationFormat.INT8, int4_weights=True)
     held = sum(
@@ -258,10 +249,7 @@ def test_int4_weights_halve_4_bit_kernels_and_compute_the_same(builder, images):
     )
     assert held > 0
     saved = len(int8) - len(int4)
-    assert abs(saved - held // 2) <= 256, (
-        saved,
-        held,
-    )  # two values per byte, give or take flatbuffer padding
+    assert abs(saved - held // 2) <= 256, (saved, held)  # two values per byte, give or take padding
     step = _output_step(q_model)
     keras_out = q_model.predict(test_images, verbose=0)
     for flatbuffer in (int8, int4):  # LiteRT's int4 kernels may round differently, within one step
@@ -269,11 +257,7 @@ def test_int4_weights_halve_4_bit_kernels_and_compute_the_same(builder, images):
 
 
 def test_int4_weights_with_a_transposed_convolution_are_refused_by_name(images):
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(
-        concat_pool_net(), images[0],
-        core_config=kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(weights_n_bits=4)),
-        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
-    )  # fmt: skip
+    q_model = _quantize(concat_pool_net(), images[0], weights_n_bits=4)
     with pytest.raises(ExportError, match="conv2d_transpose.*without int4_weights"):
         convert_to_tflite(q_model, QuantizationFormat.INT8, int4_weights=True)
 
@@ -285,18 +269,11 @@ def test_trained_network_end_to_end_agreement(trained_cnn, cifar):
     logits with a 0.09 step), one input step becomes several output steps. Measured on this network: about 11%
     of the logits and 12% of the softmax outputs differ by more than one step (mean 0.6 steps, max 19), and the
     top-1 decisions agree on at least 98% of the images."""
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(
-        trained_cnn,
-        cifar[0][:256],
-        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
-    )
+    q_model = _quantize(trained_cnn, cifar[0][:256])
     x = cifar[2][:1000]
     litert = _litert(convert_to_tflite(q_model, QuantizationFormat.INT8), x)
     keras_out = q_model.predict(x, verbose=0)
     steps = np.abs(litert - keras_out) / _output_step(q_model)
-    print(
-        f"within one step {np.mean(steps <= 1.0001):.3f}, max {steps.max():.0f} steps, mean {steps.mean():.2f}"
-    )
     assert np.mean(steps <= 1.0001) >= 0.85
     assert np.mean(steps) < 1.0
     assert np.mean(np.argmax(litert, -1) == np.argmax(keras_out, -1)) >= 0.98
