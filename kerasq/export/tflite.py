@@ -43,7 +43,8 @@ def convert_to_tflite(
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
             return _converter(q_model, Path(tmp)).convert()
         width = activation_width(q_model)
-        if int4_weights and _int4_layers(q_model):
+        int4 = int4_weights and bool(_int4_layers(q_model))  # asked for, and some kernel qualifies
+        if int4:
             if width == 16:
                 raise ExportError(
                     "int4 weights apply to the int8 scheme only, not to int16x8 (16-bit activations)."
@@ -55,7 +56,7 @@ def convert_to_tflite(
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
             ]
-        if int4_weights and _int4_layers(q_model):
+        if int4:
             converter._experimental_low_bit_qat = True
         if integer_io:
             converter.inference_input_type = tf.int16 if width == 16 else tf.int8
@@ -69,7 +70,7 @@ def convert_to_tflite(
     try:
         check_integer(flatbuffer, q_model.name)
     except ExportError as err:
-        if not (int4_weights and _int4_layers(q_model)):
+        if not int4:
             raise
         raise ExportError(
             f"{err} In its int4 (low-bit) mode the TFLite converter does not find ranges for ops that have no "
@@ -141,7 +142,7 @@ def check_integer(flatbuffer: bytes, name: str) -> None:
 
 
 def predict_tflite(flatbuffer: bytes, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Outputs of a single-input TFLite model on ``x`` (float; int8/uint8 edges are (de)quantized)."""
+    """Outputs of a single-input TFLite model on ``x`` (float; integer edges are (de)quantized)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=flatbuffer)
