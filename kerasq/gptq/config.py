@@ -24,12 +24,16 @@ class GradientPTQConfig:
             reused. None: ``Adam(ROUNDING_LEARNING_RATE)``.
         optimizer_rest: Keras optimizer for biases and kernel scales. None: ``Adam(REST_LEARNING_RATE)``.
         loss: ``loss(student, teacher, weights) -> scalar`` over lists of compare-point tensors (the outputs of
-            the quantized layers) and their normalized weights. None: weighted mean squared error.
+            the quantized layers) and, per point, a [batch] tensor of per-sample weights (equal across samples
+            unless ``use_hessian_sample_attention``). None: weighted mean squared error.
         log_function: called after every epoch with ``(epoch, mean_loss, mean_regularizer)``.
         use_hessian_based_weights: weigh each compare point by its Hessian-trace score (how much the model
             output moves per unit of change there); otherwise every point counts the same, with its error
             relative to the point's own energy.
-        hessian_num_samples: samples used for the Hessian scores.
+        use_hessian_sample_attention: weigh each sample at each compare point by its own Hessian-trace score
+            (measured once per sample before training; the fine-tuning data must come in the same order every
+            epoch). Needs ``use_hessian_based_weights``.
+        hessian_num_samples: samples used for the per-point Hessian scores.
         regularization_factor: weight of the rounding regularizer, which pushes every rounding variable to a
             hard 0 or 1 as its temperature anneals. None: ``REGULARIZATION_FACTOR``.
         rounding_warmup: fraction of the steps before the temperature starts annealing (from 20 to 2).
@@ -48,6 +52,7 @@ class GradientPTQConfig:
     loss: Callable[[list[Any], list[Any], list[float]], Any] | None = None
     log_function: Callable[[int, float, float], None] | None = None
     use_hessian_based_weights: bool = True
+    use_hessian_sample_attention: bool = False
     hessian_num_samples: int = 32
     regularization_factor: float | None = None
     rounding_warmup: float = 0.2
@@ -70,6 +75,11 @@ class GradientPTQConfig:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ValueError(f"GradientPTQConfig.{name} must be callable or None, got {value!r}.")
+        if self.use_hessian_sample_attention and not self.use_hessian_based_weights:
+            raise ValueError(
+                "GradientPTQConfig.use_hessian_sample_attention needs use_hessian_based_weights=True (it refines "
+                "the Hessian weights per sample)."
+            )
         if (isinstance(self.hessian_num_samples, bool) or not isinstance(self.hessian_num_samples, int)
                 or self.hessian_num_samples < 1):  # fmt: skip
             raise ValueError(
@@ -131,6 +141,7 @@ def get_keras_gptq_config(
     use_hessian_based_weights: bool = True,
     regularization_factor: float | None = None,
     hessian_batch_size: int = 32,
+    use_hessian_sample_attention: bool = False,
     gradual_activation_quantization: bool | float = False,
     train_bias: bool = True,
     train_scales: bool = False,
@@ -140,6 +151,7 @@ def get_keras_gptq_config(
         n_epochs=n_epochs, optimizer=optimizer, optimizer_rest=optimizer_rest, loss=loss,
         log_function=log_function, use_hessian_based_weights=use_hessian_based_weights,
         hessian_num_samples=hessian_batch_size, regularization_factor=regularization_factor,
+        use_hessian_sample_attention=use_hessian_sample_attention,
         gradual_activation_quantization=gradual_activation_quantization, train_bias=train_bias,
         train_scales=train_scales,
     )  # fmt: skip

@@ -14,10 +14,26 @@ from kerasq.mixed_precision.hessian import activation_hessian_scores
 _EPS = 1e-12
 
 
-def weighted_mse(student: Sequence[Any], teacher: Sequence[Any], weights: Sequence[float]) -> Any:
-    """``sum_i weights[i] * mean((student_i - teacher_i)**2)``."""
-    terms = [w * ops.mean(ops.square(s - t)) for s, t, w in zip(student, teacher, weights, strict=True)]
+def weighted_mse(student: Sequence[Any], teacher: Sequence[Any], weights: Sequence[Any]) -> Any:
+    """``sum_i mean_b(weights[i][b] * mean((student_i[b] - teacher_i[b])**2))``: ``weights[i]`` holds one weight
+    per sample (or a scalar) for compare point ``i``."""
+    terms = []
+    for s, t, w in zip(student, teacher, weights, strict=True):
+        per_sample = ops.mean(ops.reshape(ops.square(s - t), (ops.shape(s)[0], -1)), axis=1)
+        terms.append(ops.mean(w * per_sample))
     return ops.sum(ops.stack(terms))
+
+
+def sample_weights(scores: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per-batch [samples, points] Hessian scores scaled so a sample's weights sum to 1 on average: samples
+    whose output is more sensitive count more (sample attention)."""
+    mean_total = float(np.mean(np.concatenate([s.sum(axis=1) for s in scores])))
+    if not np.isfinite(mean_total) or mean_total <= 0:
+        raise ValueError(
+            "The per-sample Hessian scores are not usable (zero or non-finite); set "
+            "use_hessian_sample_attention=False."
+        )
+    return [(s / mean_total).astype(np.float32) for s in scores]
 
 
 def energy_weights(teacher_outputs: Sequence[np.ndarray]) -> np.ndarray:

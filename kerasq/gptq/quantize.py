@@ -20,15 +20,20 @@ from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.gptq.config import GradientPTQConfig
 from kerasq.gptq.layers import BlendedActivationQuantizer, SoftRoundingWrapper
-from kerasq.gptq.loss import energy_weights, hessian_weights
+from kerasq.gptq.loss import energy_weights, hessian_weights, sample_weights
 from kerasq.gptq.training import TrainingSetup, train_rounding
 from kerasq.graph.model_graph import Graph
 from kerasq.info import QuantizationInfo
 from kerasq.mixed_precision.bit_allocation import allocate_bits
+from kerasq.mixed_precision.hessian import HessianConfig, activation_hessian_sample_scores
 from kerasq.params.selection import QuantizationParams
 from kerasq.platform import TargetPlatformCapabilities
 from kerasq.platform.assign import QuantizationPlan
+from kerasq.progress import progress
 from kerasq.ptq import assemble, corrected, prepare
+
+# per-sample estimates need more draws than per-tensor totals over a batch (each sample sees fewer terms)
+SAMPLE_HESSIAN = HessianConfig(min_iterations=8, max_iterations=50)
 
 
 def keras_gradient_post_training_quantization(
@@ -110,15 +115,22 @@ def training_setup(
         graph, plan, params, wrapper=SoftRoundingWrapper, activation_quantizer=BlendedActivationQuantizer
     )
     student = keras.Model(_inputs(student_built.model), [student_built.tensors[t] for t in points])
+    per_sample = None
     if config.use_hessian_based_weights:
         probe = keras.Model(_inputs(teacher), teacher.outputs + _as_list(teacher_built.model.outputs))
         weights = hessian_weights(probe, len(points), data.take(config.hessian_num_samples))
+        if config.use_hessian_sample_attention:
+            scores = [
+                activation_hessian_sample_scores(probe, len(points), batch, config=SAMPLE_HESSIAN)
+                for batch in progress(data, "Hessian per sample")
+            ]
+            per_sample = sample_weights(scores)
     else:
         first = data.first_batch()
         weights = energy_weights(_as_list(teacher(first[0] if len(first) == 1 else first, training=False)))
     layers = student_built.model.layers
     return TrainingSetup(
-        student=student, teacher=teacher, weights=weights,
+        student=student, teacher=teacher, weights=weights, sample_weights=per_sample,
         wrappers={n: w for n, w in student_built.layers.items() if isinstance(w, SoftRoundingWrapper)},
         blenders=[layer for layer in layers if isinstance(layer, BlendedActivationQuantizer)],
         hessian=config.use_hessian_based_weights,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,8 @@ class TrainingSetup:
     wrappers: dict[str, SoftRoundingWrapper]
     blenders: list[BlendedActivationQuantizer]
     hessian: bool
+    # with sample attention: per batch of the fine-tuning data, in order, a [batch, points] weight array
+    sample_weights: list[np.ndarray] | None = None
 
 
 def _unique(wrappers: dict[str, SoftRoundingWrapper]) -> list[SoftRoundingWrapper]:
@@ -105,28 +108,32 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     if rest:
         opt_rest.build(rest)
     loss_fn = config.loss or weighted_mse
-    weights = [float(w) for w in setup.weights]
     lam = config.regularization
     teacher, student = setup.teacher, setup.student
 
-    def reconstruction(x: list[Any]) -> Any:
+    def reconstruction(x: list[Any], w: Any) -> Any:
+        """The loss on batch ``x``; ``w`` [batch, points]: each sample's weight at each compare point."""
         targets = [tf.stop_gradient(t) for t in _as_list(teacher(_single(teacher, x), training=False))]
         outputs = _as_list(student(_single(student, x), training=False))
-        return loss_fn(outputs, targets, weights)
+        return loss_fn(outputs, targets, [w[:, p] for p in range(len(outputs))])
 
-    check = [[tf.constant(a) for a in b] for _, b in zip(range(CHECK_BATCHES), data, strict=False)]
+    batch_weights = _batch_weights(setup, data)
+    check = [
+        ([tf.constant(a) for a in b], w)
+        for _, (b, w) in zip(range(CHECK_BATCHES), batch_weights(data), strict=False)
+    ]
     initial_rounding, initial_rest = [v.numpy() for v in rounding], [v.numpy() for v in rest]
     scale = _hard_loss(setup, rounding, reconstruction, check, initial_rounding)
 
     @tf.function(reduce_retracing=True)
-    def train_step(x: list[Any], step: Any) -> tuple[Any, Any]:
+    def train_step(x: list[Any], w: Any, step: Any) -> tuple[Any, Any]:
         _set_fraction(setup.blenders, ramp(step, total, config.activation_warmup))
         hard = hardness_schedule(step, total, config.hard_phase)
-        for w in wrappers:
-            w.hardness.assign(hard)
+        for wrapper in wrappers:
+            wrapper.hardness.assign(hard)
         beta = beta_schedule(step, total, config.rounding_warmup)
         with tf.GradientTape() as tape:
-            recon = reconstruction(x) / scale
+            recon = reconstruction(x, w) / scale
             reg = tf.add_n([rounding_penalty(v, beta) for v in rounding]) / n_elements
             loss = recon + lam * reg
         grads = tape.gradient(loss, rounding + rest)
@@ -139,8 +146,9 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     for epoch in range(config.n_epochs):
         recon_sum, reg_sum, count = 0.0, 0.0, 0
         previous = f", loss {report.loss[-1]:.4f}" if report.loss else ""
-        for batch in progress(data, f"GPTQ epoch {epoch + 1}/{config.n_epochs}{previous}", total=batches):
-            recon, reg = train_step([tf.constant(a) for a in batch], tf.constant(step, tf.int64))
+        desc = f"GPTQ epoch {epoch + 1}/{config.n_epochs}{previous}"
+        for batch, w in progress(batch_weights(data), desc, total=batches):
+            recon, reg = train_step([tf.constant(a) for a in batch], w, tf.constant(step, tf.int64))
             recon_sum, reg_sum = recon_sum + float(recon), reg_sum + float(reg)
             count, step = count + 1, step + 1
         report.loss.append(recon_sum / max(count, 1))
@@ -158,11 +166,31 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     return report
 
 
+def _batch_weights(setup: TrainingSetup, data: RepresentativeData) -> Any:
+    """A function giving ``(batch, weights [batch, points])`` for each batch of ``data``, in order. With sample
+    attention the weights were measured per sample for this order, which is checked batch by batch."""
+
+    def pairs(batches: Any) -> Iterator[tuple[list[np.ndarray], tf.Tensor]]:
+        for index, batch in enumerate(batches):
+            n = len(batch[0])
+            if setup.sample_weights is None:
+                yield batch, tf.constant(np.broadcast_to(setup.weights, (n, len(setup.weights))), tf.float32)
+                continue
+            if index >= len(setup.sample_weights) or setup.sample_weights[index].shape[0] != n:
+                raise ValueError(
+                    "use_hessian_sample_attention needs the fine-tuning data in the same batches and order every "
+                    "epoch (arrays or a deterministic generator, no shuffling)."
+                )
+            yield batch, tf.constant(setup.sample_weights[index], tf.float32)
+
+    return pairs
+
+
 def _hard_loss(
     setup: TrainingSetup,
     rounding: list[Any],
     reconstruction: Any,
-    batches: list[list[Any]],
+    batches: list[tuple[list[Any], Any]],
     logits: list[Any],
 ) -> float:
     """Mean reconstruction loss over ``batches`` with the rounding decided from ``logits`` (the initial ones give
@@ -173,7 +201,7 @@ def _hard_loss(
         h = np.asarray(rectified_sigmoid(value))
         v.assign(np.where(h >= 0.5, 10.0, -10.0).astype(np.float32))  # h exactly 1 / 0
     _set_fraction(setup.blenders, 1.0)
-    value = float(np.mean([float(reconstruction(b)) for b in batches]))
+    value = float(np.mean([float(reconstruction(b, w)) for b, w in batches]))
     for v, s in zip(rounding, saved, strict=True):
         v.assign(s)
     return value if np.isfinite(value) and value > 0 else 1.0

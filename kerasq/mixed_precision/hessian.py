@@ -129,6 +129,45 @@ def _check_granularity(granularity: str) -> None:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
+def _check_interest(model: keras.Model, n_interest: int) -> None:
+    n_outputs = len(model.outputs)
+    if isinstance(n_interest, bool) or not isinstance(n_interest, int) or not 1 <= n_interest < n_outputs:
+        raise ValueError(
+            f"n_interest must be in [1, {n_outputs - 1}] for a model with {n_outputs} outputs "
+            f"(interest tensors first, then at least one model output), got {n_interest!r}"
+        )
+
+
+def _interest_gradients(model: keras.Model, n_interest: int, x: list, seed) -> list[tf.Tensor]:
+    """Squared gradients of ``v . y`` w.r.t. each interest tensor, per sample (batch axis kept)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)  # else an interest tensor computed from the inputs alone (e.g. Add) is off the tape
+        outs = _as_list(model(_model_input(model, x), training=False))
+        y = _flat(outs[n_interest:])
+        target = tf.reduce_sum(y * _rademacher(tf.shape(y), seed))
+    grads = tape.gradient(target, outs[:n_interest], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return [tf.square(tf.cast(g, tf.float32)) for g in grads]
+
+
+def activation_hessian_sample_scores(
+    model: keras.Model, n_interest: int, batch: list[np.ndarray], *, config: HessianConfig = HessianConfig()
+) -> np.ndarray:
+    """Per-sample "tensor" scores of one batch, shape [samples, n_interest]: for each sample, the trace of the
+    Gauss-Newton Hessian w.r.t. each interest tensor (same model layout as ``activation_hessian_scores``)."""
+    _check_interest(model, n_interest)
+
+    @tf.function(reduce_retracing=True)
+    def step(x, seed):  # each sample's total, as a [batch] "element" array
+        return [
+            tf.reduce_sum(g, axis=tf.range(1, tf.rank(g)))
+            for g in _interest_gradients(model, n_interest, x, seed)
+        ]
+
+    per_sample = _estimate(step, _batches(model, [batch]), config, None)  # divided by the batch size
+    n = len(_as_list(batch)[0])
+    return np.stack([s * n for s in per_sample], axis=1)
+
+
 def activation_hessian_scores(
     model: keras.Model,
     n_interest: int,
@@ -147,22 +186,11 @@ def activation_hessian_scores(
     Each sample's ``y`` depends only on its own input, so the gradient of ``sum_b v_b . y_b`` w.r.t. the batched
     activation holds the per-sample gradients and one backward pass per draw suffices."""
     _check_granularity(granularity)
-    n_outputs = len(model.outputs)
-    if isinstance(n_interest, bool) or not isinstance(n_interest, int) or not 1 <= n_interest < n_outputs:
-        raise ValueError(
-            f"n_interest must be in [1, {n_outputs - 1}] for a model with {n_outputs} outputs "
-            f"(interest tensors first, then at least one model output), got {n_interest!r}"
-        )
+    _check_interest(model, n_interest)
 
     @tf.function(reduce_retracing=True)
     def step(x, seed):
-        with tf.GradientTape() as tape:
-            tape.watch(x)  # else an interest tensor computed from the inputs alone (e.g. Add) is off the tape
-            outs = _as_list(model(_model_input(model, x), training=False))
-            y = _flat(outs[n_interest:])
-            target = tf.reduce_sum(y * _rademacher(tf.shape(y), seed))
-        grads = tape.gradient(target, outs[:n_interest], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return [tf.reduce_sum(tf.square(tf.cast(g, tf.float32)), axis=0) for g in grads]
+        return [tf.reduce_sum(g, axis=0) for g in _interest_gradients(model, n_interest, x, seed)]
 
     element = _estimate(step, _batches(model, batches), config, stats)
     if granularity == "element":

@@ -146,3 +146,14 @@ def test_a_shared_layer_is_hardened_once(cifar):
     moved = np.abs(np.asarray(wrapper.layer.kernel) - np.asarray(shared.kernel)) / scale
     assert moved.max() <= 1.0 + 1e-4  # rounded down or up once, not twice
     assert info.gptq.steps == 4
+
+
+def test_hessian_sample_attention(trained_cnn, calibration):
+    config = get_keras_gptq_config(n_epochs=2, use_hessian_sample_attention=True)
+    q_model, info = keras_gradient_post_training_quantization(
+        trained_cnn, calibration, config, core_config=W4
+    )
+    assert _on_grid(q_model) == 6
+    assert info.gptq.final_loss < 1.0  # better than rounding to nearest, under its own per-sample weighting
+    with pytest.raises(ValueError, match="use_hessian_sample_attention needs use_hessian_based_weights"):
+        get_keras_gptq_config(1, use_hessian_based_weights=False, use_hessian_sample_attention=True)

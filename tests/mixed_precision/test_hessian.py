@@ -6,7 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from kerasq.mixed_precision.hessian import HessianConfig, activation_hessian_scores, weight_hessian_scores
+from kerasq.mixed_precision.hessian import (
+    HessianConfig,
+    activation_hessian_sample_scores,
+    activation_hessian_scores,
+    weight_hessian_scores,
+)
 
 layers = keras.layers
 # min_iterations forces many draws: the running-mean test alone may stop after ~50 draws (per-element error ~8%)
@@ -194,3 +199,15 @@ def test_bad_inputs():
         activation_hessian_scores(model, 1, [[data()[0], data()[0]]])
     with pytest.raises(ValueError, match="channel_axis"):
         weight_hessian_scores(model, [d2.kernel], data(), granularity="channel", channel_axis=[0, 1])
+
+
+def test_sample_scores_per_sample_closed_form_and_mean():
+    model, _, _, _, w2 = linear_model()
+    x = np.random.default_rng(3).normal(size=(7, 6)).astype("float32")
+    scores = activation_hessian_sample_scores(model, 1, [x], config=PRECISE)
+    assert scores.shape == (7, 1)
+    np.testing.assert_allclose(
+        scores[:, 0], np.sum(w2**2), rtol=0.1
+    )  # linear head: ||W2||^2 for every sample
+    total = activation_hessian_scores(model, 1, [[x]], config=PRECISE)[0]
+    np.testing.assert_allclose(scores.mean(), total, rtol=0.05)
