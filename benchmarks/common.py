@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import resource
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -47,6 +49,36 @@ def run_worker(module: str, args: Sequence[str]) -> dict:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
     return json.loads(lines[-1])
+
+
+def benchmark_parser(description: str, workers: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--models``, ``--n-samples``, ``--eval-samples`` (and the hidden
+    ``--worker METHOD MODEL`` of benchmarks that run each row in its own process)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", default="resnet,mobilenetv2")
+    parser.add_argument("--n-samples", type=int, default=1024)
+    parser.add_argument("--eval-samples", type=int, default=10000)
+    if workers:
+        parser.add_argument("--worker", nargs=2, metavar=("METHOD", "MODEL"), help=argparse.SUPPRESS)
+    return parser
+
+
+def forwarded(args: argparse.Namespace, *names: str) -> list[str]:
+    """``args``' values of ``names`` as command-line options again, for the worker processes."""
+    return [item for name in names for item in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+
+
+def without_empty_error(columns: list[tuple[str, str]], rows: list[dict]) -> list[tuple[str, str]]:
+    """``columns`` minus its ``error`` column when no row failed."""
+    return columns if any("error" in r for r in rows) else [c for c in columns if c[0] != "error"]
+
+
+def publish(name: str, text: str) -> None:
+    """Print a benchmark's report and write it to ``benchmarks/results/<name>.md``."""
+    print(text)
+    out = Path(__file__).parent / "results" / f"{name}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text.rstrip("\n") + "\n")
 
 
 def run_rows(

@@ -14,7 +14,6 @@ import argparse
 import datetime
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERASQ_PROGRESS", "0")
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import kerasq
-    from benchmarks.common import accuracy_keras, format_table, machine_info, timed
+    from benchmarks.common import accuracy_keras, format_table, machine_info, publish, timed
     from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
     from kerasq.core import CoreConfig, QuantizationConfig
 
@@ -102,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"kerasq corrections benchmark ({args.model}, imx500), {datetime.date.today()}, {machine_info()}; "
               f"calibration {args.n_samples} training images, evaluation {args.eval_samples} test images\n\n"
               f"Command: `python -m benchmarks.corrections`")  # fmt: skip
-    print(header + "\n\n" + table)
-    out = Path(__file__).parent / "results" / "corrections.md"
-    out.write_text(header + "\n\n" + table + "\n")
+    publish("corrections", header + "\n\n" + table)
     return 0
 
 

@@ -9,7 +9,6 @@ input/output; latency is the median over 200 single-image invocations (2 threads
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import statistics
@@ -55,13 +54,12 @@ def build(label: str, model, rep) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kerasq export benchmark")
-    parser.add_argument("--models", default="resnet,mobilenetv2")
-    parser.add_argument("--n-samples", type=int, default=1024)
-    parser.add_argument("--eval-samples", type=int, default=10000)
+    from benchmarks.common import benchmark_parser
+
+    parser = benchmark_parser("kerasq export benchmark", workers=False)
     args = parser.parse_args(argv)
 
-    from benchmarks.common import accuracy_tflite, format_table, machine_info, timed
+    from benchmarks.common import accuracy_tflite, format_table, machine_info, publish, timed
     from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
 
     x_train, _, x_test, y_test = load_cifar10()
@@ -83,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"kerasq export benchmark, {datetime.date.today()}, {machine_info()}; calibration {args.n_samples} "
               f"training images, evaluation {len(y_test)} test images")  # fmt: skip
     table = format_table(rows, columns)
-    print(header + "\n\n" + table)
-    out = Path(__file__).parent / "results" / "export.md"
-    out.write_text(header + "\n\n" + table + "\n")
+    publish("export", header + "\n\n" + table)
     return 0
 
 

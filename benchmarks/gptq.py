@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERASQ_PROGRESS", "0")
@@ -129,37 +128,30 @@ def goal_lines(model_name: str, rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kerasq gradient-based PTQ benchmark")
-    parser.add_argument("--models", default="resnet,mobilenetv2")
-    parser.add_argument("--n-samples", type=int, default=1024)
-    parser.add_argument("--eval-samples", type=int, default=10000)
+    from benchmarks.common import benchmark_parser, forwarded
+
+    parser = benchmark_parser("kerasq gradient-based PTQ benchmark")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args)))
         return 0
 
-    from benchmarks.common import format_table, machine_info, run_rows
+    from benchmarks.common import format_table, machine_info, publish, run_rows, without_empty_error
 
-    extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples),
-             "--epochs", str(args.epochs)]  # fmt: skip
+    extra = forwarded(args, "n_samples", "eval_samples", "epochs")
     rows = run_rows("benchmarks.gptq", args.models.split(","), METHODS, extra, label)
     columns = [("model", "model"), ("method", "method"), ("accuracy", "top-1 %"), ("seconds", "seconds"),
                ("s_per_epoch", "GPTQ s/epoch"), ("final_loss", "GPTQ final loss (PTQ = 1)"),
                ("flipped_pct", "flipped %"), ("peak_rss_mb", "peak RSS MB"), ("error", "error")]  # fmt: skip
-    if not any("error" in r for r in rows):
-        columns = columns[:-1]
+    columns = without_empty_error(columns, rows)
     header = (f"kerasq GPTQ benchmark, {datetime.date.today()}, {machine_info()} (2-core CPU machine); "
               f"platform imx500; calibration/fine-tuning {args.n_samples} training images (batch {BATCH_SIZE}), "
               f"{args.epochs} GPTQ epochs; evaluation {args.eval_samples} test images")  # fmt: skip
     goals = "\n".join(line for m in args.models.split(",") for line in goal_lines(m, rows))
     text = (f"{header}\n\nCommand: `{' '.join(['python -m benchmarks.gptq', *sys.argv[1:]])}`\n\n"
             f"{format_table(rows, columns)}\n\nGoal checks:\n\n{goals}\n")  # fmt: skip
-    print(text)
-    out = Path(__file__).parent / "results" / "gptq.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    publish("gptq", text)
     return 0
 
 

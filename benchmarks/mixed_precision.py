@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERASQ_PROGRESS", "0")
@@ -126,22 +125,19 @@ def goal_lines(model_name: str, rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kerasq mixed-precision benchmark")
-    parser.add_argument("--models", default="resnet,mobilenetv2")
-    parser.add_argument("--n-samples", type=int, default=1024)
-    parser.add_argument("--eval-samples", type=int, default=10000)
+    from benchmarks.common import benchmark_parser, forwarded
+
+    parser = benchmark_parser("kerasq mixed-precision benchmark")
     parser.add_argument("--search-samples", type=int, default=2000)
     parser.add_argument("--max-drop", type=float, default=1.0)
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args)))
         return 0
 
-    from benchmarks.common import format_table, machine_info, run_rows
+    from benchmarks.common import format_table, machine_info, publish, run_rows, without_empty_error
 
-    extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples),
-             "--search-samples", str(args.search_samples), "--max-drop", str(args.max_drop)]  # fmt: skip
+    extra = forwarded(args, "n_samples", "eval_samples", "search_samples", "max_drop")
     models = args.models.split(",")
     rows = run_rows("benchmarks.mixed_precision", models, methods(), extra)
     search_rows = run_rows("benchmarks.mixed_precision", models, ["search"], extra)
@@ -155,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                       ("budget_pct", "% of 8-bit"), ("evaluations", "evaluations"),
                       ("accuracy", "final top-1 % (held-out)"), ("float_accuracy", "float top-1 % (held-out)"),
                       ("seconds", "seconds"), ("peak_rss_mb", "peak RSS MB"), ("error", "error")]  # fmt: skip
-    if not any("error" in r for r in rows):
-        columns = columns[:-1]
-    if not any("error" in r for r in search_rows):
-        search_columns = search_columns[:-1]
+    columns, search_columns = (
+        without_empty_error(columns, rows),
+        without_empty_error(search_columns, search_rows),
+    )
     held = max(args.eval_samples - args.search_samples, 0)
     header = (f"kerasq mixed-precision benchmark, {datetime.date.today()}, {machine_info()} (2-core CPU machine); "
               f"platform imx500; calibration {args.n_samples} training images, evaluation {args.eval_samples} "
@@ -169,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Accuracy-target search (evaluate_fn: top-1 on {args.search_samples} test images drawn with seed 0; "
             f"final and float accuracy on the other {held} test images):\n\n{format_table(search_rows, search_columns)}\n\n"
             f"Goal checks:\n\n{goals}\n")  # fmt: skip
-    print(text)
-    out = Path(__file__).parent / "results" / "mixed_precision.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    publish("mixed_precision", text)
     return 0
 
 

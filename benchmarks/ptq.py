@@ -15,11 +15,9 @@ Every method runs in its own fresh process so its peak RSS is its own. Columns:
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERASQ_PROGRESS", "0")
@@ -70,19 +68,17 @@ def worker(method: str, model_name: str, n_samples: int, eval_samples: int) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kerasq PTQ benchmark")
-    parser.add_argument("--models", default="resnet,mobilenetv2")
-    parser.add_argument("--n-samples", type=int, default=1024)
-    parser.add_argument("--eval-samples", type=int, default=10000)
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "MODEL"), help=argparse.SUPPRESS)
+    from benchmarks.common import benchmark_parser, forwarded
+
+    parser = benchmark_parser("kerasq PTQ benchmark")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.n_samples, args.eval_samples)))
         return 0
 
-    from benchmarks.common import format_table, machine_info, run_rows
+    from benchmarks.common import format_table, machine_info, publish, run_rows, without_empty_error
 
-    extra = ["--n-samples", str(args.n_samples), "--eval-samples", str(args.eval_samples)]
+    extra = forwarded(args, "n_samples", "eval_samples")
     rows = run_rows("benchmarks.ptq", args.models.split(","), METHODS, extra, LABELS.get)
     float_seconds = {r["model"]: r.get("seconds") for r in rows if r["method"] == LABELS["float"]}
     for row in rows:
@@ -90,15 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             row["ratio"] = row["seconds"] / float_seconds[row["model"]]
     columns = [("model", "model"), ("method", "method"), ("accuracy", "top-1 %"), ("seconds", "seconds"),
                ("ratio", "x float pass"), ("peak_rss_mb", "peak RSS MB"), ("bytes", "bytes"), ("error", "error")]  # fmt: skip
-    if not any("error" in r for r in rows):
-        columns = columns[:-1]
+    columns = without_empty_error(columns, rows)
     table = format_table(rows, columns)
     header = (f"kerasq PTQ benchmark, {datetime.date.today()}, {machine_info()}; calibration {args.n_samples} "
               f"training images, evaluation {args.eval_samples} test images")  # fmt: skip
-    print(header + "\n\n" + table)
-    out = Path(__file__).parent / "results" / "ptq.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(header + "\n\n" + table + "\n")
+    publish("ptq", header + "\n\n" + table)
     return 0
 
 

@@ -55,3 +55,21 @@ def assert_rewrite_refuses(makers, rewrite) -> None:
         new = rewrite(graph)
         assert new is graph, make.__name__
         assert_same_function(model, new)
+
+
+def assert_model_untouched(model: keras.Model, rewrite) -> None:
+    """Reading ``model`` and applying ``rewrite`` leaves the user's model's config and weights as they were."""
+    from kerasq.graph import read_model
+
+    before, config = [w.copy() for w in model.get_weights()], model.get_config()
+    rewrite(read_model(model))
+    assert model.get_config() == config
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def flagged_float(graph, name: str):
+    """``graph`` with node ``name`` marked to stay float (as a platform or user rule would)."""
+    from dataclasses import replace
+
+    return graph.with_nodes([replace(n, float_reason="user") if n.name == name else n for n in graph.nodes])

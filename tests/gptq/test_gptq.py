@@ -130,7 +130,7 @@ def test_bad_arguments_are_named(trained_cnn, calibration):
         )
 
 
-def test_a_shared_layer_is_hardened_once(cifar):
+def test_a_shared_layer_ends_within_one_step_of_its_float_kernel(cifar):
     keras.utils.set_random_seed(0)
     shared = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="shared")
     i = keras.Input((32, 32, 3))

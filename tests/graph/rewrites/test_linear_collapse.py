@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import keras
-import numpy as np
-from helpers import assert_rewrite_refuses, assert_same_function, randomize_biases
+from helpers import (
+    assert_model_untouched,
+    assert_rewrite_refuses,
+    assert_same_function,
+    flagged_float,
+    randomize_biases,
+)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from keras import layers
@@ -108,13 +111,7 @@ def test_conv1d_pair_collapses():
 
 
 def test_users_layers_are_untouched():
-    model = _conv_pair(3, 1, 1, "same", 3, 4, 2, True, True, seed=0)
-    before = [w.copy() for w in model.get_weights()]
-    config = model.get_config()
-    collapse_linear(read_model(model))
-    assert model.get_config() == config
-    for a, b in zip(before, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_model_untouched(_conv_pair(3, 1, 1, "same", 3, 4, 2, True, True, seed=0), collapse_linear)
 
 
 # ---------------------------------------------------------------- negative cases: nothing may change
@@ -210,9 +207,7 @@ def test_refuses_float_nodes():
     model = keras.Model(inputs, layers.Dense(2, name="b")(layers.Dense(4, name="a")(inputs)))
     graph = read_model(model)
     for name in ("a", "b"):
-        flagged = graph.with_nodes(
-            [replace(n, float_reason="user") if n.name == name else n for n in graph.nodes]
-        )
+        flagged = flagged_float(graph, name)
         assert collapse_linear(flagged) is flagged
     assert len(collapse_linear(graph).nodes) == 1  # the same graph without the flag does collapse
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import keras
 import numpy as np
-from helpers import randomize_biases
+from helpers import assert_model_untouched, flagged_float, randomize_biases
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from keras import layers
@@ -143,12 +142,7 @@ def test_users_layers_are_untouched():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6,))
     model = keras.Model(inputs, layers.Dense(2)(layers.ReLU(5.0)(layers.Dense(4)(inputs))))
-    before = [w.copy() for w in model.get_weights()]
-    config = model.get_config()
-    bound_relu_to_power_of_2(read_model(model))
-    assert model.get_config() == config
-    for a, b in zip(before, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_model_untouched(model, bound_relu_to_power_of_2)
 
 
 # ---------------------------------------------------------------- negative cases: nothing may change
@@ -226,8 +220,6 @@ def test_refuses_float_nodes():
     model = keras.Model(inputs, layers.Dense(3, name="w2")(x))
     graph = read_model(model)
     for name in ("w1", "relu", "w2"):
-        flagged = graph.with_nodes(
-            [replace(n, float_reason="user") if n.name == name else n for n in graph.nodes]
-        )
+        flagged = flagged_float(graph, name)
         assert bound_relu_to_power_of_2(flagged) is flagged
     assert bound_relu_to_power_of_2(graph) is not graph  # the same graph without the flag is rewritten

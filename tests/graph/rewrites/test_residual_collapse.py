@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import keras
 import numpy as np
-from helpers import assert_rewrite_refuses, assert_same_function, randomize_biases
+from helpers import (
+    assert_model_untouched,
+    assert_rewrite_refuses,
+    assert_same_function,
+    flagged_float,
+    randomize_biases,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import layers
@@ -78,11 +82,7 @@ def test_conv1d_residual_folds():
 
 
 def test_users_layers_are_untouched():
-    model = _residual_model(False, 3, 4, True, False, "layer", seed=0)
-    before = [w.copy() for w in model.get_weights()]
-    collapse_residual(read_model(model))
-    for a, b in zip(before, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_model_untouched(_residual_model(False, 3, 4, True, False, "layer", seed=0), collapse_residual)
 
 
 # ---------------------------------------------------------------- negative cases: nothing may change
@@ -180,8 +180,6 @@ def test_refuses_float_nodes():
     model = keras.Model(inputs, layers.Add(name="add")([inputs, y]))
     graph = read_model(model)
     for name in ("conv", "add"):
-        flagged = graph.with_nodes(
-            [replace(n, float_reason="user") if n.name == name else n for n in graph.nodes]
-        )
+        flagged = flagged_float(graph, name)
         assert collapse_residual(flagged) is flagged
     assert len(collapse_residual(graph).nodes) == 1  # the same graph without the flag does fold
