@@ -52,14 +52,11 @@ def worker(method: str, model_name: str, args: argparse.Namespace) -> dict:
 
     import kerasq
     from benchmarks.common import accuracy_keras, peak_rss_mb, timed
-    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import benchmark_inputs
     from kerasq.core import CoreConfig, QuantizationConfig, ResourceUtilization
     from kerasq.gptq import get_keras_gptq_config, keras_gradient_post_training_quantization
 
-    model = get_model(model_name)
-    x_train, _, x_test, y_test = load_cifar10()
-    x_test, y_test = eval_subset(x_test, y_test, args.eval_samples)
-    rep = representative_batches(x_train, n_samples=args.n_samples, batch_size=BATCH_SIZE)
+    model, x_test, y_test, rep = benchmark_inputs(model_name, args.n_samples, args.eval_samples, BATCH_SIZE)
     row: dict = {"model": model_name, "method": label(method)}
     if method == "float":
         row["accuracy"] = accuracy_keras(model, x_test, y_test)

@@ -56,13 +56,10 @@ def worker(method: str, model_name: str, args: argparse.Namespace) -> dict:
 
     import kerasq
     from benchmarks.common import accuracy_keras, peak_rss_mb, timed
-    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import benchmark_inputs
     from kerasq.core import CoreConfig, QuantizationConfig, ResourceUtilization
 
-    model = get_model(model_name)
-    x_train, _, x_test, y_test = load_cifar10()
-    x_test, y_test = eval_subset(x_test, y_test, args.eval_samples)
-    rep = representative_batches(x_train, n_samples=args.n_samples, batch_size=64)
+    model, x_test, y_test, rep = benchmark_inputs(model_name, args.n_samples, args.eval_samples)
     w8_bytes = kerasq.core.keras_resource_utilization_data(model, rep).weights_memory
     row: dict = {"model": model_name, "method": label(method), "w8_bytes": w8_bytes}
     ptq = kerasq.ptq.keras_post_training_quantization

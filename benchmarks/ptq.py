@@ -35,12 +35,9 @@ def worker(method: str, model_name: str, n_samples: int, eval_samples: int) -> d
     import numpy as np
 
     from benchmarks.common import accuracy_keras, accuracy_tflite, peak_rss_mb, timed
-    from benchmarks.zoo import eval_subset, get_model, load_cifar10, representative_batches
+    from benchmarks.zoo import benchmark_inputs
 
-    model = get_model(model_name)
-    x_train, _, x_test, y_test = load_cifar10()
-    x_test, y_test = eval_subset(x_test, y_test, eval_samples)
-    rep = representative_batches(x_train, n_samples=n_samples, batch_size=64)
+    model, x_test, y_test, rep = benchmark_inputs(model_name, n_samples, eval_samples)
     row: dict = {"model": model_name, "method": LABELS[method]}
     if method == "float":
         calib = np.concatenate([b[0] for b in rep()])

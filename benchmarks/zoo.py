@@ -154,6 +154,17 @@ def eval_subset(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
     return x[order], y[order]
 
 
+def benchmark_inputs(
+    model_name: str, n_samples: int, eval_samples: int, batch_size: int = 64
+) -> tuple[keras.Model, np.ndarray, np.ndarray, Callable[[], Iterator[list[np.ndarray]]]]:
+    """What one benchmark row needs: the zoo model, its test images and labels (``eval_subset``), and the
+    calibration batches (``representative_batches``)."""
+    model = get_model(model_name)
+    x_train, _, x_test, y_test = load_cifar10()
+    x_test, y_test = eval_subset(x_test, y_test, eval_samples)
+    return model, x_test, y_test, representative_batches(x_train, n_samples=n_samples, batch_size=batch_size)
+
+
 def representative_batches(
     x: np.ndarray, n_samples: int = 1024, batch_size: int = 64
 ) -> Callable[[], Iterator[list[np.ndarray]]]:
