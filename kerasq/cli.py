@@ -172,12 +172,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _info_tflite(path: Path) -> int:
     import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
+
+    from kerasq.export.runtimes import litert_interpreter_module
 
     if not path.exists():
         raise CliError(f"model file {str(path)!r} does not exist", EXIT_INPUT)
     try:
-        interpreter = Interpreter(model_path=str(path))
+        interpreter = litert_interpreter_module().Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as err:
         raise CliError(f"cannot read {str(path)!r} as a TFLite model: {err}", EXIT_INPUT) from err
     details = interpreter.get_tensor_details()

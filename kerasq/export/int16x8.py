@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import flatbuffers
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 
-_BIASED_OPS = {
-    schema.BuiltinOperator.CONV_2D: 2,
-    schema.BuiltinOperator.DEPTHWISE_CONV_2D: 2,
-    schema.BuiltinOperator.FULLY_CONNECTED: 2,
-    schema.BuiltinOperator.TRANSPOSE_CONV: 3,
-}  # op -> index of its bias input
+from kerasq.export.runtimes import litert_schema
+
+_BIASED_OPS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
+# op -> index of its bias input
 
 
 def widen_int16_biases(flatbuffer: bytes) -> tuple[bytes, int]:
     """The flatbuffer with the int32 biases of int16-input ops stored as int64; and how many were widened."""
+    schema = litert_schema()
+    biased = {getattr(schema.BuiltinOperator, op): position for op, position in _BIASED_OPS.items()}
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     widened = 0
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            position = _BIASED_OPS.get(codes[op.opcodeIndex])
+            position = biased.get(codes[op.opcodeIndex])
             if position is None or len(op.inputs) <= position or op.inputs[position] < 0:
                 continue
             if subgraph.tensors[op.inputs[0]].type != schema.TensorType.INT16:

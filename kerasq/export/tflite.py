@@ -12,6 +12,7 @@ import tensorflow as tf
 from kerasq.export.formats import QuantizationFormat
 from kerasq.export.int8_graph import ExportError, activation_width, export_graph, int4_kernel
 from kerasq.export.int16x8 import widen_int16_biases
+from kerasq.export.runtimes import litert_interpreter_module
 from kerasq.quantizers import QuantizeWrapper
 
 
@@ -106,9 +107,7 @@ def _check_int4_compatible(q_model: keras.Model) -> None:
 
 def float_tensors(flatbuffer: bytes) -> list[str]:
     """Names of float32 tensors other than the model's inputs and outputs (none in an integer model)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
     edges = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
     return [
         d["name"]
@@ -119,10 +118,8 @@ def float_tensors(flatbuffer: bytes) -> list[str]:
 
 def check_integer(flatbuffer: bytes, name: str) -> None:
     """Raise unless LiteRT can run the model and every tensor inside it is an integer one."""
-    from ai_edge_litert.interpreter import Interpreter
-
     try:  # kernels check their parameters when they first run
-        interpreter = Interpreter(model_content=flatbuffer)
+        interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
         interpreter.allocate_tensors()
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
@@ -143,9 +140,7 @@ def check_integer(flatbuffer: bytes, name: str) -> None:
 
 def predict_tflite(flatbuffer: bytes, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Outputs of a single-input TFLite model on ``x`` (float; integer edges are (de)quantized)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     results = []
     for start in range(0, len(x), batch_size):
