@@ -24,9 +24,9 @@ def accuracy_keras(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size:
 
 def accuracy_tflite(flatbuffer: bytes, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
     """Top-1 accuracy through the LiteRT interpreter (int8/uint8 inputs and outputs handled)."""
-    from kerasq.export.tflite import predict_tflite
+    from kerasq.export.runtimes import predict_litert
 
-    probs = predict_tflite(flatbuffer, x, batch_size=batch_size)
+    probs = predict_litert(flatbuffer, x, batch_size=batch_size)
     return float(np.mean(np.argmax(probs, axis=-1) == y) * 100.0)
 
 

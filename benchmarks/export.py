@@ -50,7 +50,7 @@ def build(label: str, model, rep) -> bytes:
     tpc = kerasq.get_target_platform_capabilities("tflite")
     q_model, _ = kerasq.ptq.keras_post_training_quantization(model, rep, target_platform_capabilities=tpc)
     with tempfile.TemporaryDirectory() as tmp:
-        return keras_export_model(q_model, Path(tmp) / "q.tflite", "tflite", "int8").read_bytes()
+        return keras_export_model(q_model, Path(tmp) / "q.tflite", "tflite", "int8").path.read_bytes()
 
 
 def main(argv: list[str] | None = None) -> int:

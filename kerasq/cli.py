@@ -125,20 +125,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     fmt = {".keras": "keras", ".tflite": "tflite"}.get(out.suffix, "savedmodel")
     qfmt = "int8" if fmt == "tflite" and not args.fake_quant else "fakely_quant"
     try:
-        keras_export_model(q_model, out, serialization_format=fmt, quantization_format=qfmt,
-                           integer_io=args.integer_io, int4_weights=args.int4_weights)  # fmt: skip
+        report = keras_export_model(q_model, out, serialization_format=fmt, quantization_format=qfmt,
+                                    integer_io=args.integer_io, int4_weights=args.int4_weights)  # fmt: skip
     except (ExportError, ValueError) as err:
         raise CliError(f"export failed: {err}", EXIT_MODEL) from err
     print(info.summary())
-    size = (
-        out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    )
-    line = f"wrote {out} ({fmt}, {qfmt}): {size:,} bytes"
+    print(report.summary())
     if fmt == "tflite" and qfmt == "int8":
         from kerasq.export.sizes import packed_size
 
-        line += f"; {packed_size(q_model, size):,} bytes with sub-8-bit weights bit-packed"
-    print(line)
+        print(f"{packed_size(q_model, report.size_bytes):,} bytes with sub-8-bit weights bit-packed")
     return EXIT_OK
 
 
@@ -210,9 +206,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if path.suffix == ".tflite":
         if not path.exists():
             raise CliError(f"model file {args.model!r} does not exist", EXIT_INPUT)
-        from kerasq.export.tflite import predict_tflite
+        from kerasq.export.runtimes import predict_litert
 
-        probs = predict_tflite(path.read_bytes(), x)
+        probs = predict_litert(path.read_bytes(), x)
     else:
         model = _load_model(args.model)
         try:

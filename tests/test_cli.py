@@ -123,7 +123,7 @@ def test_quantize_under_a_weights_budget(files, capsys):
         keras.models.load_model(files / "float.keras")
     ).weights_memory
     assert achieved <= 0.5 * full
-    packed = int(text.split("bytes; ")[1].split(" bytes")[0].replace(",", ""))
+    packed = int(text.split(" bytes with sub-8-bit weights bit-packed")[0].split("\n")[-1].replace(",", ""))
     assert packed < out.stat().st_size  # sub-8-bit weights pack smaller than their int8 storage
     code, q_text, _ = _run(capsys, "eval", out, "--data", files / "test.npz", "--rescale", 1 / 255)
     _, float_text, _ = _run(

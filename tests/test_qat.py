@@ -9,7 +9,8 @@ import tensorflow as tf
 
 import kerasq
 from kerasq.export import QuantizationFormat
-from kerasq.export.tflite import convert_to_tflite, predict_tflite
+from kerasq.export.runtimes import predict_litert
+from kerasq.export.tflite import convert_to_tflite
 from kerasq.qat import trainable_quantization_params
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
 from kerasq.quantizers.fake_quant import grid_scale
@@ -77,7 +78,7 @@ def test_trainable_scales_learn_and_the_result_exports_within_one_step(cifar):
     assert all(np.abs(a - b).max() > 0 for a, b in zip(scales, _kernel_scales(model), strict=True))
     assert activation_scales == _scales(model)  # tied by the platform's rules: frozen
     x = cifar[2][:200]
-    litert = predict_tflite(convert_to_tflite(model, QuantizationFormat.INT8), x)
+    litert = predict_litert(convert_to_tflite(model, QuantizationFormat.INT8), x)
     step = _scales(model)[-1]
     assert np.abs(litert - model.predict(x, verbose=0)).max() <= step * 1.0001
 

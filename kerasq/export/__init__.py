@@ -3,5 +3,13 @@
 from kerasq.export.exporter import keras_export_model
 from kerasq.export.formats import KerasExportSerializationFormat, QuantizationFormat
 from kerasq.export.int8_graph import ExportError
+from kerasq.export.report import ExportReport, Requantization
 
-__all__ = ["ExportError", "KerasExportSerializationFormat", "QuantizationFormat", "keras_export_model"]
+__all__ = [
+    "ExportError",
+    "ExportReport",
+    "KerasExportSerializationFormat",
+    "QuantizationFormat",
+    "Requantization",
+    "keras_export_model",
+]

@@ -11,7 +11,8 @@ import tensorflow as tf
 from kerasq.core.enums import parse_enum
 from kerasq.export.atomic import atomic_output
 from kerasq.export.formats import KerasExportSerializationFormat, QuantizationFormat
-from kerasq.export.tflite import convert_to_tflite
+from kerasq.export.report import ExportReport, Requantization
+from kerasq.export.tflite import convert
 
 _SUFFIX = {KerasExportSerializationFormat.KERAS: ".keras", KerasExportSerializationFormat.TFLITE: ".tflite"}
 
@@ -23,8 +24,9 @@ def keras_export_model(
     quantization_format: QuantizationFormat | str = QuantizationFormat.FAKELY_QUANT,
     integer_io: bool = False,
     int4_weights: bool = False,
-) -> Path:
-    """Export ``model`` (a kerasq-quantized Keras model) to ``save_model_path``; returns the written path.
+) -> ExportReport:
+    """Export ``model`` (a kerasq-quantized Keras model) to ``save_model_path``; returns an ``ExportReport``
+    (the path written, its size, and where the file computes differently from the Keras model).
 
     Args:
         serialization_format: KERAS (.keras archive), SAVEDMODEL (directory) or TFLITE (flatbuffer).
@@ -52,10 +54,12 @@ def keras_export_model(
     if int4_weights and qfmt is not QuantizationFormat.INT8:
         raise ValueError("int4_weights applies to INT8 TFLite exports only.")
 
+    requantized: tuple[Requantization, ...] = ()
     if fmt is KerasExportSerializationFormat.TFLITE:
-        flatbuffer = convert_to_tflite(model, qfmt, integer_io=integer_io, int4_weights=int4_weights)
+        conversion = convert(model, qfmt, integer_io=integer_io, int4_weights=int4_weights)
+        requantized = conversion.requantized
         with atomic_output(path) as tmp:
-            tmp.write_bytes(flatbuffer)
+            tmp.write_bytes(conversion.flatbuffer)
     elif fmt is KerasExportSerializationFormat.KERAS:
         with atomic_output(path) as tmp:
             model.save(tmp)
@@ -64,4 +68,12 @@ def keras_export_model(
             model.export(str(tmp), format="tf_saved_model", verbose=False)
             if not tf.saved_model.contains_saved_model(str(tmp)):
                 raise RuntimeError(f"SavedModel export of {model.name!r} wrote no saved_model.pb")
-    return path
+    size = (
+        path.stat().st_size
+        if path.is_file()
+        else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    )
+    return ExportReport(
+        path=path, serialization_format=fmt.value, quantization_format=qfmt.value, size_bytes=size,
+        requantized=requantized,
+    )  # fmt: skip

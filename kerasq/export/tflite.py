@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -12,7 +13,8 @@ import tensorflow as tf
 from kerasq.export.formats import QuantizationFormat
 from kerasq.export.int8_graph import ExportError, activation_width, export_graph, int4_kernel
 from kerasq.export.int16x8 import widen_int16_biases
-from kerasq.export.runtimes import litert_interpreter_module
+from kerasq.export.report import Requantization
+from kerasq.export.runtimes import float_tensors, litert_interpreter_module
 from kerasq.quantizers import QuantizeWrapper
 
 
@@ -22,13 +24,31 @@ def _converter(model: keras.Model, workdir: Path) -> tf.lite.TFLiteConverter:
     return tf.lite.TFLiteConverter.from_saved_model(str(path))
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """A converted flatbuffer and the places where it computes differently from the Keras model."""
+
+    flatbuffer: bytes
+    requantized: tuple[Requantization, ...]
+
+
 def convert_to_tflite(
     q_model: keras.Model,
     quantization_format: QuantizationFormat,
     integer_io: bool = False,
     int4_weights: bool = False,
 ) -> bytes:
-    """Flatbuffer of ``q_model``.
+    """The flatbuffer of ``q_model`` (see ``convert``)."""
+    return convert(q_model, quantization_format, integer_io, int4_weights).flatbuffer
+
+
+def convert(
+    q_model: keras.Model,
+    quantization_format: QuantizationFormat,
+    integer_io: bool = False,
+    int4_weights: bool = False,
+) -> Conversion:
+    """Flatbuffer of ``q_model``, with the list of places it requantizes.
 
     FAKELY_QUANT: the float graph as is (quantize-dequantize arithmetic in float ops).
     INT8: int8 weights (per channel where kerasq chose it) and activations with kerasq's scales and zero
@@ -42,7 +62,7 @@ def convert_to_tflite(
     """
     with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
-            return _converter(q_model, Path(tmp)).convert()
+            return Conversion(_converter(q_model, Path(tmp)).convert(), ())
         width = activation_width(q_model)
         int4 = int4_weights and bool(_int4_layers(q_model))  # asked for, and some kernel qualifies
         if int4:
@@ -77,7 +97,7 @@ def convert_to_tflite(
             f"{err} In its int4 (low-bit) mode the TFLite converter does not find ranges for ops that have no "
             "quantizer of their own (such as the sigmoid inside swish); export without int4_weights."
         ) from err
-    return flatbuffer
+    return Conversion(flatbuffer, ())
 
 
 def _int4_layers(q_model: keras.Model) -> list[str]:
@@ -105,17 +125,6 @@ def _check_int4_compatible(q_model: keras.Model) -> None:
         )
 
 
-def float_tensors(flatbuffer: bytes) -> list[str]:
-    """Names of float32 tensors other than the model's inputs and outputs (none in an integer model)."""
-    interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
-    edges = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
-    return [
-        d["name"]
-        for d in interpreter.get_tensor_details()
-        if d["dtype"] == np.float32 and d["index"] not in edges
-    ]
-
-
 def check_integer(flatbuffer: bytes, name: str) -> None:
     """Raise unless LiteRT can run the model and every tensor inside it is an integer one."""
     try:  # kernels check their parameters when they first run
@@ -136,26 +145,3 @@ def check_integer(flatbuffer: bytes, name: str) -> None:
             f"INT8 export of {name!r} left {len(leftovers)} float tensors ({shown}): these tensors carry no "
             "quantization range. Quantize with the 'tflite' platform, whose fusing rules match TFLite's kernels."
         )
-
-
-def predict_tflite(flatbuffer: bytes, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Outputs of a single-input TFLite model on ``x`` (float; integer edges are (de)quantized)."""
-    interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        interpreter.resize_tensor_input(inp["index"], batch.shape)
-        interpreter.allocate_tensors()
-        if inp["dtype"] != np.float32:
-            scale, zero_point = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
-        interpreter.set_tensor(inp["index"], batch.astype(inp["dtype"]))
-        interpreter.invoke()
-        result = interpreter.get_tensor(out["index"]).astype(np.float32)
-        if out["dtype"] != np.float32:
-            scale, zero_point = out["quantization"]
-            result = (result - zero_point) * scale
-        results.append(result)
-    return np.concatenate(results)

@@ -11,6 +11,7 @@ import kerasq
 from kerasq.export import ExportError, KerasExportSerializationFormat, QuantizationFormat, keras_export_model
 from kerasq.export import exporter as exporter_module
 from kerasq.export.atomic import atomic_output
+from kerasq.export.tflite import Conversion
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +30,25 @@ def quantized(cifar):
 
 def test_keras_round_trip(quantized, tmp_path):
     q_model, x = quantized
-    path = keras_export_model(q_model, tmp_path / "m.keras")
+    path = keras_export_model(q_model, tmp_path / "m.keras").path
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), q_model.predict(x, verbose=0))
 
 
 def test_savedmodel_round_trip(quantized, tmp_path):
     q_model, x = quantized
-    path = keras_export_model(q_model, tmp_path / "saved", serialization_format="savedmodel")
+    path = keras_export_model(q_model, tmp_path / "saved", serialization_format="savedmodel").path
     served = tf.saved_model.load(str(path))
     np.testing.assert_allclose(served.serve(x).numpy(), q_model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_fake_quant_tflite_is_float_and_matches(quantized, tmp_path):
-    from kerasq.export.tflite import predict_tflite
+    from kerasq.export.runtimes import predict_litert
 
     q_model, x = quantized
     path = keras_export_model(q_model, tmp_path / "fq.tflite", KerasExportSerializationFormat.TFLITE,
-                              QuantizationFormat.FAKELY_QUANT)  # fmt: skip
-    out = predict_tflite(path.read_bytes(), x)
+                              QuantizationFormat.FAKELY_QUANT).path  # fmt: skip
+    out = predict_litert(path.read_bytes(), x)
     np.testing.assert_allclose(out, q_model.predict(x, verbose=0), atol=1e-5)
 
 
@@ -55,7 +56,7 @@ def test_int8_tflite_smaller_than_float(quantized, tmp_path):
     q_model, _ = quantized
     fq = keras_export_model(q_model, tmp_path / "fq.tflite", "tflite", "fakely_quant")
     int8 = keras_export_model(q_model, tmp_path / "q.tflite", "tflite", "int8")
-    assert int8.stat().st_size < fq.stat().st_size
+    assert int8.size_bytes == int8.path.stat().st_size < fq.path.stat().st_size
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,7 @@ def test_interrupted_export_leaves_no_partial_file(quantized, tmp_path, monkeypa
     target = tmp_path / "q.tflite"
     target.write_bytes(b"previous model")
 
-    monkeypatch.setattr(exporter_module, "convert_to_tflite", lambda *a, **k: b"x" * 10)
+    monkeypatch.setattr(exporter_module, "convert", lambda *a, **k: Conversion(b"x" * 10, ()))
 
     def interrupted_write(self, data):  # Ctrl-C while the file is being written
         self.open("wb").write(data[:3])
