@@ -129,12 +129,23 @@ def assemble(
     mixed: MixedPrecisionReport | None = None,
 ) -> tuple[keras.Model, QuantizationInfo]:
     """The quantized model of ``graph`` on ``params``, and its report."""
-    quantized = build_model(graph, plan, params, name=f"{prepared.model.name}_quantized").model
+    name = f"{prepared.model.name}_quantized"
+    quantized = build_model(graph, plan, params, name=name, sample_shapes=_sample_shapes(prepared)).model
     info = build_info(
         graph, plan, params, prepared.tpc.name, _float_bytes(prepared.model),
         resource_utilization(graph, plan), mixed, prepared.warnings,
     )  # fmt: skip
     return quantized, info
+
+
+def _sample_shapes(prepared: Prepared) -> dict[int, tuple[int, ...]]:
+    """Model inputs with unknown (non-batch) dimensions -> the shape of one calibration sample."""
+    graph = prepared.graph
+    dynamic = [i for i, t in enumerate(graph.inputs) if None in graph.tensors[t].shape[1:]]
+    if not dynamic:
+        return {}
+    batch = prepared.data.first_batch()
+    return {graph.inputs[i]: tuple(int(d) for d in batch[i].shape[1:]) for i in dynamic}
 
 
 def plan_model(
@@ -164,12 +175,14 @@ def _observe(
 ) -> dict[int, TensorStats]:
     """Histogram every tensor the plan quantizes (or just ``tensors``), in one pass of the float model."""
     ids = [t for t, spec in plan.activations.items() if spec.fixed_range is None]  # shared too: for reports
+    ids += sorted(plan.fused)  # for runtimes that store what the platform fuses (FusedTensorRange)
     ids = ids if tensors is None else list(tensors)
     if not ids:
         return {}
     built = build_model(graph)
     probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids])
-    names = [plan.activations[t].producer for t in ids]
+    producers = {t: node.name for node in graph.nodes for t in node.outputs}
+    names = [plan.activations[t].producer if t in plan.activations else producers[t] for t in ids]
     return dict(zip(ids, collect_statistics(probe, names, data, bins), strict=True))
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import keras
 
-from kerasq.graph.model_graph import Graph, Node, TensorRef
+from kerasq.graph.model_graph import Graph, Node, resolve_refs
 from kerasq.params import QuantParams
 from kerasq.params.selection import QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
-from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
+from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
 
 
 @dataclass
@@ -41,15 +41,23 @@ def quantizer_name(producer: str, index: int, total: int) -> str:
     return f"{producer}_activation_quantizer" if total == 1 else f"{producer}_{index}_activation_quantizer"
 
 
-def _replace_refs(structure: Any, tensors: dict[int, Any]) -> Any:
-    return keras.tree.map_structure(lambda v: tensors[v.id] if isinstance(v, TensorRef) else v, structure)
-
-
 def _kernel_grid(params: QuantParams) -> dict:
     axes = params.channel_axis
     axes = [] if axes is None else [axes] if isinstance(axes, int) else list(axes)
     return {"n_bits": params.n_bits, "qmin": params.qmin, "qmax": params.qmax, "method": params.method.value,
             "axes": axes}  # fmt: skip
+
+
+def _neighbour_kinds(graph: Graph) -> dict[int, tuple[str, str]]:
+    """Tensor id -> (kind of its producer, kind of its first consumer); "" where there is none."""
+    kinds: dict[int, list[str]] = {}
+    for node in graph.nodes:
+        for tid in node.outputs:
+            kinds.setdefault(tid, [node.kind or "", ""])
+        for tid in node.inputs:
+            entry = kinds.setdefault(tid, ["", ""])
+            entry[1] = entry[1] or node.kind or ""
+    return {tid: (producer, consumer) for tid, (producer, consumer) in kinds.items()}
 
 
 def build_model(
@@ -59,23 +67,35 @@ def build_model(
     name: str | None = None,
     wrapper: type[QuantizeWrapper] = QuantizeWrapper,
     activation_quantizer: type[ActivationQuantizer] = ActivationQuantizer,
+    sample_shapes: dict[int, tuple[int, ...]] | None = None,
 ) -> BuiltModel:
     """Replay ``graph`` with cloned layers; insert quantizers where ``params`` has grids.
 
+    ``sample_shapes``: model input id -> one calibration sample's shape, kept by the input's quantizer when
+    the input has unknown dimensions (exporters run the file once at that shape).
     ``wrapper`` / ``activation_quantizer``: the layer classes to insert (subclasses let a training stage, such
     as gradient-based rounding, add its own variables while the graph and the grids stay the same).
     """
     act_params = params.activations if params else {}
     weight_params = params.weights if params else {}
+    fused_params = params.fused if params else {}
+    kinds = _neighbour_kinds(graph) if fused_params else {}
     tensors: dict[int, Any] = {}  # id -> tensor consumers read (quantized when planned)
     raw: dict[int, Any] = {}  # id -> tensor before its activation quantizer
 
     def publish(ids: list[int], values: list[Any], producer: str) -> None:
         for k, (tid, value) in enumerate(zip(ids, values, strict=True)):
             raw[tid] = value
+            if tid in fused_params:
+                value = FusedTensorRange.from_params(
+                    fused_params[tid], *kinds[tid], name=f"{producer}_fused_range" if len(ids) == 1 else
+                    f"{producer}_{k}_fused_range",
+                )(value)  # fmt: skip
             if tid in act_params:
                 qname = quantizer_name(producer, k, len(ids))
-                value = activation_quantizer.from_params(act_params[tid], name=qname)(value)
+                quantizer = activation_quantizer.from_params(act_params[tid], name=qname)
+                quantizer.sample_shape = (sample_shapes or {}).get(tid)
+                value = quantizer(value)
             tensors[tid] = value
 
     inputs = []
@@ -98,11 +118,11 @@ def build_model(
                 op = wrapper(op, kind=node.kind, kernel_quantizers=grids, name=f"quant_{node.name}")
             by_op[id(node.op)] = op
         layers[node.name] = op
-        outputs = op(*_replace_refs(node.args, tensors), **_replace_refs(node.kwargs, tensors))
+        outputs = op(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
         publish(node.outputs, keras.tree.flatten(outputs), node.name)
 
     model_inputs = inputs[0] if len(inputs) == 1 else inputs  # a single input stays a plain tensor
-    model = keras.Model(model_inputs, _replace_refs(graph.outputs, tensors), name=name or graph.name)
+    model = keras.Model(model_inputs, resolve_refs(graph.outputs, tensors), name=name or graph.name)
     for layer, node in weights_to_load:
         if node.layer_weights:
             layer.set_weights(node.layer_weights)

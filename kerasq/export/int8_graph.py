@@ -15,13 +15,18 @@ convolutions (the converter rejects per-channel FULLY_CONNECTED), depthwise kern
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
+from kerasq.export.lowering import LOWERINGS, REASONS, LoweredActivation
+from kerasq.export.report import Requantization
+from kerasq.graph import read_model
+from kerasq.graph.model_graph import Graph, Node, resolve_refs
+from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
 
 
@@ -29,35 +34,72 @@ class ExportError(ValueError):
     """The model cannot be exported in the requested format; the message says why and what to do."""
 
 
-def activation_range(q: ActivationQuantizer) -> tuple[float, float]:
+def grid_values(q: ActivationQuantizer) -> np.ndarray:
+    """Every value ``q``'s grid can take (float32, ascending)."""
     scale, zero_point = q.grid()
-    return (q.qmin - zero_point) * scale, (q.qmax - zero_point) * scale
+    return ((np.arange(q.qmin, q.qmax + 1) - zero_point) * scale).astype(np.float32)
+
+
+def storage_range(q: ActivationQuantizer) -> tuple[float, float, int]:
+    """(lo, hi, bits) of the integer tensor that holds ``q``'s grid with ``q``'s own scale.
+
+    16-bit grids are int16 tensors. A grid of at most 8 bits lives in an int8 tensor with the same scale: its
+    levels are 256 consecutive steps that contain the grid's ``qmax - qmin + 1`` levels (and zero).
+    """
+    scale, zero_point = q.grid()
+    if q.n_bits > 8:
+        return (q.qmin - zero_point) * scale, (q.qmax - zero_point) * scale, q.n_bits
+    low = q.qmin - (255 - (q.qmax - q.qmin)) // 2  # the grid sits in the middle of the int8 levels
+    return (low - zero_point) * scale, (low + 255 - zero_point) * scale, 8
 
 
 class TFFakeQuantActivation(keras.layers.Layer):
-    """Export-only twin of ``ActivationQuantizer`` using TensorFlow's fake-quant op."""
+    """Export-only twin of ``ActivationQuantizer`` using TensorFlow's fake-quant op.
 
-    def __init__(self, source: ActivationQuantizer, **kwargs: Any) -> None:
+    A grid narrower than 8 bits is stored in int8 with its own scale and clipped to its levels by a
+    MINIMUM / MAXIMUM pair on the same scale, so the integer file computes exactly what the Keras layer does.
+    """
+
+    def __init__(self, source: ActivationQuantizer, name: str | None = None, **kwargs: Any) -> None:
         # Short names: they end up in every tensor name of the flatbuffer.
-        super().__init__(name=source.name.replace("_activation_quantizer", "_aq"), **kwargs)
-        self.range = activation_range(source)
+        super().__init__(name=name or source.name.replace("_activation_quantizer", "_aq"), **kwargs)
+        self.lo, self.hi, self.n_bits = storage_range(source)
+        values = grid_values(source)
+        self.clip = (float(values[0]), float(values[-1])) if source.n_bits < 8 else None
 
-        self.n_bits = (
-            source.n_bits
-        )  # 8, or 16 for int16x8 (the range then has exactly 65535 steps of the scale)
+    def _fake_quant(self, x: Any) -> Any:
+        return tf.quantization.fake_quant_with_min_max_vars(x, self.lo, self.hi, num_bits=self.n_bits)
 
     def call(self, x: Any) -> Any:
-        return tf.quantization.fake_quant_with_min_max_vars(
-            x, self.range[0], self.range[1], num_bits=self.n_bits
-        )
+        x = self._fake_quant(x)
+        if self.clip is not None:
+            x = self._fake_quant(tf.clip_by_value(x, *self.clip))
+        return x
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+class TFFakeQuantRange(keras.layers.Layer):
+    """Export-only: an 8-bit fake quant on a fixed range (a tensor the Keras model does not quantize)."""
+
+    def __init__(self, lo: float, hi: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lo, self.hi = float(lo), float(hi)
+
+    def call(self, x: Any) -> Any:
+        return tf.quantization.fake_quant_with_min_max_vars(x, self.lo, self.hi, num_bits=8)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
 
 
 def activation_width(q_model: keras.Model) -> int:
-    """8 (int8 scheme) or 16 (int16x8 scheme: every activation 16-bit, signed, zero point 0); anything else is
-    refused, naming the quantizers that do not fit."""
+    """8 (int8 scheme: every activation grid has at most 8 bits) or 16 (int16x8 scheme: every activation
+    16-bit, signed, zero point 0); anything else is refused, naming the quantizers that do not fit."""
     quantizers = [layer for layer in q_model.layers if isinstance(layer, ActivationQuantizer)]
     widths = {q.n_bits for q in quantizers}
-    if widths <= {8}:
+    if all(bits <= 8 for bits in widths):
         return 8
     if widths == {16}:
         off = [q.name for q in quantizers if q.grid()[1] != 0 or q.qmin != -32768 or q.qmax != 32767]
@@ -68,11 +110,11 @@ def activation_width(q_model: keras.Model) -> int:
                 "activations, or export FAKELY_QUANT."
             )
         return 16
-    others = [f"{q.name} ({q.n_bits}-bit)" for q in quantizers if q.n_bits != 8]
+    others = [f"{q.name} ({q.n_bits}-bit)" for q in quantizers if q.n_bits > 8]
     raise ExportError(
-        "TFLite integer export needs one activation width everywhere: 8 bits (int8), or 16 bits (int16x8). "
-        f"Activation quantizers with other widths: {', '.join(others)}. Re-quantize them, or export "
-        "FAKELY_QUANT (float TFLite graph)."
+        "TFLite integer export needs activations of at most 8 bits everywhere (int8 scheme), or 16 bits "
+        f"everywhere (int16x8). Activation quantizers wider than 8 bits: {', '.join(others)}. Re-quantize them "
+        "(e.g. a BitWidthConfig or network-editor rule), or export FAKELY_QUANT (float TFLite graph)."
     )
 
 
@@ -101,144 +143,247 @@ def int4_kernel(kind: str, spec: dict) -> bool:
 
 
 class TFQuantizedWeighted(keras.layers.Layer):
-    """Export-only twin of ``QuantizeWrapper``: the same op on a TensorFlow fake-quantized kernel."""
+    """Export-only twin of ``QuantizeWrapper``: the same op on a TensorFlow fake-quantized kernel.
+
+    Every check happens here, at construction, so a refusal is an ``ExportError`` naming the layer (an error
+    raised inside ``call`` would reach the user wrapped in Keras's own exception). ``requantized`` says why the
+    file's kernel differs from the Keras kernel, when it does.
+    """
 
     def __init__(self, source: QuantizeWrapper, int4_weights: bool = False, **kwargs: Any) -> None:
         super().__init__(name=source.layer.name, **kwargs)
-        self.source = source
-        # storage width per kernel: int4 where asked and the grid fits, else int8
-        self._bits = {
-            name: 4 if int4_weights and int4_kernel(source.kind, spec) else 8
-            for name, spec in source.kernel_quantizers.items()
-        }
-        self.layer = source.layer
-        for name, spec in source.kernel_quantizers.items():
-            scale, zero_point = source.kernel_grid(name)
-            if spec["n_bits"] > 8 or spec["qmin"] < -127 or np.any(zero_point != 0):
-                raise ExportError(
-                    f"Layer {source.layer.name!r}: kernel {name!r} is not on a symmetric int8 grid "
-                    f"({spec['n_bits']} bits, qmin {spec['qmin']}); INT8 TFLite export needs symmetric weights "
-                    "of at most 8 bits with narrow range (the 'tflite' platform does this)."
-                )
-        self._scales = {name: source.kernel_grid(name)[0] for name in source.kernel_quantizers}
-        # Kernels already on their (possibly < 8-bit) grids; the int8 fake quant below is then exact.
-        self._kernels = {name: np.asarray(k) for name, k in source.quantized_kernels().items()}
+        self.source, self.layer, self.kind = source, source.layer, source.kind
+        if self.kind not in ("conv", "depthwise_conv", "conv_transpose", "dense"):
+            raise ExportError(
+                f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has no INT8 TFLite lowering; kerasq "
+                "splits separable convolutions into depthwise + pointwise when it quantizes, so re-quantize the "
+                "float model with kerasq."
+            )
         if getattr(self.layer, "data_format", "channels_last") != "channels_last":
             raise ExportError(
                 f"Layer {self.layer.name!r} uses channels_first, which TFLite does not support."
             )
+        if len(self.layer.kernel.shape) > 4:
+            raise ExportError(
+                f"Layer {self.layer.name!r} ({type(self.layer).__name__}): 3-D convolutions have no INT8 TFLite "
+                "lowering in kerasq; export FAKELY_QUANT, or use 2-D convolutions."
+            )
+        spec = source.kernel_quantizers["kernel"]
+        scale, zero_point = source.kernel_grid("kernel")
+        if spec["n_bits"] > 8 or spec["qmin"] < -127 or np.any(zero_point != 0):
+            raise ExportError(
+                f"Layer {self.layer.name!r}: kernel is not on a symmetric int8 grid ({spec['n_bits']} bits, qmin "
+                f"{spec['qmin']}); INT8 TFLite export needs symmetric weights of at most 8 bits with narrow range "
+                "(both built-in platforms quantize weights so)."
+            )
+        self.bits = 4 if int4_weights and int4_kernel(self.kind, spec) else 8  # storage width of the kernel
+        # The kernel already on its (possibly < 8-bit) grid: the int8 fake quant below is then exact.
+        kernel = np.asarray(source.quantized_kernels()["kernel"], np.float32)
+        self.requantized: str | None = None
+        self.kernel = self._fake_quant_kernel(kernel, np.asarray(scale, np.float32), list(spec["axes"]))
 
-    def _scale(self, name: str) -> np.ndarray:
-        return self._scales[name]
+    def _fake_quant_kernel(self, kernel: np.ndarray, scale: np.ndarray, axes: list[int]) -> tf.Tensor:
+        """The kernel through TensorFlow fake quant, laid out as the op below reads it.
+
+        The converter keeps per-channel scales only along the last axis of the constant it quantizes, and it
+        may reshape that constant but not transpose it. So Conv1D kernels gain a leading axis, depthwise
+        kernels are quantized as [kh, kw, 1, in * multiplier], and dense kernels as 1x1 convolutions.
+        """
+        rank = kernel.ndim
+        if self.kind == "dense" or (self.kind == "conv" and rank == 3):
+            kernel = kernel.reshape(1, *kernel.shape) if rank == 3 else kernel.reshape(1, 1, *kernel.shape)
+            axes = [a + 4 - rank for a in axes]
+        elif self.kind == "depthwise_conv":
+            spatial = (1,) * (4 - rank) + kernel.shape[:-2]  # DepthwiseConv1D runs as a 2-D op
+            flat = kernel.reshape(*spatial, 1, kernel.shape[-2] * kernel.shape[-1])
+            quantized = self._fake_quant_kernel_flat(flat, scale, bool(axes))
+            return tf.reshape(quantized, [*spatial, *kernel.shape[-2:]])
+        if axes and axes != [
+            kernel.ndim - 1
+        ]:  # transposed convolutions: channels on axis 2 of [kh, kw, out, in]
+            step = float(np.max(np.abs(kernel))) / 127.0 or 1.0
+            self.requantized = (
+                "kernel re-gridded per tensor (int8, one scale): the TFLite converter keeps no per-channel scales "
+                "on a transposed-convolution kernel; use the 'tflite' platform, which quantizes it per tensor"
+            )
+            return _per_tensor(tf.constant(kernel), step, 8)
+        return self._fake_quant_kernel_flat(kernel, scale, bool(axes))
+
+    def _fake_quant_kernel_flat(self, kernel: np.ndarray, scale: np.ndarray, per_channel: bool) -> tf.Tensor:
+        if per_channel:
+            return _per_channel(tf.constant(kernel), scale, self.bits)
+        return _per_tensor(tf.constant(kernel), float(scale.reshape(-1)[0]), self.bits)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
 
-    def _kernel(self, name: str) -> tf.Tensor:
-        """Kernel fake-quantized along its own channel axes (last axis, or per tensor)."""
-        kernel = tf.constant(self._kernels[name])
-        axes = self.source.kernel_quantizers[name]["axes"]
-        scale = self._scale(name)
-        if not axes:
-            return _per_tensor(kernel, float(scale.reshape(-1)[0]), self._bits[name])
-        if list(axes) == [kernel.shape.rank - 1]:
-            return _per_channel(kernel, scale, self._bits[name])
-        raise ExportError(
-            f"Layer {self.layer.name!r}: per-channel kernel {name!r} along axes {axes} cannot be expressed "
-            "for the TFLite converter; use per-tensor weights for this layer (the 'tflite' platform does)."
-        )
-
     def call(self, x: Any) -> Any:
-        kind, layer = self.source.kind, self.layer
-        if kind in ("conv", "depthwise_conv") and len(layer.kernel.shape) == 3:
-            y = self._conv1d(x)
-        elif kind == "dense":
+        layer = self.layer
+        if self.kind == "dense":
             y = self._dense(x)
-        elif kind == "depthwise_conv":
-            y = self._depthwise(x)
-        elif kind in ("conv", "conv_transpose"):
-            y = LINEAR_OPS[kind](layer, x, {"kernel": self._kernel("kernel")})
+        elif self.kind == "conv_transpose":
+            y = LINEAR_OPS["conv_transpose"](layer, x, {"kernel": self.kernel})
+        elif (
+            len(layer.kernel.shape) == 3
+        ):  # Conv1D / DepthwiseConv1D as 2-D ops on [batch, 1, steps, channels]
+            y = tf.squeeze(self._conv2d(tf.expand_dims(self._causal_pad(x), 1), (1, *layer.strides),
+                                        (1, *layer.dilation_rate)), 1)  # fmt: skip
         else:
-            raise ExportError(
-                f"Layer {layer.name!r} ({type(layer).__name__}) has no INT8 TFLite lowering; kerasq splits "
-                "separable convolutions into depthwise + pointwise when quantizing for the 'tflite' platform."
-            )
+            y = self._conv2d(x, layer.strides, layer.dilation_rate)
         if layer.bias is not None:
             y = y + layer.bias
         return layer.activation(y) if layer.activation is not None else y
 
+    def _causal_pad(self, x: Any) -> Any:
+        layer = self.layer
+        if getattr(layer, "padding", None) != "causal":
+            return x
+        return tf.pad(x, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
+
+    def _conv2d(self, x: Any, strides: tuple[int, ...], dilations: tuple[int, ...]) -> Any:
+        """The raw TensorFlow ops, which carry dilation themselves: ``tf.nn.convolution`` would rewrite a
+        dilated convolution as SpaceToBatchND / BatchToSpaceND around it, tensors the converter leaves float."""
+        padding = "VALID" if self.layer.padding in ("valid", "causal") else "SAME"
+        if self.kind == "depthwise_conv":
+            return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=self.kernel, strides=[1, *strides, 1],
+                                                   padding=padding, dilations=[1, *dilations, 1])  # fmt: skip
+        return tf.raw_ops.Conv2D(input=x, filter=self.kernel, strides=[1, *strides, 1], padding=padding,
+                                 dilations=[1, *dilations, 1])  # fmt: skip
+
     def _dense(self, x: Any) -> Any:
-        kernel = tf.constant(self._kernels["kernel"])
-        axes = self.source.kernel_quantizers["kernel"]["axes"]
-        if not axes:
-            return tf.matmul(
-                x, _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0]), self._bits["kernel"])
-            )
-        units_in, units_out = kernel.shape
-        qkernel = _per_channel(
-            tf.reshape(kernel, [1, 1, units_in, units_out]), self._scale("kernel"), self._bits["kernel"]
-        )
-        y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, units_in]), qkernel, 1, "VALID")
+        """Dense as a 1x1 convolution (the converter rejects per-channel FULLY_CONNECTED constants)."""
+        units_in, units_out = self.kernel.shape[-2:]
+        y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, units_in]), self.kernel, 1, "VALID")
         inner = x.shape[1:-1]
         if all(d is not None for d in inner):  # static shape: a plain RESHAPE, no shape arithmetic ops
             return tf.reshape(y, [-1, *inner, units_out])
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [units_out]], 0))
 
-    def _conv1d(self, x: Any) -> Any:
-        """1-D convolutions as 2-D ones on [batch, 1, steps, channels], kernel expanded before quantizing."""
-        layer = self.layer
-        padding = layer.padding
-        if padding == "causal":
-            x = tf.pad(x, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
-            padding = "valid"
-        kernel = tf.constant(self._kernels["kernel"])
-        steps, channels_in, last = kernel.shape
-        x4 = tf.expand_dims(x, 1)
-        strides, dilations = (1, layer.strides[0]), (1, layer.dilation_rate[0])
-        per_channel = bool(self.source.kernel_quantizers["kernel"]["axes"])
-        scale = self._scale("kernel")
-        if self.source.kind == "conv":
-            k4 = tf.reshape(kernel, [1, steps, channels_in, last])
-            bits = self._bits["kernel"]
-            k4 = (
-                _per_channel(k4, scale, bits)
-                if per_channel
-                else _per_tensor(k4, float(scale.reshape(-1)[0]), bits)
-            )
-            y = tf.nn.conv2d(x4, k4, strides, padding.upper(), dilations=dilations)
+
+# Kinds whose TFLite kernels apply a following RELU / RELU6 themselves (the converter fuses the pair), so the
+# tensor between them is never stored.
+_TFLITE_FUSES_ACTIVATION = ("conv", "depthwise_conv", "dense", "add", "subtract", "multiply")
+_TFLITE_FUSED_ACTIVATIONS = ("relu", "relu6")
+# Kinds whose integer TFLite kernels keep the input grid on the output (values stay on the grid).
+_GRID_PRESERVING = ("reshape", "flatten", "permute", "dropout", "identity", "zero_padding", "cropping", "max_pool",
+                    "global_max_pool", "upsampling")  # fmt: skip
+
+
+def _layer_name(node: Node) -> str:
+    return node.op.layer.name if isinstance(node.op, QuantizeWrapper) else node.name
+
+
+def tflite_fuses(fused: FusedTensorRange) -> bool:
+    """TFLite never stores this tensor either: its producer's kernel applies the consumer (relu / relu6)."""
+    return (
+        fused.producer_kind in _TFLITE_FUSES_ACTIVATION and fused.consumer_kind in _TFLITE_FUSED_ACTIVATIONS
+    )
+
+
+def _relu_output_quantizer(fused: Node, consumers: dict[int, list[Node]]) -> ActivationQuantizer | None:
+    """The quantizer right after the relu / relu6 that reads fused tensor ``fused`` (None if there is none)."""
+    readers = consumers.get(fused.outputs[0], [])
+    if len(readers) != 1 or readers[0].kind not in _TFLITE_FUSED_ACTIVATIONS:
+        return None
+    after = consumers.get(readers[0].outputs[0], [])
+    if len(after) == 1 and isinstance(after[0].op, ActivationQuantizer) and after[0].op.n_bits <= 8:
+        return after[0].op
+    return None
+
+
+def _relu_exact(relu: Node, grid: ActivationQuantizer) -> bool:
+    """relu(q(x)) == q(relu(x)) on ``grid`` (zero is a level); for relu6 also 6 must be a level or above the top."""
+    if relu.kind == "relu":
+        return True
+    scale, zero_point = grid.grid()
+    top, six = grid_values(grid)[-1], 6.0 / scale
+    return bool(top <= 6.0 or abs(six - round(six)) < 1e-6)
+
+
+@dataclass(frozen=True)
+class ExportGraph:
+    """What the converter gets, and what the exporter needs to check and report its result.
+
+    Attributes:
+        model: ``q_model`` computed with TensorFlow fake-quant ops.
+        requantized: the places where ``model`` rounds a tensor that ``q_model`` keeps exact.
+        sample_shapes: per model input, one calibration sample's shape where the input has unknown
+            dimensions (None otherwise).
+    """
+
+    model: keras.Model
+    requantized: list[Requantization]
+    sample_shapes: list[tuple[int, ...] | None]
+
+
+def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGraph:
+    """A Keras model computing ``q_model`` with TensorFlow fake-quant ops (for the TFLite converter only), and
+    the places where it requantizes a tensor that ``q_model`` keeps exact.
+
+    The quantized model is read back as a graph and replayed: quantizers and weighted layers become their
+    TensorFlow fake-quant twins; a tensor the platform fused but TFLite stores (``FusedTensorRange``) gets the
+    8-bit grid recorded at quantization time; activations TFLite has no single integer kernel for are lowered
+    (``kerasq.export.lowering``). ``int4_weights``: kernels on grids of at most 4 bits get 4-bit fake quant.
+    """
+    graph = read_model(q_model)
+    producers, consumers = graph.producers(), graph.consumers()
+    requantized: list[Requantization] = []
+    tensors: dict[int, Any] = {}
+    levels: dict[int, np.ndarray] = {}  # tensor id -> every value it can take in the file, where known
+    inputs = []
+    for tid, name in zip(graph.inputs, graph.input_names, strict=True):
+        info = graph.tensors[tid]
+        inputs.append(keras.Input(batch_shape=info.shape, dtype=info.dtype, name=name))
+        tensors[tid] = inputs[-1]
+    for node in graph.nodes:
+        op, source = node.op, node.inputs[0] if node.inputs else None
+        if isinstance(op, ActivationQuantizer):
+            twin = TFFakeQuantActivation(op)
+            levels[node.outputs[0]] = grid_values(op)
+        elif isinstance(op, FusedTensorRange):
+            if tflite_fuses(op):
+                tensors[node.outputs[0]] = tensors[source]
+                continue
+            after = _relu_output_quantizer(node, consumers)
+            if (
+                after is not None
+            ):  # stored on the relu's output grid: the relu then computes exactly as in Keras
+                twin = TFFakeQuantActivation(after, name=op.name)
+                levels[node.outputs[0]] = grid_values(after)
+                if not _relu_exact(consumers[node.outputs[0]][0], after):
+                    requantized.append(Requantization(
+                        _layer_name(producers[source]),
+                        "output stored on the grid of the relu6 after it, whose top level is not 6",
+                    ))  # fmt: skip
+            else:
+                lo, hi = op.grid_range()
+                twin = TFFakeQuantRange(lo, hi, name=op.name)
+                levels[node.outputs[0]] = np.linspace(lo, hi, 256, dtype=np.float32)
+                requantized.append(Requantization(
+                    _layer_name(producers[source]),
+                    f"output stored as int8 on [{lo:.4g}, {hi:.4g}] (the platform fuses it into "
+                    f"{op.consumer_kind or 'the next op'}; TFLite stores it)",
+                ))  # fmt: skip
+        elif isinstance(op, QuantizeWrapper):
+            twin = TFQuantizedWeighted(op, int4_weights)
+            if twin.requantized:
+                requantized.append(Requantization(op.layer.name, twin.requantized))
+        elif node.kind in LOWERINGS and len(node.inputs) == 1 and source in levels:
+            twin = LoweredActivation(node.kind, levels[source], name=node.name)
+            requantized.append(Requantization(node.name, REASONS[node.kind]))
         else:
-            flat = tf.reshape(kernel, [1, steps, 1, channels_in * last])
-            flat = (
-                _per_channel(flat, scale, self._bits["kernel"])
-                if per_channel
-                else _per_tensor(flat, float(scale.reshape(-1)[0]), self._bits["kernel"])
-            )
-            k4 = tf.reshape(flat, [1, steps, channels_in, last])
-            y = tf.nn.depthwise_conv2d(x4, k4, (1, *strides, 1), padding.upper(), dilations=dilations)
-        return tf.squeeze(y, 1)
-
-    def _depthwise(self, x: Any) -> Any:
-        layer = self.layer
-        kernel = tf.constant(self._kernels["kernel"])
-        axes = self.source.kernel_quantizers["kernel"]["axes"]
-        if axes:
-            shape = kernel.shape
-            flat = tf.reshape(kernel, [*shape[:-2], 1, shape[-2] * shape[-1]])
-            kernel = tf.reshape(_per_channel(flat, self._scale("kernel"), self._bits["kernel"]), shape)
-        else:
-            kernel = _per_tensor(kernel, float(self._scale("kernel").reshape(-1)[0]), self._bits["kernel"])
-        return LINEAR_OPS["depthwise_conv"](layer, x, {"kernel": kernel})
+            twin = op
+        outputs = twin(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
+        tensors.update(zip(node.outputs, keras.tree.flatten(outputs), strict=True))
+        if node.kind in _GRID_PRESERVING and source in levels:
+            levels[node.outputs[0]] = levels[source]
+    model_inputs = inputs[0] if len(inputs) == 1 else inputs
+    model = keras.Model(model_inputs, resolve_refs(graph.outputs, tensors), name=q_model.name)
+    return ExportGraph(model, requantized, [_sample_shape(graph, tid, consumers) for tid in graph.inputs])
 
 
-def export_graph(q_model: keras.Model, int4_weights: bool = False) -> keras.Model:
-    """A Keras model computing ``q_model`` with TensorFlow fake-quant ops (for the TFLite converter only).
-    ``int4_weights``: kernels on grids of at most 4 bits get 4-bit fake quant (the converter's int4 weights)."""
-
-    def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if isinstance(layer, ActivationQuantizer):
-            return TFFakeQuantActivation(layer)
-        if isinstance(layer, QuantizeWrapper):
-            return TFQuantizedWeighted(layer, int4_weights)
-        return layer
-
-    return keras.models.clone_model(q_model, clone_function=swap)
+def _sample_shape(graph: Graph, tensor: int, consumers: dict[int, list[Node]]) -> tuple[int, ...] | None:
+    for reader in consumers.get(tensor, []):
+        if isinstance(reader.op, ActivationQuantizer) and reader.op.sample_shape is not None:
+            return reader.op.sample_shape
+    return None

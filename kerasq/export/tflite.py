@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasq.export.formats import QuantizationFormat
-from kerasq.export.int8_graph import ExportError, activation_width, export_graph, int4_kernel
+from kerasq.export.int8_graph import ExportError, ExportGraph, activation_width, export_graph, int4_kernel
 from kerasq.export.int16x8 import widen_int16_biases
 from kerasq.export.report import Requantization
 from kerasq.export.runtimes import float_tensors, litert_interpreter_module
@@ -71,7 +71,8 @@ def convert(
                     "int4 weights apply to the int8 scheme only, not to int16x8 (16-bit activations)."
                 )
             _check_int4_compatible(q_model)
-        converter = _converter(export_graph(q_model, int4_weights), Path(tmp))
+        graph = export_graph(q_model, int4_weights)
+        converter = _converter(graph.model, Path(tmp))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if width == 16:
             converter.target_spec.supported_ops = [
@@ -89,7 +90,7 @@ def convert(
     if width == 16:
         flatbuffer, _ = widen_int16_biases(flatbuffer)
     try:
-        check_integer(flatbuffer, q_model.name)
+        check_integer(flatbuffer, graph, width)
     except ExportError as err:
         if not int4:
             raise
@@ -97,7 +98,7 @@ def convert(
             f"{err} In its int4 (low-bit) mode the TFLite converter does not find ranges for ops that have no "
             "quantizer of their own (such as the sigmoid inside swish); export without int4_weights."
         ) from err
-    return Conversion(flatbuffer, ())
+    return Conversion(flatbuffer, tuple(graph.requantized))
 
 
 def _int4_layers(q_model: keras.Model) -> list[str]:
@@ -125,23 +126,49 @@ def _check_int4_compatible(q_model: keras.Model) -> None:
         )
 
 
-def check_integer(flatbuffer: bytes, name: str) -> None:
+def _run_once(flatbuffer: bytes, sample_shapes: list[tuple[int, ...] | None]) -> None:
+    """Run the file once on zeros, at a calibration sample's shape where an input has unknown dimensions."""
+    interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
+    details = interpreter.get_input_details()
+    for detail, sample in zip(details, sample_shapes + [None] * len(details), strict=False):
+        if sample is not None and np.any(detail["shape_signature"] < 0):
+            interpreter.resize_tensor_input(detail["index"], [1, *sample])
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+
+
+def _layers_of(tensor_names: list[str], model: keras.Model) -> list[str]:
+    """The ``model`` layers the converter's tensor names come from (names look like ``model_1/layer_1/op``)."""
+    found = []
+    for layer in model.layers:
+        if type(layer).__name__.startswith("TFFakeQuant"):  # the quantize step in front of a float op
+            continue
+        if any(f"/{layer.name}_1/" in t or f"/{layer.name}/" in t for t in tensor_names):
+            found.append(f"{layer.name!r} ({type(layer).__name__})")
+    return found
+
+
+def check_integer(flatbuffer: bytes, graph: ExportGraph, width: int) -> None:
     """Raise unless LiteRT can run the model and every tensor inside it is an integer one."""
+    name = graph.model.name
     try:  # kernels check their parameters when they first run
-        interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
-        interpreter.allocate_tensors()
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-        interpreter.invoke()
+        _run_once(flatbuffer, graph.sample_shapes)
     except (RuntimeError, ValueError) as err:  # a kernel's own check, e.g. a fixed output scale it needs
-        raise ExportError(
-            f"LiteRT cannot run the converted {name!r}: {err}. The platform's grids do not meet this kernel's "
-            "rules (for int16x8: logistic and tanh need fixed output ranges); export FAKELY_QUANT instead."
-        ) from err
+        hint = (
+            "The platform's grids do not meet this kernel's rules (int16x8: logistic and tanh need fixed output "
+            "ranges); export FAKELY_QUANT instead."
+            if width == 16
+            else "Please report this model to kerasq; export FAKELY_QUANT meanwhile."
+        )
+        raise ExportError(f"LiteRT cannot run the converted {name!r}: {err}. {hint}") from err
     leftovers = float_tensors(flatbuffer)
     if leftovers:
-        shown = ", ".join(leftovers[:8]) + (" ..." if len(leftovers) > 8 else "")
+        layers = _layers_of(leftovers, graph.model) or [", ".join(leftovers[:4])]
         raise ExportError(
-            f"INT8 export of {name!r} left {len(leftovers)} float tensors ({shown}): these tensors carry no "
-            "quantization range. Quantize with the 'tflite' platform, whose fusing rules match TFLite's kernels."
+            f"INT8 export of {name!r} left {len(leftovers)} float tensors, in {', '.join(layers)}: TFLite's "
+            "converter has no integer kernel for these operations as they are written. Replace them with "
+            "operations TFLite runs in int8 (relu, relu6, leaky_relu, hard_swish, sigmoid, tanh, gelu, pooling, "
+            "add, multiply, concatenate, reshape), or export FAKELY_QUANT (float TFLite graph)."
         )

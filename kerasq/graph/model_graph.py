@@ -114,3 +114,8 @@ class Graph:
 
     def with_nodes(self, nodes: list[Node]) -> Graph:
         return replace(self, nodes=nodes)
+
+
+def resolve_refs(structure: Any, tensors: dict[int, Any]) -> Any:
+    """``structure`` (a node's call arguments) with every ``TensorRef`` replaced by ``tensors[ref.id]``."""
+    return keras.tree.map_structure(lambda v: tensors[v.id] if isinstance(v, TensorRef) else v, structure)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from kerasq.core.config import QuantizationConfig
+from kerasq.core.enums import QuantizationMethod
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.weights import named_weights
 from kerasq.params.quant_params import QuantParams
@@ -19,10 +20,15 @@ from kerasq.statistics.outliers import remove_outliers
 
 @dataclass
 class QuantizationParams:
-    """Chosen grids: per activation tensor id, and per node name -> kernel name."""
+    """Chosen grids: per activation tensor id, and per node name -> kernel name.
+
+    ``fused``: an 8-bit uniform grid for each tensor inside a fused chain (not quantized by the platform),
+    for runtimes that store it anyway (see ``FusedTensorRange``).
+    """
 
     activations: dict[int, QuantParams]
     weights: dict[str, dict[str, QuantParams]]
+    fused: dict[int, QuantParams] = field(default_factory=dict)
 
 
 _SIGNED = {"auto": None, "signed": True, "unsigned": False}
@@ -82,6 +88,19 @@ class GridCache:
             self._activations[key] = activation_params(spec, stats, self.qc, n_bits)
         return self._activations[key]
 
+    def fused(self, tensor: int) -> QuantParams:
+        """The 8-bit uniform grid a runtime that stores fused ``tensor`` should use (searched like an
+        activation grid, with the activation error method)."""
+        key = (tensor, -8)
+        if key not in self._activations:
+            stats = self.stats[tensor]
+            self._activations[key] = search_activation_params(
+                stats.counts, stats.hist_range, observed_min=stats.min, observed_max=stats.max, n_bits=8,
+                method=QuantizationMethod.UNIFORM, error_method=self.qc.activation_error_method,
+                l_p_value=self.qc.l_p_value,
+            )  # fmt: skip
+        return self._activations[key]
+
     def weight(self, spec: WeightSpec, n_bits: int) -> QuantParams:
         key = (spec.node, spec.kernel, n_bits)
         if key not in self._weights:
@@ -105,4 +124,5 @@ class GridCache:
                 plan.weights.items(), "kerasq: weight grids", len(plan.weights), "layer"
             )
         }
-        return QuantizationParams(activations=activations, weights=weights)
+        fused = {tid: self.fused(tid) for tid in sorted(plan.fused) if tid in self.stats}
+        return QuantizationParams(activations=activations, weights=weights, fused=fused)

@@ -17,11 +17,14 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def __init__(
         self, n_bits: int = 8, qmin: int = -128, qmax: int = 127, method: str = "power_of_two",
-        signed: bool = True, **kwargs: Any,
+        signed: bool = True, sample_shape: tuple[int, ...] | None = None, **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.n_bits, self.qmin, self.qmax = int(n_bits), int(qmin), int(qmax)
         self.method, self.signed = str(method), bool(signed)
+        # On a model input with unknown dimensions: one calibration sample's shape (no batch axis), so an
+        # exporter can run the file once at a shape the model was calibrated on.
+        self.sample_shape = None if sample_shape is None else tuple(int(d) for d in sample_shape)
         self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=False)
         self.zero_point = self.add_weight(name="zero_point", shape=(), initializer="zeros", trainable=False)
 
@@ -49,6 +52,11 @@ class ActivationQuantizer(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            n_bits=self.n_bits, qmin=self.qmin, qmax=self.qmax, method=self.method, signed=self.signed
+            n_bits=self.n_bits,
+            qmin=self.qmin,
+            qmax=self.qmax,
+            method=self.method,
+            signed=self.signed,
+            sample_shape=self.sample_shape,
         )
         return config
