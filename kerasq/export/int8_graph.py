@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasq.export.lowering import LOWERINGS, REASONS, LoweredActivation
+from kerasq.export.lowering import AFFINE_THEN_CLIP, CLIPPED_RANGE, LOWERINGS, LoweredActivation
 from kerasq.export.report import Requantization
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, resolve_refs
@@ -150,9 +150,18 @@ class TFQuantizedWeighted(keras.layers.Layer):
     file's kernel differs from the Keras kernel, when it does.
     """
 
-    def __init__(self, source: QuantizeWrapper, int4_weights: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        source: QuantizeWrapper,
+        int4_weights: bool = False,
+        output_affine: tuple[float, float] = (1.0, 0.0),
+        **kwargs: Any,
+    ) -> None:
+        """``output_affine=(a, b)``: compute ``a * op(x) + b`` instead (kernel and its grid scaled by ``a``,
+        so the integer kernel is the same; bias ``a * bias + b``): an affine op after the layer folded in."""
         super().__init__(name=source.layer.name, **kwargs)
         self.source, self.layer, self.kind = source, source.layer, source.kind
+        self.factor, self.offset = output_affine
         if self.kind not in ("conv", "depthwise_conv", "conv_transpose", "dense"):
             raise ExportError(
                 f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has no INT8 TFLite lowering; kerasq "
@@ -180,39 +189,50 @@ class TFQuantizedWeighted(keras.layers.Layer):
         # The kernel already on its (possibly < 8-bit) grid: the int8 fake quant below is then exact.
         kernel = np.asarray(source.quantized_kernels()["kernel"], np.float32)
         self.requantized: str | None = None
-        self.kernel = self._fake_quant_kernel(kernel, np.asarray(scale, np.float32), list(spec["axes"]))
+        bias = self.factor * np.asarray(self.layer.bias.numpy()) if self.layer.bias is not None else 0.0
+        has_bias = self.layer.bias is not None or self.offset != 0.0
+        self._bias = np.asarray(bias + self.offset, np.float32) if has_bias else None
+        self._layout_kernel(
+            kernel * self.factor, np.asarray(scale, np.float32) * abs(self.factor), list(spec["axes"])
+        )
 
-    def _fake_quant_kernel(self, kernel: np.ndarray, scale: np.ndarray, axes: list[int]) -> tf.Tensor:
-        """The kernel through TensorFlow fake quant, laid out as the op below reads it.
+    def _layout_kernel(self, kernel: np.ndarray, scale: np.ndarray, axes: list[int]) -> None:
+        """Lay the kernel out for TensorFlow fake quant as the op in ``call`` reads it.
 
         The converter keeps per-channel scales only along the last axis of the constant it quantizes, and it
         may reshape that constant but not transpose it. So Conv1D kernels gain a leading axis, depthwise
-        kernels are quantized as [kh, kw, 1, in * multiplier], and dense kernels as 1x1 convolutions.
+        kernels are quantized as [kh, kw, 1, in * multiplier] then reshaped, and dense kernels become 1x1
+        convolutions. The fake-quant op itself must be built inside ``call`` (in the traced graph): a kernel
+        fake-quantized eagerly would reach the converter as a plain float constant.
         """
         rank = kernel.ndim
+        self._reshape_to: tuple[int, ...] | None = None
         if self.kind == "dense" or (self.kind == "conv" and rank == 3):
             kernel = kernel.reshape(1, *kernel.shape) if rank == 3 else kernel.reshape(1, 1, *kernel.shape)
             axes = [a + 4 - rank for a in axes]
         elif self.kind == "depthwise_conv":
             spatial = (1,) * (4 - rank) + kernel.shape[:-2]  # DepthwiseConv1D runs as a 2-D op
-            flat = kernel.reshape(*spatial, 1, kernel.shape[-2] * kernel.shape[-1])
-            quantized = self._fake_quant_kernel_flat(flat, scale, bool(axes))
-            return tf.reshape(quantized, [*spatial, *kernel.shape[-2:]])
-        if axes and axes != [
+            self._reshape_to = (*spatial, *kernel.shape[-2:])
+            kernel = kernel.reshape(*spatial, 1, kernel.shape[-2] * kernel.shape[-1])
+            axes = [3] if axes else []
+        elif axes and axes != [
             kernel.ndim - 1
         ]:  # transposed convolutions: channels on axis 2 of [kh, kw, out, in]
-            step = float(np.max(np.abs(kernel))) / 127.0 or 1.0
+            scale, axes = np.float32(float(np.max(np.abs(kernel))) / 127.0 or 1.0), []
+            self.bits = 8
             self.requantized = (
                 "kernel re-gridded per tensor (int8, one scale): the TFLite converter keeps no per-channel scales "
                 "on a transposed-convolution kernel; use the 'tflite' platform, which quantizes it per tensor"
             )
-            return _per_tensor(tf.constant(kernel), step, 8)
-        return self._fake_quant_kernel_flat(kernel, scale, bool(axes))
+        self._kernel_values, self._kernel_scale, self._per_channel = kernel, scale, bool(axes)
 
-    def _fake_quant_kernel_flat(self, kernel: np.ndarray, scale: np.ndarray, per_channel: bool) -> tf.Tensor:
-        if per_channel:
-            return _per_channel(tf.constant(kernel), scale, self.bits)
-        return _per_tensor(tf.constant(kernel), float(scale.reshape(-1)[0]), self.bits)
+    def _kernel(self) -> tf.Tensor:
+        kernel = tf.constant(self._kernel_values)
+        if self._per_channel:
+            kernel = _per_channel(kernel, self._kernel_scale, self.bits)
+        else:
+            kernel = _per_tensor(kernel, float(np.reshape(self._kernel_scale, -1)[0]), self.bits)
+        return kernel if self._reshape_to is None else tf.reshape(kernel, self._reshape_to)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
@@ -222,7 +242,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
         if self.kind == "dense":
             y = self._dense(x)
         elif self.kind == "conv_transpose":
-            y = LINEAR_OPS["conv_transpose"](layer, x, {"kernel": self.kernel})
+            y = LINEAR_OPS["conv_transpose"](layer, x, {"kernel": self._kernel()})
         elif (
             len(layer.kernel.shape) == 3
         ):  # Conv1D / DepthwiseConv1D as 2-D ops on [batch, 1, steps, channels]
@@ -230,8 +250,8 @@ class TFQuantizedWeighted(keras.layers.Layer):
                                         (1, *layer.dilation_rate)), 1)  # fmt: skip
         else:
             y = self._conv2d(x, layer.strides, layer.dilation_rate)
-        if layer.bias is not None:
-            y = y + layer.bias
+        if self._bias is not None:
+            y = y + tf.constant(self._bias)
         return layer.activation(y) if layer.activation is not None else y
 
     def _causal_pad(self, x: Any) -> Any:
@@ -245,15 +265,15 @@ class TFQuantizedWeighted(keras.layers.Layer):
         dilated convolution as SpaceToBatchND / BatchToSpaceND around it, tensors the converter leaves float."""
         padding = "VALID" if self.layer.padding in ("valid", "causal") else "SAME"
         if self.kind == "depthwise_conv":
-            return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=self.kernel, strides=[1, *strides, 1],
+            return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=self._kernel(), strides=[1, *strides, 1],
                                                    padding=padding, dilations=[1, *dilations, 1])  # fmt: skip
-        return tf.raw_ops.Conv2D(input=x, filter=self.kernel, strides=[1, *strides, 1], padding=padding,
+        return tf.raw_ops.Conv2D(input=x, filter=self._kernel(), strides=[1, *strides, 1], padding=padding,
                                  dilations=[1, *dilations, 1])  # fmt: skip
 
     def _dense(self, x: Any) -> Any:
         """Dense as a 1x1 convolution (the converter rejects per-channel FULLY_CONNECTED constants)."""
-        units_in, units_out = self.kernel.shape[-2:]
-        y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, units_in]), self.kernel, 1, "VALID")
+        units_in, units_out = self._kernel_values.shape[-2:]
+        y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, units_in]), self._kernel(), 1, "VALID")
         inner = x.shape[1:-1]
         if all(d is not None for d in inner):  # static shape: a plain RESHAPE, no shape arithmetic ops
             return tf.reshape(y, [-1, *inner, units_out])
@@ -264,9 +284,13 @@ class TFQuantizedWeighted(keras.layers.Layer):
 # tensor between them is never stored.
 _TFLITE_FUSES_ACTIVATION = ("conv", "depthwise_conv", "dense", "add", "subtract", "multiply")
 _TFLITE_FUSED_ACTIVATIONS = ("relu", "relu6")
-# Kinds whose integer TFLite kernels keep the input grid on the output (values stay on the grid).
-_GRID_PRESERVING = ("reshape", "flatten", "permute", "dropout", "identity", "zero_padding", "cropping", "max_pool",
-                    "global_max_pool", "upsampling")  # fmt: skip
+
+# Activations the TFLite converter leaves in float inside a quantized graph, and no lowering here replaces.
+_NO_INTEGER_KERNEL = {
+    "elu": "the converter leaves ELU in float (LiteRT's int8 EXP it could be built from does not run on TFLM)",
+    "selu": "TFLite has no SELU kernel; the converter leaves its pieces in float",
+    "softplus": "TFLite has no softplus kernel; the converter leaves its pieces in float",
+}
 
 
 def _layer_name(node: Node) -> str:
@@ -280,15 +304,20 @@ def tflite_fuses(fused: FusedTensorRange) -> bool:
     )
 
 
+def _output_quantizer(node: Node, consumers: dict[int, list[Node]]) -> ActivationQuantizer | None:
+    """The (at most 8-bit) quantizer that alone reads ``node``'s output; None if there is none."""
+    after = consumers.get(node.outputs[0], [])
+    if len(after) == 1 and isinstance(after[0].op, ActivationQuantizer) and after[0].op.n_bits <= 8:
+        return after[0].op
+    return None
+
+
 def _relu_output_quantizer(fused: Node, consumers: dict[int, list[Node]]) -> ActivationQuantizer | None:
     """The quantizer right after the relu / relu6 that reads fused tensor ``fused`` (None if there is none)."""
     readers = consumers.get(fused.outputs[0], [])
     if len(readers) != 1 or readers[0].kind not in _TFLITE_FUSED_ACTIVATIONS:
         return None
-    after = consumers.get(readers[0].outputs[0], [])
-    if len(after) == 1 and isinstance(after[0].op, ActivationQuantizer) and after[0].op.n_bits <= 8:
-        return after[0].op
-    return None
+    return _output_quantizer(readers[0], consumers)
 
 
 def _relu_exact(relu: Node, grid: ActivationQuantizer) -> bool:
@@ -316,6 +345,33 @@ class ExportGraph:
     sample_shapes: list[tuple[int, ...] | None]
 
 
+def _foldable_affine_consumers(graph: Graph, consumers: dict[int, list[Node]]) -> dict[str, Any]:
+    """Weighted layers whose fused consumer is an affine op then a clip (hard_sigmoid) that the output grid
+    does itself: layer name -> (factor, offset) to fold in; the fused range and the activation node -> None.
+
+    The file then rounds once, onto the activation's output grid, exactly as the Keras model does, instead of
+    storing the layer's output on an 8-bit grid first (measured on a squeeze-and-excite block: 52% of the
+    hard-sigmoid outputs one step off without the fold)."""
+    folded: dict[str, Any] = {}
+    for node in graph.nodes:
+        if not isinstance(node.op, QuantizeWrapper) or node.op.layer.activation not in (
+            None,
+            keras.activations.linear,
+        ):
+            continue
+        readers = consumers.get(node.outputs[0], [])
+        if len(readers) != 1 or not isinstance(readers[0].op, FusedTensorRange):
+            continue
+        after = consumers.get(readers[0].outputs[0], [])
+        if len(after) != 1 or after[0].kind not in AFFINE_THEN_CLIP:
+            continue
+        quantizer = _output_quantizer(after[0], consumers)
+        factor, offset, (low, high) = AFFINE_THEN_CLIP[after[0].kind]
+        if quantizer is not None and low <= grid_values(quantizer)[0] <= grid_values(quantizer)[-1] <= high:
+            folded.update({node.name: (factor, offset), readers[0].name: None, after[0].name: None})
+    return folded
+
+
 def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGraph:
     """A Keras model computing ``q_model`` with TensorFlow fake-quant ops (for the TFLite converter only), and
     the places where it requantizes a tensor that ``q_model`` keeps exact.
@@ -329,17 +385,27 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
     producers, consumers = graph.producers(), graph.consumers()
     requantized: list[Requantization] = []
     tensors: dict[int, Any] = {}
-    levels: dict[int, np.ndarray] = {}  # tensor id -> every value it can take in the file, where known
     inputs = []
     for tid, name in zip(graph.inputs, graph.input_names, strict=True):
         info = graph.tensors[tid]
         inputs.append(keras.Input(batch_shape=info.shape, dtype=info.dtype, name=name))
         tensors[tid] = inputs[-1]
+    refused = [f"{n.name!r} ({n.kind}: {_NO_INTEGER_KERNEL[n.kind]})" for n in graph.nodes
+               if n.kind in _NO_INTEGER_KERNEL]  # fmt: skip
+    if refused:
+        raise ExportError(
+            f"INT8 TFLite export of {q_model.name!r} is not possible: {'; '.join(refused)}. Use an activation "
+            "TFLite runs in int8 (relu, relu6, leaky_relu, swish, hard_swish, gelu, sigmoid, tanh) and re-quantize, "
+            "or export FAKELY_QUANT (float TFLite graph)."
+        )
+    folded = _foldable_affine_consumers(graph, consumers)
     for node in graph.nodes:
         op, source = node.op, node.inputs[0] if node.inputs else None
+        if node.name in folded and not isinstance(op, QuantizeWrapper):  # computed by the layer before it
+            tensors[node.outputs[0]] = tensors[source]
+            continue
         if isinstance(op, ActivationQuantizer):
             twin = TFFakeQuantActivation(op)
-            levels[node.outputs[0]] = grid_values(op)
         elif isinstance(op, FusedTensorRange):
             if tflite_fuses(op):
                 tensors[node.outputs[0]] = tensors[source]
@@ -349,7 +415,6 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
                 after is not None
             ):  # stored on the relu's output grid: the relu then computes exactly as in Keras
                 twin = TFFakeQuantActivation(after, name=op.name)
-                levels[node.outputs[0]] = grid_values(after)
                 if not _relu_exact(consumers[node.outputs[0]][0], after):
                     requantized.append(Requantization(
                         _layer_name(producers[source]),
@@ -358,25 +423,28 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
             else:
                 lo, hi = op.grid_range()
                 twin = TFFakeQuantRange(lo, hi, name=op.name)
-                levels[node.outputs[0]] = np.linspace(lo, hi, 256, dtype=np.float32)
                 requantized.append(Requantization(
                     _layer_name(producers[source]),
                     f"output stored as int8 on [{lo:.4g}, {hi:.4g}] (the platform fuses it into "
                     f"{op.consumer_kind or 'the next op'}; TFLite stores it)",
                 ))  # fmt: skip
         elif isinstance(op, QuantizeWrapper):
-            twin = TFQuantizedWeighted(op, int4_weights)
+            twin = TFQuantizedWeighted(op, int4_weights, folded.get(node.name, (1.0, 0.0)))
             if twin.requantized:
                 requantized.append(Requantization(op.layer.name, twin.requantized))
-        elif node.kind in LOWERINGS and len(node.inputs) == 1 and source in levels:
-            twin = LoweredActivation(node.kind, levels[source], name=node.name)
-            requantized.append(Requantization(node.name, REASONS[node.kind]))
+        elif node.kind in LOWERINGS:
+            twin = LoweredActivation(node.kind, name=node.name)
+            after = _output_quantizer(node, consumers)
+            low, high = CLIPPED_RANGE[node.kind]
+            if after is None or not low <= grid_values(after)[0] <= grid_values(after)[-1] <= high:
+                requantized.append(Requantization(
+                    node.name, f"{node.kind} is lowered to an affine op clipped by its output grid, which is not "
+                    f"inside [{low:g}, {high:g}] here",
+                ))  # fmt: skip
         else:
             twin = op
         outputs = twin(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
         tensors.update(zip(node.outputs, keras.tree.flatten(outputs), strict=True))
-        if node.kind in _GRID_PRESERVING and source in levels:
-            levels[node.outputs[0]] = levels[source]
     model_inputs = inputs[0] if len(inputs) == 1 else inputs
     model = keras.Model(model_inputs, resolve_refs(graph.outputs, tensors), name=q_model.name)
     return ExportGraph(model, requantized, [_sample_shape(graph, tid, consumers) for tid in graph.inputs])

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kerasq.core.config import QuantizationConfig
-from kerasq.core.enums import QuantizationMethod
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.weights import named_weights
+from kerasq.params.fused_search import fused_tensor_params
 from kerasq.params.quant_params import QuantParams
 from kerasq.params.search import fixed_activation_params, search_activation_params, search_weight_params
 from kerasq.platform.assign import ActivationSpec, QuantizationPlan, WeightSpec
@@ -89,16 +89,10 @@ class GridCache:
         return self._activations[key]
 
     def fused(self, tensor: int) -> QuantParams:
-        """The 8-bit uniform grid a runtime that stores fused ``tensor`` should use (searched like an
-        activation grid, with the activation error method)."""
+        """The 8-bit grid a runtime that stores fused ``tensor`` should use (``fused_tensor_params``)."""
         key = (tensor, -8)
         if key not in self._activations:
-            stats = self.stats[tensor]
-            self._activations[key] = search_activation_params(
-                stats.counts, stats.hist_range, observed_min=stats.min, observed_max=stats.max, n_bits=8,
-                method=QuantizationMethod.UNIFORM, error_method=self.qc.activation_error_method,
-                l_p_value=self.qc.l_p_value,
-            )  # fmt: skip
+            self._activations[key] = fused_tensor_params(self.stats[tensor])
         return self._activations[key]
 
     def weight(self, spec: WeightSpec, n_bits: int) -> QuantParams:

@@ -157,13 +157,6 @@ def test_tensors_are_integer(images):
     assert input_scale == pytest.approx(info.inputs[q_model.inputs[0].name.split(":")[0]].scale[0], rel=1e-6)
 
 
-def test_imx500_residual_fusing_is_refused_clearly(images):
-    calibration, _ = images
-    q_model, _ = kerasq.ptq.keras_post_training_quantization(residual_net(), calibration)
-    with pytest.raises(ExportError, match="tflite"):
-        convert_to_tflite(q_model, QuantizationFormat.INT8)
-
-
 def _int16_platform(signedness: str = "signed") -> kerasq.platform.TargetPlatformCapabilities:
     from dataclasses import replace
 
@@ -208,13 +201,38 @@ def test_int16x8_ops_litert_cannot_take_are_refused(builder, message, images):
 
 
 def test_unsigned_16_bit_and_mixed_widths_are_refused_naming_the_layers(images):
+    from dataclasses import replace
+
+    from kerasq.platform import OperatorSet
+
     calibration, _ = images
     unsigned = _quantize(plain_net(), calibration, _int16_platform("unsigned"))
     with pytest.raises(ExportError, match=r"int16x8 scheme needs signed symmetric.*activation_quantizer"):
         convert_to_tflite(unsigned, QuantizationFormat.INT8)
-    mixed = _quantize(plain_net(), calibration, activation_n_bits=4)
-    with pytest.raises(ExportError, match=r"one activation width.*activation_quantizer \(4-bit\)"):
+    wide = _int16_platform()
+    narrow_relu = OperatorSet("relu8", ("relu",), replace(wide.default_config, activation_n_bits=8))
+    mixed = _quantize(
+        plain_net(), calibration, replace(wide, operator_sets=(*wide.operator_sets, narrow_relu))
+    )
+    with pytest.raises(ExportError, match=r"at most 8 bits everywhere.*activation_quantizer \(16-bit\)"):
         convert_to_tflite(mixed, QuantizationFormat.INT8)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+@pytest.mark.parametrize("platform", ["tflite", "imx500"])
+def test_sub_8_bit_activations_are_exact_inside_int8(bits, platform, images):
+    """A 4- or 2-bit activation grid is stored in int8 with its own scale and clipped to its levels by a
+    MINIMUM / MAXIMUM pair on that scale, so LiteRT computes what the Keras model computes."""
+    calibration, test_images = images
+    keras.utils.set_random_seed(0)
+    q_model = _quantize(residual_net(), calibration, platform, activation_n_bits=bits)
+    flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)
+    interpreter = Interpreter(model_content=flatbuffer)
+    assert not [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32][2:]  # only the edges
+    litert, keras_out = _litert(flatbuffer, test_images), q_model.predict(test_images, verbose=0)
+    step = _output_step(q_model)
+    assert np.all(np.abs(np.round(litert / step) * step - litert) < 1e-3 * step)  # on the narrow output grid
+    assert np.abs(litert - keras_out).max() <= step * 1.0001
 
 
 def test_4_bit_weights_stay_on_their_grid_inside_int8(images):
