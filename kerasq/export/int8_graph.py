@@ -226,10 +226,25 @@ class TFQuantizedWeighted(keras.layers.Layer):
             )
         self._kernel_values, self._kernel_scale, self._per_channel = kernel, scale, bool(axes)
 
-    def _kernel(self) -> tf.Tensor:
-        kernel = tf.constant(self._kernel_values)
+    def _parts(self) -> list[slice]:
+        """Output-channel slices the kernel is converted in: TF 2.21's converter leaves a fake-quantized
+        constant of 2**25 elements or more in float (VGG16's first dense layer at 128 px has 8192 x 4096)."""
+        size, outputs = self._kernel_values.size, self._kernel_values.shape[-1]
+        count = min(-(-size // _MAX_KERNEL_ELEMENTS), outputs)  # at least one channel per part
+        if count == 1 or self.kind not in ("conv", "dense") or self._reshape_to is not None:
+            return [slice(None)]
+        bounds = np.linspace(0, outputs, count + 1).round().astype(int)
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    @property
+    def split(self) -> bool:
+        """The op is converted as several along its output channels (then concatenated)."""
+        return len(self._parts()) > 1
+
+    def _kernel(self, part: slice = slice(None)) -> tf.Tensor:
+        kernel = tf.constant(self._kernel_values[..., part])
         if self._per_channel:
-            kernel = _per_channel(kernel, self._kernel_scale, self.bits)
+            kernel = _per_channel(kernel, np.reshape(self._kernel_scale, -1)[part], self.bits)
         else:
             kernel = _per_tensor(kernel, float(np.reshape(self._kernel_scale, -1)[0]), self.bits)
         return kernel if self._reshape_to is None else tf.reshape(kernel, self._reshape_to)
@@ -237,21 +252,28 @@ class TFQuantizedWeighted(keras.layers.Layer):
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
 
+    def _biased(self, op: Any, x: Any) -> Any:
+        """``op(x, kernel) + bias``, per output-channel part (each part keeps its bias, so the converter folds
+        it into that part's kernel), concatenated."""
+        outputs = []
+        for part in self._parts():
+            y = op(x, self._kernel(part))
+            outputs.append(y if self._bias is None else y + tf.constant(self._bias[part]))
+        return outputs[0] if len(outputs) == 1 else tf.concat(outputs, -1)
+
     def call(self, x: Any) -> Any:
         layer = self.layer
         if self.kind == "dense":
             y = self._dense(x)
         elif self.kind == "conv_transpose":
-            y = LINEAR_OPS["conv_transpose"](layer, x, {"kernel": self._kernel()})
+            y = self._biased(lambda t, k: LINEAR_OPS["conv_transpose"](layer, t, {"kernel": k}), x)
         elif (
             len(layer.kernel.shape) == 3
         ):  # Conv1D / DepthwiseConv1D as 2-D ops on [batch, 1, steps, channels]
-            y = tf.squeeze(self._conv2d(tf.expand_dims(self._causal_pad(x), 1), (1, *layer.strides),
-                                        (1, *layer.dilation_rate)), 1)  # fmt: skip
+            strides, dilations = (1, *layer.strides), (1, *layer.dilation_rate)
+            y = tf.squeeze(self._conv2d(tf.expand_dims(self._causal_pad(x), 1), strides, dilations), 1)
         else:
             y = self._conv2d(x, layer.strides, layer.dilation_rate)
-        if self._bias is not None:
-            y = y + tf.constant(self._bias)
         return layer.activation(y) if layer.activation is not None else y
 
     def _causal_pad(self, x: Any) -> Any:
@@ -264,21 +286,25 @@ class TFQuantizedWeighted(keras.layers.Layer):
         """The raw TensorFlow ops, which carry dilation themselves: ``tf.nn.convolution`` would rewrite a
         dilated convolution as SpaceToBatchND / BatchToSpaceND around it, tensors the converter leaves float."""
         padding = "VALID" if self.layer.padding in ("valid", "causal") else "SAME"
-        if self.kind == "depthwise_conv":
-            return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=self._kernel(), strides=[1, *strides, 1],
-                                                   padding=padding, dilations=[1, *dilations, 1])  # fmt: skip
-        return tf.raw_ops.Conv2D(input=x, filter=self._kernel(), strides=[1, *strides, 1], padding=padding,
-                                 dilations=[1, *dilations, 1])  # fmt: skip
+        op = tf.raw_ops.DepthwiseConv2dNative if self.kind == "depthwise_conv" else tf.raw_ops.Conv2D
+        return self._biased(
+            lambda t, k: op(
+                input=t, filter=k, strides=[1, *strides, 1], padding=padding, dilations=[1, *dilations, 1]
+            ),
+            x,
+        )
 
     def _dense(self, x: Any) -> Any:
         """Dense as a 1x1 convolution (the converter rejects per-channel FULLY_CONNECTED constants)."""
         units_in, units_out = self._kernel_values.shape[-2:]
-        y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, units_in]), self._kernel(), 1, "VALID")
+        y = self._biased(lambda t, k: tf.nn.conv2d(t, k, 1, "VALID"), tf.reshape(x, [-1, 1, 1, units_in]))
         inner = x.shape[1:-1]
         if all(d is not None for d in inner):  # static shape: a plain RESHAPE, no shape arithmetic ops
             return tf.reshape(y, [-1, *inner, units_out])
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [units_out]], 0))
 
+
+_MAX_KERNEL_ELEMENTS = 2**24
 
 # Kinds whose TFLite kernels apply a following RELU / RELU6 themselves (the converter fuses the pair), so the
 # tensor between them is never stored.
@@ -399,6 +425,7 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
             "or export FAKELY_QUANT (float TFLite graph)."
         )
     folded = _foldable_affine_consumers(graph, consumers)
+    split: set[int] = set()  # outputs of weighted layers converted in parts
     for node in graph.nodes:
         op, source = node.op, node.inputs[0] if node.inputs else None
         if node.name in folded and not isinstance(op, QuantizeWrapper):  # computed by the layer before it
@@ -407,7 +434,7 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
         if isinstance(op, ActivationQuantizer):
             twin = TFFakeQuantActivation(op)
         elif isinstance(op, FusedTensorRange):
-            if tflite_fuses(op):
+            if tflite_fuses(op) and source not in split:
                 tensors[node.outputs[0]] = tensors[source]
                 continue
             after = _relu_output_quantizer(node, consumers)
@@ -430,6 +457,8 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
                 ))  # fmt: skip
         elif isinstance(op, QuantizeWrapper):
             twin = TFQuantizedWeighted(op, int4_weights, folded.get(node.name, (1.0, 0.0)))
+            if twin.split:  # a concatenation follows its parts: TFLite cannot fuse a relu into them
+                split.add(node.outputs[0])
             if twin.requantized:
                 requantized.append(Requantization(op.layer.name, twin.requantized))
         elif node.kind in LOWERINGS:

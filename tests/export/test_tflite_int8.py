@@ -295,3 +295,28 @@ def test_trained_network_end_to_end_agreement(trained_cnn, cifar):
     assert np.mean(steps <= 1.0001) >= 0.85
     assert np.mean(steps) < 1.0
     assert np.mean(np.argmax(litert, -1) == np.argmax(keras_out, -1)) >= 0.98
+
+
+@pytest.mark.parametrize("builder", [plain_net, residual_net, sequence_net])
+def test_kernels_too_large_for_the_converter_are_converted_in_parts(builder, images, monkeypatch):
+    """TF 2.21's converter leaves a fake-quantized constant of 2**25 elements or more in float; such kernels are
+    converted in output-channel parts, concatenated. Forced here with a tiny limit."""
+    from kerasq.export import int8_graph
+
+    calibration, test_images = images
+    keras.utils.set_random_seed(0)
+    q_model = _quantize(builder(), calibration)
+    whole = convert_to_tflite(q_model, QuantizationFormat.INT8)
+    monkeypatch.setattr(int8_graph, "_MAX_KERNEL_ELEMENTS", 100)
+    parts = convert_to_tflite(q_model, QuantizationFormat.INT8)
+
+    def convolutions(flatbuffer: bytes) -> int:
+        ops = Interpreter(model_content=flatbuffer)._get_ops_details()
+        return sum(op["op_name"] == "CONV_2D" for op in ops)
+
+    assert convolutions(parts) > convolutions(whole)
+    assert not [d for d in Interpreter(model_content=parts).get_tensor_details() if d["dtype"] == np.float32][
+        2:
+    ]
+    diff = np.abs(_litert(parts, test_images) - q_model.predict(test_images, verbose=0))
+    assert diff.max() <= _output_step(q_model) * 1.0001
