@@ -1,14 +1,17 @@
-"""Quickstart: train a small CNN, quantize it to W8A8 with kerasq, print accuracy before and after.
+"""Quickstart: train a small CNN, quantize it to W8A8 with kerasq, export it to an INT8 TFLite file and run
+that file on LiteRT; print the accuracy of each.
 
 Runs offline: the default data set is scikit-learn's bundled 8x8 handwritten digits (1,797 images).
 ``--dataset cifar10`` uses the CIFAR-10 npz files of ``--data-dir`` (``cifar10_train.npz`` / ``cifar10_test.npz``).
 
     python -m kerasq.examples.quickstart [--dataset digits|cifar10] [--platform imx500|tflite] [--out q.keras]
+                                         [--tflite q.tflite]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--platform", default="imx500")
     parser.add_argument("--out", type=Path, default=None, help="save the quantized model here (.keras)")
+    parser.add_argument("--tflite", type=Path, default=None, help="keep the INT8 TFLite file here")
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -92,7 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         q_model.save(args.out)
         print(f"saved {args.out}")
+    export_and_run(q_model, x_test, y_test, args.tflite)
     return 0
+
+
+def export_and_run(q_model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, path: Path | None) -> None:
+    """INT8 TFLite export of ``q_model`` (to ``path``, or a temporary file), then its accuracy on LiteRT."""
+    from kerasq.export import keras_export_model
+    from kerasq.export.runtimes import predict_litert
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = keras_export_model(q_model, path or Path(tmp) / "q.tflite", "tflite", "int8")
+        print("\n" + report.summary())
+        probs = predict_litert(report.path.read_bytes(), x_test)
+    print(f"INT8 file on LiteRT: {float(np.mean(np.argmax(probs, -1) == y_test) * 100):6.2f}%")
 
 
 if __name__ == "__main__":
