@@ -15,7 +15,8 @@ from kerasq.export.int8_graph import ExportError, ExportGraph, activation_width,
 from kerasq.export.int16x8 import widen_int16_biases
 from kerasq.export.report import Requantization
 from kerasq.export.runtimes import float_tensors, litert_interpreter_module
-from kerasq.quantizers import QuantizeWrapper
+from kerasq.graph import UnsupportedModelError
+from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
 
 
 def _converter(model: keras.Model, workdir: Path) -> tf.lite.TFLiteConverter:
@@ -63,6 +64,7 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
             return Conversion(_converter(q_model, Path(tmp)).convert(), ())
+        _check_quantized(q_model)
         width = activation_width(q_model)
         int4 = int4_weights and bool(_int4_layers(q_model))  # asked for, and some kernel qualifies
         if int4:
@@ -71,7 +73,10 @@ def convert(
                     "int4 weights apply to the int8 scheme only, not to int16x8 (16-bit activations)."
                 )
             _check_int4_compatible(q_model)
-        graph = export_graph(q_model, int4_weights)
+        try:
+            graph = export_graph(q_model, int4_weights)
+        except UnsupportedModelError as err:
+            raise ExportError(f"INT8 export of {q_model.name!r}: {err}") from err
         converter = _converter(graph.model, Path(tmp))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if width == 16:
@@ -99,6 +104,15 @@ def convert(
             "quantizer of their own (such as the sigmoid inside swish); export without int4_weights."
         ) from err
     return Conversion(flatbuffer, tuple(graph.requantized))
+
+
+def _check_quantized(model: keras.Model) -> None:
+    """INT8 export needs a kerasq-quantized graph model (its grids are what the file stores)."""
+    if not any(isinstance(layer, (ActivationQuantizer, QuantizeWrapper)) for layer in model.layers):
+        raise ExportError(
+            f"{model.name!r} has no kerasq quantizers, so there are no grids to export in INT8. Quantize it first "
+            "(kerasq.ptq.keras_post_training_quantization), or export FAKELY_QUANT for a float TFLite file."
+        )
 
 
 def _int4_layers(q_model: keras.Model) -> list[str]:

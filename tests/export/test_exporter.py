@@ -120,3 +120,10 @@ def test_mct_style_call(quantized, tmp_path):
         quantization_format=mct.exporter.QuantizationFormat.INT8,
     )
     assert (tmp_path / "m.tflite").stat().st_size > 0
+
+
+def test_int8_export_of_a_float_model_says_to_quantize_first(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ExportError, match="no kerasq quantizers.*Quantize it first"):
+        keras_export_model(model, tmp_path / "f.tflite", "tflite", "int8")
+    assert not (tmp_path / "f.tflite").exists()
