@@ -14,12 +14,17 @@ TFLM's failures become ``TFLMError`` carrying TFLM's own log (the op without a k
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import hashlib
 import importlib
 import os
 import re
+import signal
 import struct
 import sys
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -157,8 +162,11 @@ def check_tflite_flatbuffer(flatbuffer: bytes) -> Any:
     """The parsed model (schema ``ModelT``), or ``InvalidTFLiteFileError`` saying what is malformed.
 
     Runtimes' C++ code trusts the offsets and indices in a file, so a truncated or corrupted file can crash the
-    process. This walks the whole flatbuffer in Python first: identifier, schema version, every table, and every
-    tensor, buffer and operator-code index; constant tensors must have as many bytes as their shape needs.
+    process. This walks the whole flatbuffer in Python first: identifier, schema version, every table, every
+    tensor, buffer and operator-code index, constant tensors' byte counts, the data flow (each tensor written
+    once, before it is read), options tables, quantization parameters. Then LiteRT verifies the flatbuffer,
+    prepares every op and runs it once on zeros, in a forked child process where ``os.fork`` exists (LiteRT
+    aborts on some corrupted parameters too); its tensor shapes must be the file's.
     """
     schema = litert_schema()
     data = bytes(flatbuffer)
@@ -210,10 +218,15 @@ def check_tflite_flatbuffer(flatbuffer: bytes) -> Any:
             check_indices(op.inputs, f"operator {o}")
             check_indices(op.outputs, f"operator {o}")
             check_indices(op.intermediates, f"operator {o}")
-            _check_options(schema, model, op, o, invalid)
+            _check_options(schema, model, tensors, op, o, invalid)
         for t, tensor in enumerate(tensors):
-            _check_quantization(schema, tensor, t, invalid)
-    _check_with_litert(data, model, invalid)
+            _check_quantization(schema, model, tensor, t, invalid)
+        _check_dataflow(model, subgraph, g, invalid)
+    crashed = _in_child(
+        ("litert", hashlib.sha256(data).digest()), lambda: _check_with_litert(data, model, invalid)
+    )
+    if crashed:
+        raise invalid(f"LiteRT crashed ({crashed}) preparing or running it on zeros in a child process")
     return model
 
 
@@ -227,7 +240,7 @@ def _names(enum: type) -> dict[int, str]:
     return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
 
 
-def _check_options(schema: ModuleType, model: Any, op: Any, o: int, invalid: Any) -> None:
+def _check_options(schema: ModuleType, model: Any, tensors: list, op: Any, o: int, invalid: Any) -> None:
     """The operator's options table is the one its op reads (a kernel would reinterpret another one)."""
     code = model.operatorCodes[op.opcodeIndex]
     name = _names(schema.BuiltinOperator).get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
@@ -249,26 +262,70 @@ def _check_options(schema: ModuleType, model: Any, op: Any, o: int, invalid: Any
     for field, value in vars(op.builtinOptions or object()).items():
         if field.startswith(("stride", "filter", "dilation")) and int(value) < 1:
             raise invalid(f"operator {o} ({name}) has {field} = {value}")
+        if isinstance(value, float) and not np.isfinite(value):
+            raise invalid(f"operator {o} ({name}) has {field} = {value}")
+    if name == "SOFTMAX" and not getattr(op.builtinOptions, "beta", 0.0) > 0:  # TFLM aborts on beta <= 0
+        raise invalid(f"operator {o} (SOFTMAX) has beta = {getattr(op.builtinOptions, 'beta', None)}")
+    if name == "DEPTHWISE_CONV_2D" and len(op.inputs) >= 2:  # TFLM loops over input channels x multiplier
+        shapes = [tensors[int(i)].shape for i in (op.inputs[0], op.inputs[1])]
+        multiplier = getattr(op.builtinOptions, "depthMultiplier", 0)
+        if all(s is not None and len(s) == 4 for s in shapes) and int(shapes[1][3]) != int(
+            shapes[0][3]
+        ) * max(multiplier, 1):
+            raise invalid(
+                f"operator {o} (DEPTHWISE_CONV_2D) has depth multiplier {multiplier} for {int(shapes[0][3])} "
+                f"input and {int(shapes[1][3])} output channels"
+            )
 
 
-def _check_quantization(schema: ModuleType, tensor: Any, t: int, invalid: Any) -> None:
+_MIN_SCALE, _MAX_SCALE = 1e-30, 1e9  # TFLM aborts on requantization multipliers it cannot represent
+_QUANTIZED = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT4": np.int8}
+
+
+def _check_dataflow(model: Any, subgraph: Any, g: int, invalid: Any) -> None:
+    """Each tensor is written once, by an op before any op that reads it (TFLM plans memory from this)."""
+    tensors = subgraph.tensors or []
+    given = {int(i) for i in ([] if subgraph.inputs is None else subgraph.inputs)}
+    given |= {i for i, t in enumerate(tensors) if _is_constant(model, t)}
+    ready = given | {i for i, t in enumerate(tensors) if t.isVariable}
+    for o, op in enumerate(subgraph.operators or []):
+        for i in [] if op.inputs is None else op.inputs:
+            if int(i) >= 0 and int(i) not in ready:
+                raise invalid(
+                    f"subgraph {g} operator {o} reads tensor {int(i)} before any operator writes it"
+                )
+        for i in [] if op.outputs is None else op.outputs:
+            if int(i) in given or (int(i) in ready and not tensors[int(i)].isVariable):
+                raise invalid(f"subgraph {g} operator {o} writes tensor {int(i)}, which is already written")
+            ready.add(int(i))
+    for i in [] if subgraph.outputs is None else subgraph.outputs:
+        if int(i) not in ready:
+            raise invalid(f"subgraph {g} output tensor {int(i)} is never written")
+
+
+def _check_quantization(schema: ModuleType, model: Any, tensor: Any, t: int, invalid: Any) -> None:
     q = tensor.quantization
-    if q is None or q.scale is None or len(q.scale) == 0:
+    kind = _names(schema.TensorType).get(tensor.type, "")
+    n_scales = 0 if q is None or q.scale is None else len(q.scale)
+    n_zeros = 0 if q is None or q.zeroPoint is None else len(q.zeroPoint)
+    if n_zeros and n_zeros != n_scales:
+        raise invalid(f"tensor {t} has {n_scales} scales but {n_zeros} zero points")
+    if n_scales == 0:
+        if kind in _QUANTIZED and not _is_constant(model, tensor):  # integer kernels read scale[0]
+            raise invalid(f"{kind} tensor {t} has no quantization scale")
         return
     scale = np.asarray(q.scale, np.float64)
     zero = np.zeros(len(scale)) if q.zeroPoint is None else np.asarray(q.zeroPoint, np.float64)
-    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise invalid(f"tensor {t} has a scale that is not a positive number: {scale[:4].tolist()}")
-    if len(zero) != len(scale):
-        raise invalid(f"tensor {t} has {len(scale)} scales but {len(zero)} zero points")
+    if not (np.all(np.isfinite(scale)) and np.all(scale > _MIN_SCALE) and np.all(scale < _MAX_SCALE)):
+        raise invalid(
+            f"tensor {t} has a scale outside ({_MIN_SCALE:g}, {_MAX_SCALE:g}): {scale[:4].tolist()}"
+        )
     shape = [] if tensor.shape is None else [int(d) for d in tensor.shape]
     if len(scale) > 1 and not (
         0 <= q.quantizedDimension < len(shape) and shape[q.quantizedDimension] == len(scale)
     ):
         raise invalid(f"tensor {t} has {len(scale)} scales for axis {q.quantizedDimension} of shape {shape}")
-    dtype = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT4": np.int8}.get(
-        _names(schema.TensorType).get(tensor.type, "")
-    )
+    dtype = _QUANTIZED.get(kind)
     if dtype is not None:
         info = np.iinfo(dtype)
         if np.any(zero < info.min) or np.any(zero > info.max):
@@ -276,10 +333,11 @@ def _check_quantization(schema: ModuleType, tensor: Any, t: int, invalid: Any) -
 
 
 def _check_with_litert(data: bytes, model: Any, invalid: Any) -> None:
-    """LiteRT verifies the flatbuffer, builds the graph and prepares every op; its shapes must be the file's.
+    """LiteRT verifies the flatbuffer, builds the graph and runs it once on zeros; its shapes must be the file's.
 
-    TFLM takes the file's tensor shapes as given, so a shape that disagrees with what the op computes would
-    make a kernel read or write past a buffer.
+    TFLM takes the file's tensor shapes and op parameters as given, so a shape that disagrees with what the op
+    computes would make a kernel read or write past a buffer. LiteRT checks them as it prepares each op (ops
+    after a shape computation only when they run, hence the inference).
     """
     module = litert_interpreter_module()
     try:
@@ -288,19 +346,22 @@ def _check_with_litert(data: bytes, model: Any, invalid: Any) -> None:
             experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
         interpreter.allocate_tensors()
-        details = interpreter.get_tensor_details()
+        for d in interpreter.get_input_details():
+            interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interpreter.invoke()
     except (ValueError, RuntimeError) as err:
-        raise invalid(f"LiteRT rejects it ({str(err).strip()[:300]})") from None
+        raise invalid(f"LiteRT cannot run it ({str(err).strip()[:300]})") from None
     tensors = model.subgraphs[0].tensors or []
-    for d in details:
-        index = int(d["index"])
-        if index >= len(tensors) or _is_constant(model, tensors[index]):
+    for index, tensor in enumerate(tensors):
+        if _is_constant(model, tensor):
             continue
-        declared = [] if tensors[index].shape is None else [int(v) for v in tensors[index].shape]
-        if declared != [int(v) for v in d["shape"]]:
-            raise invalid(
-                f"tensor {index} ({d['name']}) is declared {declared} but its op computes {list(d['shape'])}"
-            )
+        try:  # every tensor by index (get_tensor_details skips those whose name or details do not decode)
+            computed = [int(v) for v in interpreter._interpreter.TensorSize(index, 0)]
+        except (ValueError, RuntimeError) as err:
+            raise invalid(f"LiteRT cannot describe tensor {index} ({err})") from None
+        declared = [] if tensor.shape is None else [int(v) for v in tensor.shape]
+        if declared != computed:
+            raise invalid(f"tensor {index} is declared {declared} but its op computes {computed}")
 
 
 def peak_live_tensor_bytes(flatbuffer: bytes) -> int:
@@ -401,14 +462,94 @@ def _tflm_interpreter(flatbuffer: bytes, arena_size: int | None = None) -> tuple
     Without ``arena_size`` the arena starts at twice the file's peak live-tensor bytes plus 32 KiB and grows
     (x4, up to 1 GiB) while TFLM reports it too small.
     """
-    runtime = tflm_runtime_module()
+    tflm_runtime_module()
     data = bytes(flatbuffer)
     model = check_tflite_flatbuffer(data)
+    key = ("tflm", hashlib.sha256(data).digest(), arena_size)
+    crashed = _in_child(key, lambda: _invoke_on_zeros(_load_tflm(data, model, arena_size), model))
+    if crashed:
+        raise TFLMError(
+            f"TensorFlow Lite Micro crashed ({crashed}) loading or running this file on zeros in a child "
+            "process; the file passes kerasq's checks, but TFLM cannot run it (corrupted op parameters or "
+            "quantization?)"
+        )
+    return _load_tflm(data, model, arena_size), model
+
+
+_IN_CHILD_OK: set[Any] = set()  # keys of calls that already ran to completion in a child process
+_CHILD_TIMEOUT = 600.0
+
+
+def _in_child(key: Any, call: Any) -> str | None:
+    """Run ``call`` in a forked child so that a crash in C++ code cannot take this process down.
+
+    Returns the signal's name if the child crashed, else None. If ``call`` raised in the child it is called
+    again here, where it raises the same error (it failed cleanly, so it is safe to repeat); if it returned,
+    it is not repeated. Calls with a ``key`` that already completed, and every call where ``os.fork`` is
+    missing (TFLM's wheels are Linux-only), run here directly.
+    """
+    if not hasattr(os, "fork") or key in _IN_CHILD_OK:
+        call()
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns on fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: the call, then leave without running any Python cleanup
+        code = 0
+        try:
+            faulthandler.disable()  # a crash here is the expected outcome, not one to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            call()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    deadline = time.monotonic() + _CHILD_TIMEOUT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return f"no result in {_CHILD_TIMEOUT:.0f} s"
+        time.sleep(0.002)
+    if os.WIFSIGNALED(status):
+        return signal.Signals(os.WTERMSIG(status)).name
+    if os.WEXITSTATUS(status) == 0:
+        _IN_CHILD_OK.add(key)
+    else:
+        call()  # raises the child's error here
+    return None
+
+
+def _invoke_on_zeros(interpreter: Any, model: Any) -> Any:
+    """One inference on zeros; ``TFLMError`` with TFLM's messages if it fails. Returns the interpreter."""
+    n_inputs = len([] if model.subgraphs[0].inputs is None else model.subgraphs[0].inputs)
+    with _native_stderr() as log:
+        try:
+            for i in range(n_inputs):
+                details = interpreter.get_input_details(i)
+                interpreter.set_input(np.zeros([int(d) for d in details["shape"]], details["dtype"]), i)
+            if n_inputs:
+                interpreter.invoke()
+            error = None
+        except RuntimeError as err:
+            error = err
+    if error is not None:
+        text = "".join(log)
+        raise TFLMError(f"TensorFlow Lite Micro failed to run this file: {_tflm_reason(text, error)}", text)
+    return interpreter
+
+
+def _load_tflm(data: bytes, model: Any, arena_size: int | None) -> Any:
+    runtime = tflm_runtime_module()
     size = arena_size or _arena_guess(model)
     while True:
         with _native_stderr() as log:
             try:
-                return runtime.Interpreter.from_bytes(data, arena_size=size), model
+                return runtime.Interpreter.from_bytes(data, arena_size=size)
             except (RuntimeError, ValueError) as err:
                 error = err
         text = "".join(log)
@@ -432,7 +573,12 @@ def predict_tflm(flatbuffer: bytes, x: np.ndarray, arena_size: int | None = None
     file's scale and zero point. ``arena_size``: the tensor arena in bytes, as on a device (``TFLMError`` if it
     is too small); by default one large enough is found.
     """
-    interpreter, _ = _tflm_interpreter(flatbuffer, arena_size)
+    interpreter, model = _tflm_interpreter(flatbuffer, arena_size)
+    graph = model.subgraphs[0]
+    if graph.inputs is None or len(graph.inputs) == 0 or graph.outputs is None or len(graph.outputs) == 0:
+        raise ValueError(
+            "predict_tflm needs a model with an input and an output; the file's main graph lacks one"
+        )
     inp, out = interpreter.get_input_details(0), interpreter.get_output_details(0)
     shape = tuple(int(d) for d in inp["shape"])
     x = np.asarray(x)
@@ -481,25 +627,16 @@ def tflm_arena(flatbuffer: bytes) -> TFLMArena:
     """Arena bytes TFLM uses for the file (allocated, then one inference on zeros), from its allocation record.
 
     The Python package exposes no ``arena_used_bytes``; ``print_allocations`` writes the
-    ``RecordingMicroAllocator`` report to stderr, which is captured and parsed here. An interpreter built with
-    exactly ``total`` bytes allocates, one byte less does not (tests check this).
+    ``RecordingMicroAllocator`` report to stderr, which is captured and parsed here. An arena of exactly
+    ``total`` bytes runs the file and one 16 bytes smaller (TFLM's alignment) does not (tests check both); the
+    smallest size that allocates, found by bisection, is 0 to 8 bytes below ``total`` depending on the
+    alignment of the arena's start.
     """
     interpreter, model = _tflm_interpreter(flatbuffer)
-    n_inputs = len([] if model.subgraphs[0].inputs is None else model.subgraphs[0].inputs)
+    _invoke_on_zeros(interpreter, model)
     with _native_stderr() as log:
-        try:
-            for i in range(n_inputs):
-                details = interpreter.get_input_details(i)
-                interpreter.set_input(np.zeros([int(d) for d in details["shape"]], details["dtype"]), i)
-            if n_inputs:
-                interpreter.invoke()
-            error = None
-        except RuntimeError as err:
-            error = err
         interpreter.print_allocations()
     text = "".join(log)
-    if error is not None:
-        raise TFLMError(f"TensorFlow Lite Micro failed to run this file: {_tflm_reason(text, error)}", text)
     found = {
         k: int(v)
         for k, v in re.findall(r"\[RecordingMicroAllocator\] Arena allocation (\w+) (\d+) bytes", text)

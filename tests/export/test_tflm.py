@@ -251,6 +251,23 @@ def test_peak_live_tensor_bytes_of_a_branch(exported):
     assert rt.peak_live_tensor_bytes(flatbuffer) == info.resource_utilization.activation_memory
 
 
+def test_model_inputs_are_live_from_the_start(data):
+    calibration, _ = data((SIZE, SIZE, 3))
+    i, side = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 8))
+    model = keras.Model([i, side], layers.Add()([_conv(i), side]))
+    side_data = np.random.default_rng(0).normal(0, 1, (len(calibration), SIZE, SIZE, 8)).astype("float32")
+    q_model, info = kerasq.ptq.keras_post_training_quantization(
+        model,
+        [calibration, side_data],
+        target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite"),
+    )
+    flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8, integer_io=True)
+    pixels = SIZE * SIZE
+    # CONV_2D (image, side: not read yet but an input, conv), ADD (conv, side, sum)
+    assert rt.live_tensor_bytes_per_op(flatbuffer).tolist() == [pixels * (3 + 8 + 8), pixels * 24]
+    assert rt.tflm_arena(flatbuffer).head == pixels * 24 == info.resource_utilization.activation_memory
+
+
 # ---- failures are kerasq errors, never crashes
 
 
@@ -299,22 +316,79 @@ def _drop_conv_options(model):
     conv.builtinOptionsType, conv.builtinOptions = 0, None  # TFLM would divide by a stride of 0
 
 
+def _output_zero_point(model):
+    graph = model.subgraphs[0]
+    graph.tensors[graph.outputs[0]].quantization.zeroPoint[0] = 300  # outside int8
+
+
+def _write_the_input(model):
+    graph = model.subgraphs[0]
+    graph.operators[0].outputs[0] = graph.inputs[0]  # the conv overwrites the model input
+
+
+def _set(op_name, edit):
+    """An edit applying ``edit(model, op)`` to each operator ``op_name`` of the main graph."""
+
+    def apply(model):
+        codes = rt.litert_schema().BuiltinOperator
+        for op in model.subgraphs[0].operators:
+            if model.operatorCodes[op.opcodeIndex].builtinCode == getattr(codes, op_name):
+                edit(model, op)
+
+    return apply
+
+
+def _zero_beta(model, op):
+    op.builtinOptions.beta = 0.0  # TFLM aborts computing the softmax's multiplier
+
+
+def _depth_multiplier(model, op):
+    op.builtinOptions.depthMultiplier = 10753  # TFLM loops over channels x multiplier; LiteRT ignores it
+
+
 @pytest.mark.parametrize(
-    ("corrupt", "message"),
+    ("kind", "corrupt", "message"),
     [
-        (lambda fb: fb[: len(fb) // 2], "does not parse"),
-        (lambda fb: b"\0" * 64, "no TFL3 file identifier"),
-        (lambda fb: _edited(fb, _shrink_output), "is declared"),
-        (lambda fb: _edited(fb, _drop_conv_options), "CONV_2D"),
+        ("conv2d_relu", lambda fb: fb[: len(fb) // 2], "does not parse"),
+        ("conv2d_relu", lambda fb: b"\0" * 64, "no TFL3 file identifier"),
+        ("conv2d_relu", lambda fb: _edited(fb, _shrink_output), "is declared"),
+        ("conv2d_relu", lambda fb: _edited(fb, _drop_conv_options), "CONV_2D"),
+        ("conv2d_relu", lambda fb: _edited(fb, _output_zero_point), "zero point outside int8"),
+        ("conv2d_relu", lambda fb: _edited(fb, _write_the_input), "already written"),
+        ("softmax", lambda fb: _edited(fb, _set("SOFTMAX", _zero_beta)), "beta = 0.0"),
+        ("depthwise", lambda fb: _edited(fb, _set("DEPTHWISE_CONV_2D", _depth_multiplier)), "depth multiplier 10753"),
     ],
-    ids=["truncated", "zeros", "wrong_shape", "no_conv_options"],
-)
-def test_malformed_files_are_refused_before_tflm_reads_them(corrupt, message, exported):
-    bad = corrupt(exported("conv2d_relu")[0])
+    ids=["truncated", "zeros", "wrong_shape", "no_conv_options", "zero_point", "dataflow", "softmax_beta",
+         "depth_multiplier"],
+)  # fmt: skip
+def test_malformed_files_are_refused_before_tflm_reads_them(kind, corrupt, message, exported):
+    bad = corrupt(exported(kind)[0])
     for call in (lambda: rt.predict_tflm(bad, np.zeros((1, SIZE, SIZE, 3), np.float32)),
                  lambda: rt.tflm_arena_bytes(bad), lambda: rt.peak_live_tensor_bytes(bad)):  # fmt: skip
         with pytest.raises(rt.InvalidTFLiteFileError, match=message):
             call()
+
+
+def test_a_file_that_crashes_tflm_is_an_error_not_a_crash(exported):
+    """SOFTMAX with beta 1e-8 passes every check, LiteRT runs it, TFLM aborts: caught in a child process."""
+    bad = _edited(
+        exported("softmax")[0], _set("SOFTMAX", lambda m, op: setattr(op.builtinOptions, "beta", 1e-8))
+    )
+    with pytest.raises(rt.TFLMError, match=r"crashed \(SIGABRT\)"):
+        rt.predict_tflm(bad, np.zeros((1, SIZE, SIZE, 3), np.float32))
+    with pytest.raises(rt.TFLMError, match="crashed"):
+        rt.tflm_arena_bytes(bad)
+
+
+def test_a_file_that_crashes_litert_is_refused(exported):
+    """An ADD input with scale 2.4e8: LiteRT's check aborts on it, in a child process."""
+
+    def huge_scale(model, op):
+        model.subgraphs[0].tensors[op.inputs[0]].quantization.scale[0] = 2.4e8
+
+    bad = _edited(exported("add")[0], _set("ADD", huge_scale))
+    with pytest.raises(rt.InvalidTFLiteFileError, match="LiteRT crashed"):
+        rt.predict_tflm(bad, np.zeros((1, SIZE, SIZE, 3), np.float32))
 
 
 _FUZZ = textwrap.dedent(
