@@ -275,7 +275,8 @@ def test_eval_on_tflm_matches_litert_and_prints_the_arena(small, auto, capsys, m
     assert code == EXIT_OK and "TFLM arena" not in litert and ran_on_tflm == []
     code, tflm, _ = _run(capsys, *argv, "--runtime", "tflm")
     assert code == EXIT_OK and "on TFLite Micro" in tflm and ran_on_tflm == [200]
-    assert _accuracy(tflm) == _accuracy(litert) > 15.0  # the same top-1; trained (chance is 10%)
+    assert abs(_accuracy(tflm) - _accuracy(litert)) <= 0.5  # at most 1 of 200 samples (measured: equal)
+    assert _accuracy(litert) > 15.0  # trained (chance is 10%)
     assert _number(tflm, "TFLM arena: ") == runtimes.tflm_arena_bytes(path.read_bytes())
     code, _, err = _run(
         capsys, "eval", small / "small.keras", "--data", small / "test.npz", "--runtime", "tflm"

@@ -124,7 +124,10 @@ def predict_litert(
 
 
 def predict(flatbuffer: bytes, x: np.ndarray, runtime: str = "litert", batch_size: int = 256) -> np.ndarray:
-    """Outputs of a single-input TFLite model on ``x`` with ``runtime`` ``"litert"`` or ``"tflm"``."""
+    """Outputs of a single-input TFLite model on ``x`` with ``runtime`` ``"litert"`` or ``"tflm"``.
+
+    ``batch_size`` applies to LiteRT; TFLM runs the file's own batch (1 for kerasq's files), sample by sample.
+    """
     if runtime == "litert":
         return predict_litert(flatbuffer, x, batch_size)
     if runtime == "tflm":
@@ -135,7 +138,7 @@ def predict(flatbuffer: bytes, x: np.ndarray, runtime: str = "litert", batch_siz
 RUNTIMES = ("litert", "tflm")
 
 # ---------------------------------------------------------------------------------------------------------
-# The file itself: structure checks and live-tensor bytes, from the flatbuffer schema alone.
+# The file itself: checks before any runtime's C++ code reads it, and its live-tensor bytes (flatbuffer schema).
 
 _TYPE_BITS = {"FLOAT32": 32, "FLOAT16": 16, "INT32": 32, "UINT8": 8, "INT64": 64, "BOOL": 8, "INT16": 16,
               "COMPLEX64": 64, "INT8": 8, "FLOAT64": 64, "COMPLEX128": 128, "UINT64": 64, "UINT32": 32,
@@ -165,8 +168,8 @@ def check_tflite_flatbuffer(flatbuffer: bytes) -> Any:
     process. This walks the whole flatbuffer in Python first: identifier, schema version, every table, every
     tensor, buffer and operator-code index, constant tensors' byte counts, the data flow (each tensor written
     once, before it is read), options tables, quantization parameters. Then LiteRT verifies the flatbuffer,
-    prepares every op and runs it once on zeros, in a forked child process where ``os.fork`` exists (LiteRT
-    aborts on some corrupted parameters too); its tensor shapes must be the file's.
+    prepares every op and runs it once on zeros, in a forked child process on Linux (LiteRT aborts on some
+    corrupted parameters too); its tensor shapes must be the file's.
     """
     schema = litert_schema()
     data = bytes(flatbuffer)
@@ -254,7 +257,7 @@ def _check_options(schema: ModuleType, model: Any, tensors: list, op: Any, o: in
     wrong = (
         (stem == "pool2d" and name not in _POOLS)
         or (stem == "reducer" and name not in _REDUCERS)
-        or (stem in others and stem != own)
+        or (stem in others and stem != own and (name, stem) != ("CONV_3D_TRANSPOSE", "conv3d"))
         or (name in _NEEDS_OPTIONS and stem not in (own, "pool2d"))
     )
     if wrong:
@@ -295,6 +298,8 @@ def _check_dataflow(model: Any, subgraph: Any, g: int, invalid: Any) -> None:
                     f"subgraph {g} operator {o} reads tensor {int(i)} before any operator writes it"
                 )
         for i in [] if op.outputs is None else op.outputs:
+            if int(i) < 0:  # an optional output left out
+                continue
             if int(i) in given or (int(i) in ready and not tensors[int(i)].isVariable):
                 raise invalid(f"subgraph {g} operator {o} writes tensor {int(i)}, which is already written")
             ready.add(int(i))
@@ -370,7 +375,7 @@ def peak_live_tensor_bytes(flatbuffer: bytes) -> int:
     A tensor is live from the operator that writes it to the last operator that reads it (both included); model
     inputs are live from the first operator, model outputs to the last, variable tensors throughout. Shapes are
     the file's (batch 1). This is the lower bound for the activation part of any runtime's arena, and it needs
-    neither the Keras model nor a runtime.
+    no Keras model (the file is checked first, see ``check_tflite_flatbuffer``).
     """
     return live_tensor_bytes_per_op(flatbuffer).max(initial=0).item()
 
@@ -478,6 +483,7 @@ def _tflm_interpreter(flatbuffer: bytes, arena_size: int | None = None) -> tuple
 
 _IN_CHILD_OK: set[Any] = set()  # keys of calls that already ran to completion in a child process
 _CHILD_TIMEOUT = 600.0
+_FORK = hasattr(os, "fork") and sys.platform.startswith("linux")  # macOS: fork is unsafe once frameworks load
 
 
 def _in_child(key: Any, call: Any) -> str | None:
@@ -485,10 +491,10 @@ def _in_child(key: Any, call: Any) -> str | None:
 
     Returns the signal's name if the child crashed, else None. If ``call`` raised in the child it is called
     again here, where it raises the same error (it failed cleanly, so it is safe to repeat); if it returned,
-    it is not repeated. Calls with a ``key`` that already completed, and every call where ``os.fork`` is
-    missing (TFLM's wheels are Linux-only), run here directly.
+    it is not repeated. Calls with a ``key`` that already completed, and every call off Linux (TFLM's wheels
+    are Linux-only; macOS's fork is unsafe in a process with threads), run here directly.
     """
-    if not hasattr(os, "fork") or key in _IN_CHILD_OK:
+    if not _FORK or key in _IN_CHILD_OK:
         call()
         return None
     sys.stdout.flush()

@@ -10,7 +10,6 @@ samples; ``STEPS_FROM_LITERT`` holds the bounds).
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 import textwrap
@@ -369,6 +368,7 @@ def test_malformed_files_are_refused_before_tflm_reads_them(kind, corrupt, messa
             call()
 
 
+@pytest.mark.skipif(not rt._FORK, reason="crashes are caught in a forked child (Linux)")
 def test_a_file_that_crashes_tflm_is_an_error_not_a_crash(exported):
     """SOFTMAX with beta 1e-8 passes every check, LiteRT runs it, TFLM aborts: caught in a child process."""
     bad = _edited(
@@ -380,6 +380,7 @@ def test_a_file_that_crashes_tflm_is_an_error_not_a_crash(exported):
         rt.tflm_arena_bytes(bad)
 
 
+@pytest.mark.skipif(not rt._FORK, reason="crashes are caught in a forked child (Linux)")
 def test_a_file_that_crashes_litert_is_refused(exported):
     """An ADD input with scale 2.4e8: LiteRT's check aborts on it, in a child process."""
 
@@ -422,7 +423,7 @@ _FUZZ = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a child per corrupted file")
+@pytest.mark.skipif(not rt._FORK, reason="forks a child per corrupted file (Linux)")
 def test_corrupted_files_never_crash_the_process(exported, tmp_path):
     """Random byte edits of a real file: each runs, or is refused with a kerasq error; no child dies."""
     (tmp_path / "m.tflite").write_bytes(exported("conv2d_relu")[0])
