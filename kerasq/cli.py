@@ -3,10 +3,12 @@
     kerasq quantize MODEL.keras --data CALIB.npz [--tpc imx500|tflite] [--error-method mse]
                     [--weights-memory 200KB|50%] [--activation-memory ...] [--bops 1.5G|50%] -o OUT
     kerasq info MODEL(.keras|.tflite)
-    kerasq eval MODEL(.keras|.tflite) --data TEST.npz [--rescale 0.00392]
+    kerasq eval MODEL(.keras|.tflite) --data TEST.npz [--rescale 0.00392] [--runtime litert|tflm]
 
-Exit codes: 0 success, 2 bad usage, 3 unreadable or invalid input (paths, formats, data), 4 the model
-cannot be quantized or exported as asked.
+Without --tpc, a .tflite output is quantized for the ``tflite`` platform and any other output for ``imx500``.
+
+Exit codes: 0 success, 2 bad usage, 3 unreadable or invalid input (paths, formats, data) or a runtime that is
+not installed, 4 the model cannot be quantized, exported or run (on TFLite Micro) as asked.
 """
 
 from __future__ import annotations
@@ -102,10 +104,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     x, _ = _inputs(args.data, args.rescale, size)
     x = x[: args.n_samples]
     out = Path(args.output)
+    platform = args.tpc
+    if platform is None:
+        platform = "tflite" if out.suffix == ".tflite" else "imx500"
+        if platform == "tflite":
+            print("platform: tflite (chosen for the .tflite output; pass --tpc to override)")
     try:
         core = kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(
             weights_error_method=args.error_method, activation_error_method=args.error_method))  # fmt: skip
-        tpc = kerasq.get_target_platform_capabilities(args.tpc)
+        tpc = kerasq.get_target_platform_capabilities(platform)
     except ValueError as err:
         raise CliError(str(err), EXIT_USAGE) from err
     try:
@@ -135,7 +142,26 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         from kerasq.export.sizes import packed_size
 
         print(f"{packed_size(q_model, report.size_bytes):,} bytes with sub-8-bit weights bit-packed")
+        print(_activation_memory_line(info.resource_utilization.activation_memory, Path(report.path)))
     return EXIT_OK
+
+
+def _activation_memory_line(estimate: float, path: Path) -> str:
+    """kerasq's activation-memory estimate, and TFLM's arena for the file when tflite-micro is installed."""
+    from kerasq.export.runtimes import RuntimeUnavailableError, TFLMError, tflm_arena
+
+    line = f"activation memory: {estimate:,.0f} bytes (kerasq's estimate)"
+    try:
+        arena = tflm_arena(path.read_bytes())
+    except RuntimeUnavailableError:
+        return line  # no TFLite Micro here: nothing to compare with
+    except TFLMError as err:
+        return f"{line}; TFLite Micro cannot run {path.name}: {err}"
+    return f"{line}; TFLM arena for {path.name}: {_arena_text(arena)}"
+
+
+def _arena_text(arena) -> str:
+    return f"{arena.total:,} bytes ({arena.head:,} planned tensors and scratch + {arena.tail:,} persistent)"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -169,12 +195,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _info_tflite(path: Path) -> int:
     import numpy as np
 
-    from kerasq.export.runtimes import litert_interpreter_module
+    from kerasq.export.runtimes import (
+        InvalidTFLiteFileError,
+        RuntimeUnavailableError,
+        TFLMError,
+        litert_interpreter_module,
+        peak_live_tensor_bytes,
+        tflm_arena,
+    )
 
     if not path.exists():
         raise CliError(f"model file {str(path)!r} does not exist", EXIT_INPUT)
     try:
         interpreter = litert_interpreter_module().Interpreter(model_path=str(path))
+        flatbuffer = path.read_bytes()
+        peak = peak_live_tensor_bytes(flatbuffer)
     except (ValueError, RuntimeError) as err:
         raise CliError(f"cannot read {str(path)!r} as a TFLite model: {err}", EXIT_INPUT) from err
     details = interpreter.get_tensor_details()
@@ -193,6 +228,16 @@ def _info_tflite(path: Path) -> int:
             print(
                 f"{kind}: {d['name']} {shape} {np.dtype(d['dtype']).name} scale={scale:g} zero_point={zero_point}"
             )
+    print(
+        f"activation memory: {peak:,} bytes (kerasq's estimate for the file: peak of live tensors in its "
+        "operator order)"
+    )
+    try:
+        print(f"TFLM arena: {_arena_text(tflm_arena(flatbuffer))}")
+    except RuntimeUnavailableError:
+        print('TFLM arena: tflite-micro is not installed (pip install "kerasq[tflm]")')
+    except (TFLMError, InvalidTFLiteFileError) as err:
+        print(f"TFLM arena: TFLite Micro cannot run this file: {err}")
     return EXIT_OK
 
 
@@ -203,20 +248,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if y is None:
         raise CliError(f"{args.data!r} has no labels (an array named y or labels)", EXIT_INPUT)
     path = Path(args.model)
+    arena = None
     if path.suffix == ".tflite":
         if not path.exists():
             raise CliError(f"model file {args.model!r} does not exist", EXIT_INPUT)
-        from kerasq.export.runtimes import predict_litert
+        from kerasq.export.runtimes import InvalidTFLiteFileError, TFLMError, predict, tflm_arena
 
-        probs = predict_litert(path.read_bytes(), x)
+        flatbuffer = path.read_bytes()
+        try:
+            probs = predict(flatbuffer, x, runtime=args.runtime)
+            if args.runtime == "tflm":
+                arena = tflm_arena(flatbuffer)
+        except TFLMError as err:
+            raise CliError(str(err), EXIT_MODEL) from err
+        except InvalidTFLiteFileError as err:
+            raise CliError(str(err), EXIT_INPUT) from err
+        except ValueError as err:
+            raise CliError(f"the data does not fit the model: {err}", EXIT_INPUT) from err
     else:
+        if args.runtime != "litert":
+            raise CliError(
+                f"--runtime {args.runtime} runs .tflite files; {args.model!r} is not one", EXIT_USAGE
+            )
         model = _load_model(args.model)
         try:
             probs = model.predict(x, batch_size=256, verbose=0)
         except ValueError as err:
             raise CliError(f"the data does not fit the model: {err}", EXIT_INPUT) from err
     accuracy = float(np.mean(np.argmax(probs, -1) == y.astype(np.int64)) * 100.0)
-    print(f"{path.name}: top-1 accuracy {accuracy:.2f}% on {len(y)} samples")
+    on = " on TFLite Micro" if arena is not None else ""
+    print(f"{path.name}: top-1 accuracy {accuracy:.2f}% on {len(y)} samples{on}")
+    if arena is not None:
+        print(f"TFLM arena: {_arena_text(arena)}")
     return EXIT_OK
 
 
@@ -236,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="post-training quantization, then export")
     q.add_argument("model", help="float model (.keras)")
     q.add_argument("--data", required=True, help="calibration data: .npz, .npy or a folder of images")
-    q.add_argument("--tpc", default="imx500", help="target platform: imx500 (default) or tflite")
+    q.add_argument(
+        "--tpc", default=None,
+        help="target platform: imx500 or tflite (default: tflite for a .tflite output, imx500 otherwise)",
+    )  # fmt: skip
     q.add_argument(
         "--error-method", default="mse", help="threshold error method: mse, mae, lp, kl, no_clipping"
     )
@@ -270,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model")
     e.add_argument("--data", required=True, help=".npz with x and y arrays")
     e.add_argument("--rescale", type=float, default=1.0, help="multiply input data by this (e.g. 1/255)")
+    e.add_argument(
+        "--runtime", choices=("litert", "tflm"), default="litert",
+        help=".tflite files: run with LiteRT (default) or TensorFlow Lite Micro (prints its arena bytes)",
+    )  # fmt: skip
     e.set_defaults(func=cmd_eval)
     return parser
 
@@ -282,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as err:
         print(f"kerasq {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    except ImportError as err:
+        from kerasq.export.runtimes import RuntimeUnavailableError
+
+        if not isinstance(err, RuntimeUnavailableError):
+            raise
+        print(f"kerasq {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":

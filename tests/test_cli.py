@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -186,3 +189,158 @@ def test_int4_weights_refused_where_the_converter_loses_ranges(files, capsys):
                         "-o", files / "never.tflite")  # fmt: skip
     assert code == EXIT_MODEL and "without int4_weights" in err and "Sigmoid" in err
     assert not (files / "never.tflite").exists()
+
+
+# ---- .tflite files on TensorFlow Lite Micro, the platform a .tflite output picks, missing runtimes
+
+PLATFORM_LINE = "platform: tflite (chosen for the .tflite output; pass --tpc to override)"
+
+
+@pytest.fixture(scope="module")
+def small(cifar, tmp_path_factory):
+    """A small CNN trained for three short epochs, 64 calibration and 200 test images: TFLM's kernels are slow."""
+    root = tmp_path_factory.mktemp("cli_small")
+    x_train, y_train, x_test, y_test = cifar
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    i = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(i)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(16, 1, activation="relu")(x))
+    model = keras.Model(i, layers.Dense(10, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train[:4000], y_train[:4000], batch_size=64, epochs=3, verbose=0)
+    model.save(root / "small.keras")
+    to_uint8 = lambda x: np.round(x * 255).astype(np.uint8)  # noqa: E731
+    np.savez(root / "calib.npz", x=to_uint8(x_train[:64]))
+    np.savez(root / "test.npz", x=to_uint8(x_test[:200]), y=y_test[:200])
+    return root
+
+
+def _quantize_small(capsys, small, out, *extra):
+    return _run(capsys, "quantize", small / "small.keras", "--data", small / "calib.npz", "--rescale", 1 / 255,
+                *extra, "-o", out)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def auto(small):
+    """``kerasq quantize small.keras -o auto.tflite`` without --tpc: (the file, what the command printed)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["quantize", str(small / "small.keras"), "--data", str(small / "calib.npz"), "--rescale",
+                     str(1 / 255), "-o", str(small / "auto.tflite")])  # fmt: skip
+    assert code == EXIT_OK, printed.getvalue()
+    return small / "auto.tflite", printed.getvalue()
+
+
+def _number(text: str, before: str, after: str = " bytes") -> int:
+    return int(text.split(before)[1].split(after)[0].replace(",", ""))
+
+
+def test_tflite_output_without_tpc_uses_the_tflite_platform(small, auto, capsys):
+    from kerasq.export import runtimes
+
+    text = auto[1]
+    assert text.count(PLATFORM_LINE) == 1 and "kerasq quantization (tflite)" in text
+    code, explicit, _ = _quantize_small(capsys, small, small / "explicit.tflite", "--tpc", "tflite")
+    assert code == EXIT_OK and PLATFORM_LINE not in explicit
+    assert (small / "auto.tflite").read_bytes() == (small / "explicit.tflite").read_bytes()
+    # kerasq's estimate next to TFLM's arena for the written file
+    estimate = _number(text, "activation memory: ", " bytes (kerasq's estimate)")
+    assert estimate == _number(text, "activation_memory=", ", ")  # the figure of the quantization summary
+    arena = _number(text, "TFLM arena for auto.tflite: ")
+    assert arena == runtimes.tflm_arena_bytes((small / "auto.tflite").read_bytes())
+    assert arena > runtimes.peak_live_tensor_bytes((small / "auto.tflite").read_bytes()) >= estimate
+
+
+def test_an_explicit_tpc_wins_and_other_outputs_keep_imx500(small, auto, capsys):
+    code, text, _ = _quantize_small(capsys, small, small / "imx.tflite", "--tpc", "imx500")
+    assert code == EXIT_OK, text
+    assert PLATFORM_LINE not in text and "kerasq quantization (imx500)" in text
+    assert (small / "imx.tflite").read_bytes() != (small / "auto.tflite").read_bytes()
+    code, text, _ = _quantize_small(capsys, small, small / "q.keras")
+    assert code == EXIT_OK and PLATFORM_LINE not in text and "kerasq quantization (imx500)" in text
+    assert "activation memory:" not in text  # the arena comparison is for .tflite INT8 files
+
+
+def test_eval_on_tflm_matches_litert_and_prints_the_arena(small, auto, capsys, monkeypatch):
+    from kerasq.export import runtimes
+
+    ran_on_tflm, predict_tflm = [], runtimes.predict_tflm
+    monkeypatch.setattr(runtimes, "predict_tflm", lambda fb, x, **kw: ran_on_tflm.append(len(x)) or predict_tflm(
+        fb, x, **kw))  # fmt: skip
+    path = auto[0]
+    argv = ["eval", path, "--data", small / "test.npz", "--rescale", 1 / 255]
+    code, litert, _ = _run(capsys, *argv)
+    assert code == EXIT_OK and "TFLM arena" not in litert and ran_on_tflm == []
+    code, tflm, _ = _run(capsys, *argv, "--runtime", "tflm")
+    assert code == EXIT_OK and "on TFLite Micro" in tflm and ran_on_tflm == [200]
+    assert abs(_accuracy(tflm) - _accuracy(litert)) <= 0.5  # at most 1 of 200 samples (measured: equal)
+    assert _accuracy(litert) > 15.0  # trained (chance is 10%)
+    assert _number(tflm, "TFLM arena: ") == runtimes.tflm_arena_bytes(path.read_bytes())
+    code, _, err = _run(
+        capsys, "eval", small / "small.keras", "--data", small / "test.npz", "--runtime", "tflm"
+    )
+    assert code == EXIT_USAGE and "runs .tflite files" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(path), "--data", str(small / "test.npz"), "--runtime", "tvm"])
+    assert exit_info.value.code == EXIT_USAGE
+
+
+def test_info_tflite_prints_the_arena_and_the_files_live_tensor_bytes(small, auto, capsys):
+    from kerasq.export import runtimes
+
+    flatbuffer = (small / "auto.tflite").read_bytes()
+    code, text, _ = _run(capsys, "info", small / "auto.tflite")
+    assert code == EXIT_OK
+    assert _number(text, "TFLM arena: ") == runtimes.tflm_arena_bytes(flatbuffer)
+    peak = _number(text, "activation memory: ", " bytes (kerasq's estimate for the file")
+    assert peak == runtimes.peak_live_tensor_bytes(flatbuffer) > 0
+
+
+def _sign_model(path):
+    """A float .tflite file with SIGN, an op TFLite Micro has no kernel for."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def sign(x):
+        return tf.math.sign(x)
+
+    path.write_bytes(
+        tf.lite.TFLiteConverter.from_concrete_functions([sign.get_concrete_function()], sign).convert()
+    )
+    return path
+
+
+def test_a_file_tflm_cannot_run(small, capsys):
+    path = _sign_model(small / "sign.tflite")
+    np.savez(small / "vectors.npz", x=np.ones((4, 8), np.float32), y=np.zeros(4, np.int64))
+    code, text, _ = _run(capsys, "info", path)
+    assert code == EXIT_OK and "TFLM arena: TFLite Micro cannot run this file" in text and "SIGN" in text
+    code, _, err = _run(capsys, "eval", path, "--data", small / "vectors.npz", "--runtime", "tflm")
+    assert code == EXIT_MODEL and "no kernel for the SIGN op" in err
+    (small / "junk.tflite").write_bytes(b"\0" * 64)
+    code, _, err = _run(capsys, "info", small / "junk.tflite")
+    assert code == EXIT_INPUT and "cannot read" in err
+
+
+def test_missing_tflite_micro(small, auto, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)  # import tflite_micro raises ImportError
+    code, text, _ = _run(capsys, "info", small / "auto.tflite")
+    assert (
+        code == EXIT_OK and 'TFLM arena: tflite-micro is not installed (pip install "kerasq[tflm]")' in text
+    )
+    assert "kerasq's estimate for the file" in text
+    code, out, err = _run(
+        capsys, "eval", small / "auto.tflite", "--data", small / "test.npz", "--runtime", "tflm"
+    )
+    assert code == EXIT_INPUT and "kerasq[tflm]" in err and "tflite-micro" in err and "Traceback" not in err
+    code, text, _ = _quantize_small(capsys, small, small / "no_tflm.tflite")
+    assert code == EXIT_OK and "(kerasq's estimate)" in text and "TFLM arena" not in text
+
+
+def test_missing_litert_is_exit_3(small, auto, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    code, _, err = _run(capsys, "eval", small / "auto.tflite", "--data", small / "test.npz")
+    assert code == EXIT_INPUT and "ai-edge-litert" in err and "kerasq[litert]" in err
+    code, _, err = _run(capsys, "info", small / "auto.tflite")
+    assert code == EXIT_INPUT and "ai-edge-litert" in err
