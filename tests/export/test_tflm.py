@@ -21,8 +21,9 @@ import tensorflow as tf
 from keras import layers
 
 import kerasq
-from kerasq.export import QuantizationFormat
+from kerasq.export import QuantizationFormat, child_process
 from kerasq.export import runtimes as rt
+from kerasq.export import tflm as tflm_module
 from kerasq.export.tflite import convert_to_tflite
 
 pytest.importorskip("tflite_micro")
@@ -220,10 +221,12 @@ def test_arena_bytes_are_the_arena_tflm_needs(kind, exported):
 def test_the_default_arena_grows_until_the_model_fits(exported, monkeypatch):
     flatbuffer, _, x, _ = exported("transposed_conv")
     expected, arena = rt.predict_tflm(flatbuffer, x[:2]), rt.tflm_arena(flatbuffer)
-    monkeypatch.setattr(rt, "_arena_guess", lambda model: 1024)  # far too small: TFLM refuses, kerasq retries
+    monkeypatch.setattr(
+        tflm_module, "_arena_guess", lambda model: 1024
+    )  # far too small: TFLM refuses, kerasq retries
     np.testing.assert_array_equal(rt.predict_tflm(flatbuffer, x[:2]), expected)
     assert rt.tflm_arena(flatbuffer) == arena
-    monkeypatch.setattr(rt, "_MAX_ARENA", 2048)
+    monkeypatch.setattr(tflm_module, "_MAX_ARENA", 2048)
     with pytest.raises(rt.TFLMError, match="arena is too small"):
         rt.predict_tflm(flatbuffer, x[:2])
 
@@ -368,7 +371,7 @@ def test_malformed_files_are_refused_before_tflm_reads_them(kind, corrupt, messa
             call()
 
 
-@pytest.mark.skipif(not rt._FORK, reason="crashes are caught in a forked child (Linux)")
+@pytest.mark.skipif(not child_process.FORK, reason="crashes are caught in a forked child (Linux)")
 def test_a_file_that_crashes_tflm_is_an_error_not_a_crash(exported):
     """SOFTMAX with beta 1e-8 passes every check, LiteRT runs it, TFLM aborts: caught in a child process."""
     bad = _edited(
@@ -380,7 +383,7 @@ def test_a_file_that_crashes_tflm_is_an_error_not_a_crash(exported):
         rt.tflm_arena_bytes(bad)
 
 
-@pytest.mark.skipif(not rt._FORK, reason="crashes are caught in a forked child (Linux)")
+@pytest.mark.skipif(not child_process.FORK, reason="crashes are caught in a forked child (Linux)")
 def test_a_file_that_crashes_litert_is_refused(exported):
     """An ADD input with scale 2.4e8: LiteRT's check aborts on it, in a child process."""
 
@@ -423,7 +426,7 @@ _FUZZ = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not rt._FORK, reason="forks a child per corrupted file (Linux)")
+@pytest.mark.skipif(not child_process.FORK, reason="forks a child per corrupted file (Linux)")
 def test_corrupted_files_never_crash_the_process(exported, tmp_path):
     """Random byte edits of a real file: each runs, or is refused with a kerasq error; no child dies."""
     (tmp_path / "m.tflite").write_bytes(exported("conv2d_relu")[0])
