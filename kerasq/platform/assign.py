@@ -161,4 +161,15 @@ def _share_input_grids(node: Node, plan: QuantizationPlan, consumers: dict) -> N
     for tensor in dict.fromkeys(node.inputs):
         spec = plan.activations.get(tensor)
         if spec is not None and spec.fixed_range is None and len(consumers.get(tensor, [])) == 1:
-            plan.activations[tensor] = replace(spec, shares_grid_of=out)
+            _join_grid(plan, tensor, out)
+
+
+def _join_grid(plan: QuantizationPlan, tensor: int, owner: int) -> None:
+    """``tensor``, and every tensor already on its grid, take ``owner``'s grid. ``shares_grid_of`` always names a
+    tensor with a grid of its own: a concatenation feeding another one (Inception, DenseNet) hands its inputs
+    on to the outer grid instead of leaving them pointing at a tensor that no longer owns one."""
+    root = plan.activations[owner].shares_grid_of
+    root = owner if root is None else root
+    for tid, spec in list(plan.activations.items()):
+        if tid == tensor or spec.shares_grid_of == tensor:
+            plan.activations[tid] = replace(spec, shares_grid_of=root)
