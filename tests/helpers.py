@@ -30,6 +30,18 @@ def randomize_biases(model: keras.Model, seed: int) -> None:
             layer.set_weights([weights[0], rng.normal(size=weights[1].shape).astype("float32")])
 
 
+def random_bn(x, seed: int, name: str | None = None):
+    """``x`` through a new BatchNormalization with random statistics (so it is not the identity)."""
+    bn = keras.layers.BatchNormalization(name=name)
+    y = bn(x)
+    c = x.shape[-1]
+    rng = np.random.default_rng(seed)
+    bn.set_weights(
+        [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c), rng.uniform(0.5, 2, c)]
+    )
+    return y
+
+
 def assert_same_function(model: keras.Model, graph, seed: int = 0) -> None:
     """The float model rebuilt from ``graph`` computes what ``model`` computes (rtol 1e-5)."""
     from kerasq.builder import build_model
