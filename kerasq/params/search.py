@@ -118,13 +118,30 @@ def lp_errors(
         if p != 1.0:
             np.power(err, p, out=err)
     if bin_width is not None and np.ndim(bin_width) == 0:  # histogram input: lp_error's noise model
-        z = zero_point[..., None]
-        noisy = (v >= (qmin - z) * s) & (v <= (qmax - z) * s) & (s < 4.0 * bin_width)
-        np.copyto(err, np.broadcast_to((s / 2.0) ** p / (p + 1.0), err.shape), where=noisy)
+        _noise_in_range(err, v, scale, zero_point, qmin, qmax, p, bin_width)
     if w is None:
         return err.sum(-1) / float(v.shape[-1])
     np.multiply(err, w, out=err)
     return err.sum(-1) / np.maximum(w.sum(-1), 1e-30)
+
+
+def _noise_in_range(
+    err: np.ndarray, v: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, p: float,
+    bin_width: float,
+) -> None:  # fmt: skip
+    """lp_error's noise model, in place: where a grid is finer than 4 bins, values inside its range take the
+    uniform-noise error (s/2)^p / (p+1). Histogram centres are sorted, so each candidate's in-range values
+    are one slice of its row (found by bisection) rather than a mask over every value."""
+    lo, hi = (qmin - zero_point) * scale, (qmax - zero_point) * scale
+    noise = (scale / 2.0) ** p / (p + 1.0)
+    fine = scale < 4.0 * bin_width
+    if v.shape[0] != 1 or np.any(np.diff(v[0]) < 0):  # not one sorted row: the mask
+        inside = (v >= lo[..., None]) & (v <= hi[..., None]) & fine[..., None]
+        np.copyto(err, np.broadcast_to(noise[..., None], err.shape), where=inside)
+        return
+    start, stop = np.searchsorted(v[0], lo, side="left"), np.searchsorted(v[0], hi, side="right")
+    for k, c in zip(*np.nonzero(fine & (stop > start)), strict=True):
+        err[k, c, start[k, c] : stop[k, c]] = noise[k, c]
 
 
 def _symmetric_candidates(tmax: np.ndarray, method: M, alphas: np.ndarray) -> np.ndarray:
