@@ -1,7 +1,8 @@
 """Standalone per-channel affine layers as 1x1 depthwise convolutions.
 
 A BatchNormalization with no conv / dense to fold into (ResNetV2's pre-activation BNs, a BN after an Add),
-a ``Normalization`` or a ``Rescaling`` computes ``y = x * scale + offset`` along the last (channel) axis:
+a ``Normalization``, a ``Rescaling`` or a ``keras.ops`` add / subtract / multiply with a constant (MobileNetV3's
+hard sigmoid) computes ``y = x * scale + offset`` along the last (channel) axis:
 exactly a depthwise convolution with a 1x1 kernel holding ``scale`` and a bias holding ``offset``. As one,
 it gets per-channel weights and one output grid, and TFLite runs it as one integer DEPTHWISE_CONV_2D
 instead of float MUL / SUB / DIV ops. Affines that follow each other (EfficientNetV2's Rescaling then
@@ -24,6 +25,7 @@ from kerasq.graph.model_graph import Graph, Node, TensorInfo, TensorRef
 from kerasq.graph.op_kinds import op_kind
 
 AFFINE_KINDS = ("batch_norm", "normalization", "rescaling")
+SCALAR_KINDS = ("add", "subtract", "multiply")  # keras.ops calls of a tensor and a constant
 
 
 def bn_scale_shift(bn: Node) -> tuple[np.ndarray, np.ndarray]:
@@ -75,18 +77,44 @@ def _rescaling(op: keras.layers.Layer, channels: int, rank: int) -> tuple | None
 
 def affine_of(node: Node, graph: Graph) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-channel (scale, offset) with node(x) = x * scale + offset on the last axis, or None."""
-    if node.kind not in AFFINE_KINDS or node.float_reason or len(node.inputs) != 1 or len(node.outputs) != 1:
+    if node.kind not in AFFINE_KINDS + SCALAR_KINDS or node.float_reason or len(node.inputs) != 1:
+        return None
+    if len(node.outputs) != 1:
         return None
     info = graph.tensors[node.inputs[0]]
     rank, channels = len(info.shape), info.shape[-1]
     if rank not in (2, 3, 4) or channels is None or not info.dtype.startswith("float"):
+        return None
+    if graph.tensors[node.outputs[0]].dtype != info.dtype:  # e.g. a float64 constant promotes the result
         return None
     op = node.op
     if node.kind == "batch_norm":
         return bn_scale_shift(node) if _last_axis(op.axis, rank) else None
     if node.kind == "normalization":
         return _normalization(op, channels, rank)
-    return _rescaling(op, channels, rank)
+    if node.kind == "rescaling":
+        return _rescaling(op, channels, rank)
+    return _constant_op(node, channels, rank)
+
+
+def _constant_op(node: Node, channels: int, rank: int) -> tuple | None:
+    """``x + c``, ``x - c``, ``c - x``, ``x * c`` (``keras.ops`` calls, e.g. MobileNetV3's hard sigmoid
+    ``relu6(x + 3) * (1 / 6)``) with a constant ``c`` per channel or scalar."""
+    if isinstance(node.op, keras.layers.Layer) or node.kwargs or len(node.args) != 2:
+        return None
+    is_tensor = [isinstance(a, TensorRef) for a in node.args]
+    constant = node.args[is_tensor.index(False)] if is_tensor.count(True) == 1 else None
+    if isinstance(constant, bool) or not isinstance(constant, (int, float, np.number, np.ndarray)):
+        return None
+    c = per_channel(constant, channels, rank)
+    if c is None:
+        return None
+    ones = np.ones(channels)
+    if node.kind == "multiply":
+        return c, np.zeros(channels)
+    if node.kind == "add":
+        return ones, c
+    return (ones, -c) if is_tensor[0] else (-ones, c)
 
 
 def compose(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]) -> tuple:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import assert_model_untouched, assert_same_function, random_bn
-from keras import layers
+from keras import layers, ops
 
 from kerasq.graph import read_model
 from kerasq.graph.rewrites import fold_batch_norms
@@ -102,6 +102,37 @@ def test_a_shared_affine_output_ends_a_chain():
         ("add", "add"),
     ]
     assert_same_function(model, graph)
+
+
+def constant_ops_net() -> keras.Model:
+    """MobileNetV3's hard sigmoid (``relu6(x + 3) * (1 / 6)`` in keras.ops), ``2 - x`` and a per-channel
+    product."""
+    image = keras.Input((4, 4, 3))
+    x = ops.multiply(layers.ReLU(6.0)(ops.add(image, 3.0)), 1.0 / 6.0)
+    x = ops.subtract(2.0, x)
+    x = ops.multiply(x, np.array([1.0, -2.0, 0.5], "float32"))
+    return keras.Model(image, layers.Conv2D(2, 1)(x))
+
+
+def test_constant_keras_ops_become_depthwise_convs():
+    keras.utils.set_random_seed(0)
+    model = constant_ops_net()
+    graph = lower_affines(read_model(model))
+    # (+3), relu6, then (* 1/6, 2 - x, * c) composed into one
+    assert [n.kind for n in graph.nodes] == ["depthwise_conv", "relu6", "depthwise_conv", "conv"]
+    kernel, bias = graph.nodes[2].weights
+    np.testing.assert_allclose(kernel.reshape(-1), [-1 / 6, 2 / 6, -0.5 / 6], rtol=1e-6)
+    np.testing.assert_allclose(bias, [2.0, -4.0, 1.0], rtol=1e-6)
+    assert_same_function(model, graph)
+
+
+def test_constants_that_change_the_shape_or_dtype_are_left_alone():
+    image = keras.Input((4, 4, 3))
+    wider = ops.add(image, np.zeros((2, 4, 4, 3), "float32"))  # broadcasts the batch
+    promoted = ops.multiply(image, np.ones(3, "float64"))  # float64 result
+    model = keras.Model(image, [wider, promoted])
+    graph = read_model(model)
+    assert lower_affines(graph) is graph
 
 
 def test_per_channel_and_compose():
