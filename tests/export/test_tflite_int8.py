@@ -73,6 +73,17 @@ def branch_concat_net() -> keras.Model:
     return keras.Model(i, layers.Dense(10)(x), name="branch_concat")
 
 
+def pool_branch_net() -> keras.Model:
+    """Inception's pool branch: a max-pool output read by a conv and by a stride-1 average pool (TFLite rounds
+    the means onto the input grid; with the max-pool output left without a quantizer the converter left the
+    branch float)."""
+    i = keras.Input((32, 32, 3))
+    x = layers.MaxPooling2D(2)(layers.Conv2D(16, 3, padding="same", activation="relu")(i))
+    pooled = layers.AveragePooling2D(3, strides=1, padding="same")(x)
+    x = layers.Add()([layers.Conv2D(16, 1)(x), layers.Conv2D(16, 1)(pooled)])
+    return keras.Model(i, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)), name="pool_branch")
+
+
 def affine_net() -> keras.Model:
     """Standalone affines: Rescaling + per-channel Normalization at the input, a pre-activation BN, a BN after
     an Add, a per-channel Rescaling on a sequence and a BN on [batch, channels] (all 1x1 depthwise convs)."""
@@ -130,6 +141,7 @@ def images(cifar):
         (plain_net, "tflite"),
         (branch_concat_net, "tflite"),
         (affine_net, "tflite"),
+        (pool_branch_net, "tflite"),
         (plain_net, "imx500"),
     ],  # fmt: skip
 )
