@@ -30,6 +30,34 @@ def randomize_biases(model: keras.Model, seed: int) -> None:
             layer.set_weights([weights[0], rng.normal(size=weights[1].shape).astype("float32")])
 
 
+def random_bn(x, seed: int, name: str | None = None):
+    """``x`` through a new BatchNormalization with random statistics (so it is not the identity)."""
+    bn = keras.layers.BatchNormalization(name=name)
+    y = bn(x)
+    c = x.shape[-1]
+    rng = np.random.default_rng(seed)
+    bn.set_weights(
+        [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c), rng.uniform(0.5, 2, c)]
+    )
+    return y
+
+
+def calibrate_batch_norms(model: keras.Model, x: np.ndarray) -> None:
+    """Moving statistics of every BatchNormalization (nested ones too) from one training-mode pass over
+    ``x``: freshly initialised networks with many BNs (MobileNetV3) otherwise shrink their signal to ~1e-11,
+    and every comparison of their outputs is trivially equal."""
+    stack, bns = list(model.layers), []
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            bns.append((layer, layer.momentum))
+            layer.momentum = 0.0
+    model(x, training=True)
+    for layer, momentum in bns:
+        layer.momentum = momentum
+
+
 def assert_same_function(model: keras.Model, graph, seed: int = 0) -> None:
     """The float model rebuilt from ``graph`` computes what ``model`` computes (rtol 1e-5)."""
     from kerasq.builder import build_model

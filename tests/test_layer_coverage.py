@@ -101,11 +101,13 @@ def test_w16a16_matches_float(zoo_data):
     )
     assert info.float_layers == {}
     wrappers = [w for w in q_model.layers if isinstance(w, kerasq.QuantizeWrapper)]
-    # SeparableConv2D runs as depthwise + pointwise (split_separable_convs), as on devices.
+    # SeparableConv2D runs as depthwise + pointwise (split_separable_convs), as on devices; the input's
+    # Rescaling and Normalization run as one 1x1 depthwise convolution, and so does ops.add(x, 0.1)
+    # (lower_affines).
     assert {w.kind for w in wrappers} == {"conv", "depthwise_conv", "conv_transpose", "dense"}
     weighted = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv1D, layers.DepthwiseConv2D,
                 layers.SeparableConv2D, layers.Conv2DTranspose, layers.Dense)  # fmt: skip
-    assert len(wrappers) == sum(isinstance(layer, weighted) for layer in model.layers) + 1 == 12
+    assert len(wrappers) == sum(isinstance(layer, weighted) for layer in model.layers) + 3 == 14
     diff = np.abs(q_model.predict(zoo_data, verbose=0) - model.predict(zoo_data, verbose=0)).max()
     assert diff < 2e-3
 

@@ -9,6 +9,7 @@ bias is ``b`` minus that shift averaged over output positions (a bias is one val
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -17,18 +18,18 @@ from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.weights import named_weights, weight_names
 from kerasq.params.quant_params import QuantParams
 from kerasq.params.selection import QuantizationParams
+from kerasq.quantizers.kernel_ops import LINEAR_OPS
 
 CORRECTED_KINDS = ("conv", "dense", "depthwise_conv")
 
 
 def bias_shift(node: Node, error: np.ndarray, mean_input: np.ndarray) -> np.ndarray:
-    """Mean output shift per output channel of ``node`` when its kernel changes by ``error``."""
-    config = {**node.layer_config, "use_bias": False, "activation": None, "name": None}
-    layer = type(node.op).from_config(config)
+    """Mean output shift per output channel of ``node`` when its kernel changes by ``error``: the layer's
+    linear op on the error kernel (its config gives strides, padding, ...), without building a layer."""
+    config = SimpleNamespace(**node.layer_config)
     x = np.asarray(mean_input, np.float32)[None]
-    layer.build(x.shape)
-    layer.set_weights([np.asarray(error, np.float32)])
-    y = keras.ops.convert_to_numpy(layer(x)).astype(np.float64)
+    y = LINEAR_OPS[node.kind](config, x, {"kernel": np.asarray(error, np.float32)})
+    y = keras.ops.convert_to_numpy(y).astype(np.float64)
     return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
 

@@ -97,7 +97,7 @@ class _GraphWriter:
     def tensor_id(self, kt: Any) -> int:
         key = id(kt)
         if key not in self._ids:
-            self._ids[key] = len(self._ids)
+            self._ids[key] = len(self.tensors)  # aliases add keys to _ids, not new tensors
             self._keep.append(kt)
             self.tensors[self._ids[key]] = TensorInfo(tuple(kt.shape), str(kt.dtype))
         return self._ids[key]
@@ -152,7 +152,12 @@ class _GraphWriter:
                 f"Nested model {sub.name!r} is called with {len(flat_args)} tensors but has "
                 f"{len(inner.inputs)} inputs; kerasq cannot flatten it."
             )
-        inner_outputs = self.add_model(inner, flat_args, prefix=f"{prefix}{sub.name}_")
+        # Fresh Inputs stand in for the outer tensors: a Functional built on tensors that are not Inputs
+        # copies its graph, so its outputs would not be the tensors the recorded calls produced.
+        stand_ins = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in flat_args]
+        for stand_in, outer in zip(stand_ins, flat_args, strict=True):
+            self.alias(stand_in, self.tensor_id(outer))
+        inner_outputs = self.add_model(inner, stand_ins, prefix=f"{prefix}{sub.name}_")
         for outer, produced in zip(
             keras.tree.flatten(sub_outputs), keras.tree.flatten(inner_outputs), strict=True
         ):

@@ -140,10 +140,11 @@ def best_schedule(
         for t in step.reads:
             readers[t] = readers.get(t, 0) | (1 << i)
     pred = [0] * n
+    succ: list[list[int]] = [[] for _ in range(n)]  # steps reading what each step writes
     for i, step in enumerate(steps):
-        for t in step.reads:
-            if t in producer:
-                pred[i] |= 1 << producer[t]
+        for j in dict.fromkeys(producer[t] for t in step.reads if t in producer):
+            pred[i] |= 1 << j
+            succ[j].append(i)
     # Tensors a step writes and that outlive it; their size stays resident after the step.
     writes = [float(sum(sizes[t] for t in set(s.writes))) for s in steps]
     kept = [
@@ -157,15 +158,22 @@ def best_schedule(
         freed = sum(sizes[t] for t in set(steps[i].reads) if t not in output_set and not readers[t] & ~new)
         return mem + kept[i] - freed
 
-    def ready(mask: int) -> list[int]:
-        return [i for i in range(n) if not mask >> i & 1 and pred[i] & ~mask == 0]
+    def ready_after(ready: tuple[int, ...], mask: int, i: int) -> tuple[int, ...]:
+        """The steps ready once ``i`` has run from down-set ``mask`` (where ``ready`` were): ``ready`` minus
+        ``i`` plus the successors of ``i`` whose predecessors have all run, ascending. Updating the set from
+        step to step keeps each move proportional to the graph's width, not to its number of steps."""
+        new = mask | (1 << i)
+        unlocked = [j for j in succ[i] if pred[j] & ~new == 0]
+        return tuple(sorted([r for r in ready if r != i] + unlocked))
 
-    order = _exact_order(n, ready, after, writes, start_mem, max_states)
+    start = tuple(i for i in range(n) if pred[i] == 0)
+    order = _exact_order(n, start, ready_after, after, writes, start_mem, max_states)
     exact = order is not None
     if order is None:
-        order, mask, mem = [], 0, start_mem
+        order, mask, mem, ready = [], 0, start_mem, start
         for _ in range(n):
-            i = min(ready(mask), key=lambda j: (after(mask, mem, j), j))
+            i = min(ready, key=lambda j: (after(mask, mem, j), j))
+            ready = ready_after(ready, mask, i)
             mem, mask = after(mask, mem, i), mask | (1 << i)
             order.append(i)
     cuts = live_tensors(steps, inputs, outputs, order)
@@ -173,23 +181,23 @@ def best_schedule(
     return Schedule(order=tuple(order), cuts=cuts, peak=peak, exact=exact)
 
 
-def _exact_order(n, ready, after, writes, start_mem, max_states) -> list[int] | None:
+def _exact_order(n, start, ready_after, after, writes, start_mem, max_states) -> list[int] | None:
     """Bottleneck shortest path over the down-set lattice; ``None`` if it has more than ``max_states``."""
     parent: dict[int, tuple[int, int]] = {}  # down-set -> (previous down-set, step run to reach it)
-    level = {0: (0.0, start_mem)}  # down-set -> (best peak so far, resident memory)
+    level = {0: (0.0, start_mem, start)}  # down-set -> (best peak so far, resident memory, ready steps)
     for _ in range(n):
-        nxt: dict[int, tuple[float, float]] = {}
-        for mask, (peak, mem) in level.items():
-            for i in ready(mask):
+        nxt: dict[int, tuple[float, float, tuple[int, ...]]] = {}
+        for mask, (peak, mem, ready) in level.items():
+            for i in ready:
                 new = mask | (1 << i)
                 value = max(peak, mem + writes[i])
                 if new not in nxt:
                     if len(parent) + 1 >= max_states:
                         return None
-                    nxt[new] = (value, after(mask, mem, i))
+                    nxt[new] = (value, after(mask, mem, i), ready_after(ready, mask, i))
                     parent[new] = (mask, i)
                 elif value < nxt[new][0]:
-                    nxt[new] = (value, nxt[new][1])
+                    nxt[new] = (value, *nxt[new][1:])
                     parent[new] = (mask, i)
         level = nxt
     order, mask = [], (1 << n) - 1

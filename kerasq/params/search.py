@@ -20,7 +20,9 @@ _UNIFORM_WEIGHT_SHRINK = np.linspace(1.0, 0.4, 10)
 _UNIFORM_ACT_SHRINK = np.unique(np.concatenate([np.geomspace(2.0**-8, 0.3, 12), np.linspace(0.3, 1.0, 22)]))[
     ::-1
 ]
-_MAX_ELEMENTS = 2**24  # candidates x values evaluated per chunk
+_MAX_ELEMENTS = 2**24  # candidates x values evaluated per chunk (KL)
+_BLOCK_ELEMENTS = 2**17  # candidates x values per block of the Lp errors: 1 MB buffers stay in cache
+_LP_POWER = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0}  # as candidate_errors maps them (LP: l_p_value)
 
 
 def _check_common(n_bits: int, l_p_value: float, error_method: E, method: M) -> None:
@@ -64,15 +66,82 @@ def _evaluate(
     method: E, v: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
     p: float, bin_width: np.ndarray | float | None,
 ) -> np.ndarray:  # fmt: skip
-    """candidate_errors in chunks of candidates so memory stays bounded."""
-    step = max(1, _MAX_ELEMENTS // max(v.size, 1))
-    parts = [
-        candidate_errors(
-            method, v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, p, bin_width
-        )
-        for i in range(0, scale.shape[0], step)
-    ]
-    return np.concatenate(parts, axis=0)
+    """``candidate_errors`` of every candidate [K, C], in blocks of candidates and channels small enough for
+    the temporaries to stay in cache (whole rows of ``v``, so every sum is the one of a single call)."""
+    if method is E.KL:  # per-channel bin widths and whole-histogram bookkeeping: blocks of candidates only
+        w = np.ones_like(v) if w is None else w
+        step = max(1, _MAX_ELEMENTS // max(v.size, 1))
+        parts = [
+            candidate_errors(
+                method, v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, p, bin_width
+            )
+            for i in range(0, scale.shape[0], step)
+        ]
+        return np.concatenate(parts, axis=0)
+    power = _LP_POWER.get(method, float(p))
+    channels, n = v.shape
+    rows = max(1, min(channels, _BLOCK_ELEMENTS // max(n, 1)))
+    step = max(1, _BLOCK_ELEMENTS // (rows * max(n, 1)))
+    errors = np.empty(scale.shape)
+    for c in range(0, channels, rows):
+        cols = slice(c, c + rows)
+        for k in range(0, scale.shape[0], step):
+            block = (slice(k, k + step), cols)
+            errors[block] = lp_errors(v[cols], None if w is None else w[cols], scale[block], zero_point[block], qmin, qmax, power,
+                                      bin_width)  # fmt: skip
+    return errors
+
+
+def lp_errors(
+    v: np.ndarray, w: np.ndarray | None, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
+    p: float, bin_width: float | None = None,
+) -> np.ndarray:  # fmt: skip
+    """``kerasq.params.error.lp_error`` (``w=None``: unit weights), value for value, computed in one buffer
+    and without the steps that change no bit (adding a zero zero-point, ``abs`` before squaring, multiplying
+    by ones): a third of its memory traffic, which is what the search spends its time on. The remaining
+    operations run in the same order, so the errors are bit-identical."""
+    s = scale[..., None]
+    z = zero_point[..., None] if np.any(zero_point) else None
+    err = np.divide(v, s)
+    np.round(err, out=err)
+    if z is not None:
+        np.add(err, z, out=err)
+    np.clip(err, qmin, qmax, out=err)
+    if z is not None:
+        np.subtract(err, z, out=err)
+    np.multiply(err, s, out=err)  # x_hat
+    np.subtract(v, err, out=err)
+    if p == 2.0:
+        np.square(err, out=err)  # what ``abs(...) ** 2.0`` computes
+    else:
+        np.abs(err, out=err)
+        if p != 1.0:
+            np.power(err, p, out=err)
+    if bin_width is not None and np.ndim(bin_width) == 0:  # histogram input: lp_error's noise model
+        _noise_in_range(err, v, scale, zero_point, qmin, qmax, p, bin_width)
+    if w is None:
+        return err.sum(-1) / float(v.shape[-1])
+    np.multiply(err, w, out=err)
+    return err.sum(-1) / np.maximum(w.sum(-1), 1e-30)
+
+
+def _noise_in_range(
+    err: np.ndarray, v: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, p: float,
+    bin_width: float,
+) -> None:  # fmt: skip
+    """lp_error's noise model, in place: where a grid is finer than 4 bins, values inside its range take the
+    uniform-noise error (s/2)^p / (p+1). Histogram centres are sorted, so each candidate's in-range values
+    are one slice of its row (found by bisection) rather than a mask over every value."""
+    lo, hi = (qmin - zero_point) * scale, (qmax - zero_point) * scale
+    noise = (scale / 2.0) ** p / (p + 1.0)
+    fine = scale < 4.0 * bin_width
+    if v.shape[0] != 1 or np.any(np.diff(v[0]) < 0):  # not one sorted row: the mask
+        inside = (v >= lo[..., None]) & (v <= hi[..., None]) & fine[..., None]
+        np.copyto(err, np.broadcast_to(noise[..., None], err.shape), where=inside)
+        return
+    start, stop = np.searchsorted(v[0], lo, side="left"), np.searchsorted(v[0], hi, side="right")
+    for k, c in zip(*np.nonzero(fine & (stop > start)), strict=True):
+        err[k, c, start[k, c] : stop[k, c]] = noise[k, c]
 
 
 def _symmetric_candidates(tmax: np.ndarray, method: M, alphas: np.ndarray) -> np.ndarray:
@@ -107,7 +176,9 @@ def _search_uniform(
     if error_method is E.NOCLIPPING:
         scale, zero_point, qmin, qmax = uniform_grid(lo, hi, n_bits)
         return scale, zero_point, qmin, qmax
-    a, b = np.meshgrid(shrink, shrink, indexing="ij")
+    # A zero end (ReLU outputs: lo = 0) is the same for every shrink: keep one, as the argmin would (the first).
+    a, b = np.meshgrid(shrink if np.any(lo < 0) else shrink[:1], shrink if np.any(hi > 0) else shrink[:1],
+                       indexing="ij")  # fmt: skip
     a, b = a.ravel(), b.ravel()
     scale, zero_point, qmin, qmax = uniform_grid(a[:, None] * lo[None], b[:, None] * hi[None], n_bits)
     errors = _evaluate(error_method, v, w, scale, zero_point, qmin, qmax, p, bin_width)
@@ -141,9 +212,8 @@ def search_weight_params(
         raise ValueError("HMSE needs per-weight Hessian scores (importance=...); use MSE without them.")
     axes = _normalize_axes(channel_axis, w.ndim)
     v = _channels_last(w.astype(np.float64), axes)
-    weights = (
-        np.ones_like(v) if importance is None else _channels_last(np.asarray(importance, np.float64), axes)
-    )
+    # None: every weight counts the same (the fast path then skips multiplying by ones)
+    weights = None if importance is None else _channels_last(np.asarray(importance, np.float64), axes)
     bin_width = None
     if error_method is E.KL:
         v, weights, bin_width = _channel_histograms(v)

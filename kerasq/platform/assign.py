@@ -106,7 +106,7 @@ def assign_quantization(
 ) -> QuantizationPlan:
     """Apply the platform's rules (and the user's overrides) to every node of ``graph``."""
     plan = QuantizationPlan()
-    consumers = graph.consumers()
+    consumers, producers = graph.consumers(), graph.producers()
     for tensor, name in zip(graph.inputs, graph.input_names, strict=True):
         cfg = _with_overrides(tpc.default_config, quantization_config)
         if cfg.enable_activation_quantization and _is_float_tensor(graph, tensor):
@@ -125,6 +125,8 @@ def assign_quantization(
             for tensor in node.outputs:
                 if float_inputs and _is_float_tensor(graph, tensor):
                     plan.inherits[tensor] = float_inputs[0]
+                    if cfg.output_on_input_grid:
+                        _round_onto_input_grid(plan, float_inputs[0], tensor, node.name, producers)
             continue
         if not cfg.enable_activation_quantization:
             continue
@@ -139,8 +141,25 @@ def assign_quantization(
             node.kind == "concat" and quantization_config.concat_threshold_update
         )
         if unify and node.outputs[0] in plan.activations:
-            _share_input_grids(node, plan, consumers)
+            _share_input_grids(node, plan, consumers, every_input=cfg.inputs_share_output_grid)
     return plan
+
+
+def _round_onto_input_grid(
+    plan: QuantizationPlan, source: int, tensor: int, name: str, producers: dict[int, Node]
+) -> None:
+    """``tensor`` (computed by node ``name`` from ``source``) is quantized on ``source``'s grid, as a device that
+    keeps the input scale but rounds (TFLite's average pooling). An input that only inherits its grid through
+    preserving ops (a max-pool's output) gets an explicit quantizer on that grid too: it changes no value, and
+    without it the TFLite converter leaves the branch into the pooling float."""
+    root = grid_source(plan, source)
+    if root is None:
+        return
+    spec = replace(plan.activations[root], shares_grid_of=root)  # grid_source names a grid owner
+    if source not in plan.activations:
+        producer = producers[source].name if source in producers else spec.producer
+        plan.activations[source] = replace(spec, tensor=source, producer=producer)
+    plan.activations[tensor] = replace(spec, tensor=tensor, producer=name)
 
 
 def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:
@@ -155,10 +174,32 @@ def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:
     return spec.shares_grid_of if spec.shares_grid_of is not None else tensor
 
 
-def _share_input_grids(node: Node, plan: QuantizationPlan, consumers: dict) -> None:
-    """Inputs read only by ``node`` are quantized on ``node``'s output grid (one rounding, as on device)."""
+def _share_input_grids(node: Node, plan: QuantizationPlan, consumers: dict, every_input: bool) -> None:
+    """``node``'s inputs are quantized on its output grid (one rounding, as on device): every input when the
+    platform requires one grid (``every_input``: TFLite's converter gives a concatenation and all its operands
+    one scale, also when an operand is read elsewhere, as in DenseNet), else the inputs only ``node`` reads."""
     out = node.outputs[0]
     for tensor in dict.fromkeys(node.inputs):
         spec = plan.activations.get(tensor)
-        if spec is not None and spec.fixed_range is None and len(consumers.get(tensor, [])) == 1:
-            plan.activations[tensor] = replace(spec, shares_grid_of=out)
+        if spec is None or spec.fixed_range is not None:
+            continue
+        if every_input or len(consumers.get(tensor, [])) == 1:
+            _join_grid(plan, tensor, out)
+
+
+def _owner(plan: QuantizationPlan, tensor: int) -> int:
+    shared = plan.activations[tensor].shares_grid_of
+    return tensor if shared is None else shared
+
+
+def _join_grid(plan: QuantizationPlan, tensor: int, owner: int) -> None:
+    """``tensor``'s grid group (its owner and every tensor on that grid) takes ``owner``'s grid.
+    ``shares_grid_of`` always names a tensor with a grid of its own: a concatenation feeding another one
+    (Inception, DenseNet) hands its whole group on to the outer grid instead of leaving it pointing at a
+    tensor that no longer owns one."""
+    old, new = _owner(plan, tensor), _owner(plan, owner)
+    if old == new:
+        return
+    for tid, spec in list(plan.activations.items()):
+        if tid == old or spec.shares_grid_of == old:
+            plan.activations[tid] = replace(spec, shares_grid_of=new)

@@ -56,6 +56,8 @@ def tflite() -> TargetPlatformCapabilities:
         weights_narrow_range=True,
     )
     preserving = replace(base, quantization_preserving=True)
+    # TFLite's int8 average pooling keeps the input scale but rounds each mean onto it.
+    rounding_pool = replace(preserving, output_on_input_grid=True)
     # TFLite's int8 kernels fix these output grids: logistic/softmax scale 1/256 (zero point -128),
     # tanh scale 1/128 (zero point 0).
     unit_interval = replace(base, fixed_output_range=(0.0, 255.0 / 256.0))
@@ -76,8 +78,8 @@ def tflite() -> TargetPlatformCapabilities:
             OperatorSet("symmetric_unit", ("tanh",), symmetric_unit),
             OperatorSet("concat", ("concat",), shared_grid),
             OperatorSet("add", ("add", "subtract"), base),
-            # TFLite's int8 pooling kernels keep the input scale on the output.
-            OperatorSet("no_quantization", (*_PRESERVING_KINDS, "avg_pool"), preserving),
+            OperatorSet("no_quantization", _PRESERVING_KINDS, preserving),
+            OperatorSet("average_pooling", ("avg_pool",), rounding_pool),
         ),
         fusing_patterns=(
             ("weighted", "fusable_activation"),

@@ -32,8 +32,11 @@ class OpQuantizationConfig:
         enable_weights_quantization: False keeps kernels in float.
         weights_bit_candidates / activation_bit_candidates: widths mixed precision may choose from
             (empty means just the default width).
-        inputs_share_output_grid: inputs used only by this op take the op's output grid (TFLite's
-            concatenation kernel has one scale for all operands).
+        inputs_share_output_grid: the op's inputs take its output grid, whatever else reads them (TFLite's
+            converter gives a concatenation and all its operands one scale).
+        output_on_input_grid: with ``quantization_preserving``, the op rounds its output onto its input's
+            grid (TFLite's int8 average pooling keeps the input scale but rounds each mean), so a quantizer on
+            the input's grid follows it.
         fixed_output_range: (lo, hi) the device imposes on the output (e.g. TFLite's softmax/logistic
             [0, 255/256]); used instead of a searched threshold. With UNIFORM 8-bit activations the grid is
             exactly TFLite's fixed scale and zero point.
@@ -53,6 +56,7 @@ class OpQuantizationConfig:
     activation_bit_candidates: tuple[int, ...] = ()
     fixed_output_range: tuple[float, float] | None = None
     inputs_share_output_grid: bool = False
+    output_on_input_grid: bool = False
 
     def __post_init__(self) -> None:
         owner = "OpQuantizationConfig"

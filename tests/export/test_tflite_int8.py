@@ -6,23 +6,18 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from helpers import random_bn
 from keras import layers
 
 import kerasq
 from kerasq.export import ExportError, QuantizationFormat
+from kerasq.export.runtimes import float_tensors
 from kerasq.export.sizes import packed_size, sub_byte_savings
 from kerasq.export.tflite import convert_to_tflite
 
 
 def _bn(x):
-    bn = layers.BatchNormalization()
-    y = bn(x)
-    c = x.shape[-1]
-    rng = np.random.default_rng(c)
-    bn.set_weights(
-        [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c), rng.uniform(0.5, 2, c)]
-    )
-    return y
+    return random_bn(x, seed=x.shape[-1])
 
 
 def residual_net() -> keras.Model:
@@ -78,6 +73,33 @@ def branch_concat_net() -> keras.Model:
     return keras.Model(i, layers.Dense(10)(x), name="branch_concat")
 
 
+def pool_branch_net() -> keras.Model:
+    """Inception's pool branch: a max-pool output read by a conv and by a stride-1 average pool (TFLite rounds
+    the means onto the input grid; with the max-pool output left without a quantizer the converter left the
+    branch float)."""
+    i = keras.Input((32, 32, 3))
+    x = layers.MaxPooling2D(2)(layers.Conv2D(16, 3, padding="same", activation="relu")(i))
+    pooled = layers.AveragePooling2D(3, strides=1, padding="same")(x)
+    x = layers.Add()([layers.Conv2D(16, 1)(x), layers.Conv2D(16, 1)(pooled)])
+    return keras.Model(i, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)), name="pool_branch")
+
+
+def affine_net() -> keras.Model:
+    """Standalone affines: Rescaling + per-channel Normalization at the input, a pre-activation BN, a BN after
+    an Add, a per-channel Rescaling on a sequence and a BN on [batch, channels] (all 1x1 depthwise convs)."""
+    i = keras.Input((32, 32, 3))
+    x = layers.Rescaling(2.0, offset=-1.0)(i)
+    x = layers.Normalization(mean=[0.1, -0.2, 0.05], variance=[0.3, 0.4, 0.5])(x)
+    x = layers.Conv2D(16, 3, strides=2, padding="same")(x)
+    y = layers.Conv2D(16, 3, padding="same")(layers.ReLU()(_bn(x)))
+    x = layers.ReLU()(_bn(layers.Add()([x, y])))
+    x = layers.Reshape((16 * 16, 16))(layers.MaxPooling2D(1)(x))
+    x = layers.Rescaling(np.linspace(0.5, 2.0, 16), offset=0.25)(x)
+    x = layers.GlobalAveragePooling1D()(layers.Conv1D(8, 3, activation="relu")(x))
+    x = _bn(layers.Dense(12, activation="relu")(x))
+    return keras.Model(i, layers.Dense(10)(x), name="affine")
+
+
 def _litert(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
     interpreter = Interpreter(model_content=flatbuffer)
     inp = interpreter.get_input_details()[0]
@@ -118,6 +140,8 @@ def images(cifar):
         (sequence_net, "tflite"),
         (plain_net, "tflite"),
         (branch_concat_net, "tflite"),
+        (affine_net, "tflite"),
+        (pool_branch_net, "tflite"),
         (plain_net, "imx500"),
     ],  # fmt: skip
 )
@@ -130,6 +154,17 @@ def test_litert_matches_keras_within_one_step(builder, platform, images):
     step = _output_step(q_model)
     assert diff.max() <= step * 1.0001, f"max diff {diff.max()} > one step {step}"
     assert np.mean(diff > step * 0.5) < 0.05  # almost every output is identical
+
+
+def test_standalone_affines_export_as_integer_depthwise_convs(images):
+    calibration, _ = images
+    keras.utils.set_random_seed(0)
+    q_model = _quantize(affine_net(), calibration)
+    flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)
+    assert float_tensors(flatbuffer) == []
+    ops = [op["op_name"] for op in Interpreter(model_content=flatbuffer)._get_ops_details()]
+    assert ops.count("DEPTHWISE_CONV_2D") == 5  # input affine (one), two BNs, sequence Rescaling, 2-D BN
+    assert ops.count("ADD") == 1 and not {"MUL", "SUB", "DIV"} & set(ops)  # the residual Add only
 
 
 def test_tensors_are_integer(images):

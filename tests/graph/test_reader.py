@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import assert_same_function
 from keras import layers, ops
 
 from kerasq.builder import build_model
@@ -53,6 +54,24 @@ def test_reading_leaves_the_users_layers_alone():
     for layer in model.layers:
         for a, b in zip(before[layer.name], layer.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_nested_sequential_inside_the_graph_feeds_every_consumer():
+    """ConvNeXt's stem and downsampling blocks: a Sequential called on an inner tensor, its output read by a
+    conv and by an Add. (Reading once gave the consumers a tensor no node produced: KeyError in the builder.)"""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 1, name="before")(image)
+    stem = keras.Sequential(
+        [layers.Conv2D(6, 2, strides=2, name="stem_conv"), layers.LayerNormalization(name="stem_norm")]
+    )
+    x = stem(x)
+    model = keras.Model(image, layers.Add(name="add")([x, layers.Conv2D(6, 3, padding="same")(x)]))
+    graph = read_model(model)
+    produced = set(graph.inputs) | {t for n in graph.nodes for t in n.outputs}
+    assert all(t in produced for n in graph.nodes for t in n.inputs)
+    assert graph.node("stem_norm").outputs[0] in graph.node("add").inputs
+    assert_same_function(model, graph)
 
 
 def test_sequential_model():

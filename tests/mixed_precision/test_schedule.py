@@ -186,6 +186,37 @@ def test_300_step_resnet_like_chain_is_fast_and_optimal():
     assert s.peak <= best_schedule(steps, sizes, [0], [out], max_states=1).peak
 
 
+def _nasnet_like(n_cells: int, branches: int, seed: int = 0):
+    """Cells of ``branches`` parallel two-step branches reading the two previous cell outputs, concatenated:
+    NASNet's shape (wide cells, about a thousand steps), with many down-sets per cell."""
+    rng = np.random.default_rng(seed)
+    steps, sizes, prev, ids = [], {0: 64, 1: 64}, (0, 1), iter(range(2, 10**6))
+    for c in range(n_cells):
+        ends = []
+        for b in range(branches):
+            mid, end = next(ids), next(ids)
+            steps += [Step(f"c{c}b{b}a", (prev[b % 2],), (mid,)), Step(f"c{c}b{b}b", (mid,), (end,))]
+            sizes.update({mid: int(rng.integers(1, 100)), end: int(rng.integers(1, 100))})
+            ends.append(end)
+        out = next(ids)
+        steps.append(Step(f"c{c}concat", tuple(ends), (out,)))
+        sizes[out] = sum(sizes[e] for e in ends)
+        prev = (prev[1], out)
+    return steps, sizes, prev[1]
+
+
+def test_wide_1000_step_cells_are_scheduled_exactly_in_seconds():
+    steps, sizes, out = _nasnet_like(110, branches=4)
+    assert len(steps) == 990
+    t0 = time.perf_counter()
+    s = best_schedule(steps, sizes, inputs=[0, 1], outputs=[out])
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 3.0, f"best_schedule took {elapsed:.2f}s"  # 8 s when every state rescanned all steps
+    assert s.exact
+    assert _is_topological(steps, [0, 1], s.order)
+    assert s.peak <= best_schedule(steps, sizes, [0, 1], [out], max_states=1).peak
+
+
 def test_zero_size_tensor_and_empty_graph():
     steps = [Step("fused", (0,), (1,)), Step("b", (1,), (2,))]
     s = best_schedule(steps, {0: 4, 1: 0, 2: 3}, inputs=[0], outputs=[2])

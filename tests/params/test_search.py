@@ -186,3 +186,60 @@ def test_hmse_uses_importance():
                              importance=importance)  # fmt: skip
     plain = search_weight_params(x, n_bits=4, method=M.SYMMETRIC, error_method=E.MSE, channel_axis=None)
     assert float(p.threshold) > 2 * float(plain.threshold)
+
+
+@pytest.mark.parametrize(
+    ("p", "histogram", "unit_weights"),
+    [(2.0, False, True), (2.0, False, False), (1.0, False, True), (3.0, False, False), (2.0, True, False),
+     (3.0, True, False)],
+)  # fmt: skip
+def test_blocked_in_place_errors_are_the_error_module_s_bit_for_bit(p, histogram, unit_weights):
+    """The search's fast path (cache-sized blocks, one buffer, w=None for unit weights) computes exactly
+    ``candidate_errors``."""
+    from kerasq.params.error import candidate_errors
+    from kerasq.params.search import _evaluate
+
+    rng = np.random.default_rng(7)
+    channels, n = (1, 3000) if histogram else (40, 9000)  # several blocks of channels and of candidates
+    v = np.sort(rng.normal(0, 1, (channels, n)), -1)
+    w = rng.integers(0, 50, v.shape).astype(np.float64) if histogram else rng.uniform(0.5, 2, v.shape)
+    w = np.ones_like(v) if unit_weights else w
+    scale = rng.uniform(0.002, 0.05, (70, channels))
+    zero_point = rng.integers(-30, 30, scale.shape).astype(np.float64) if histogram else np.zeros_like(scale)
+    method, width = (E.LP, 0.004) if histogram else ({1.0: E.MAE, 2.0: E.MSE}.get(p, E.LP), None)
+    if histogram:  # values exactly on range ends (clipped bin centres are): inside, as the mask says
+        ends = np.concatenate(
+            [(-128 - zero_point[:5, 0]) * scale[:5, 0], (127 - zero_point[:5, 0]) * scale[:5, 0]]
+        )
+        v = np.sort(np.concatenate([v[:, : n - ends.size], ends[None]], axis=1), -1)
+    expected = candidate_errors(method, v, w, scale, zero_point, -128, 127, p, width)
+    got = _evaluate(method, v, None if unit_weights else w, scale, zero_point, -128, 127, p, width)
+    np.testing.assert_array_equal(got, expected)
+    if histogram:  # unsorted values take the masked noise model instead of slices: the same errors
+        order = rng.permutation(n)
+        got = _evaluate(method, v[:, order], w[:, order], scale, zero_point, -128, 127, p, width)
+        expected = candidate_errors(method, v[:, order], w[:, order], scale, zero_point, -128, 127, p, width)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_uniform_search_of_a_non_negative_tensor_is_the_full_grid_s_choice():
+    """A ReLU output's low end is 0 for every shrink: one row of the (low, high) grid is searched, and the
+    choice is the one the full grid's first minimum makes."""
+    from kerasq.params.error import candidate_errors
+    from kerasq.params.quant_params import uniform_grid
+    from kerasq.params.search import _UNIFORM_ACT_SHRINK
+
+    x = np.maximum(np.random.default_rng(8).standard_t(4, 200000), 0.0)  # a long tail: clipping pays
+    counts, r = _histogram(x)
+    p = search_activation_params(counts, r, observed_min=0.0, observed_max=float(x.max()), n_bits=8,
+                                 method=M.UNIFORM, error_method=E.MSE)  # fmt: skip
+    a, b = (g.ravel() for g in np.meshgrid(_UNIFORM_ACT_SHRINK, _UNIFORM_ACT_SHRINK, indexing="ij"))
+    scale, zero_point, qmin, qmax = uniform_grid(a[:, None] * 0.0, b[:, None] * float(x.max()), 8)
+    width = 2 * r / counts.size
+    centres = np.clip(-r + (np.arange(counts.size) + 0.5) * width, 0.0, x.max())[None, counts > 0]
+    errors = candidate_errors(
+        E.MSE, centres, counts[None, counts > 0], scale, zero_point, qmin, qmax, 2.0, width
+    )
+    best = int(np.argmin(errors[:, 0]))
+    assert p.scale == np.float32(scale[best, 0]) and int(p.zero_point) == int(zero_point[best, 0])
+    assert p.range_max < 0.95 * x.max()  # the tail is clipped

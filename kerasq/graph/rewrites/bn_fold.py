@@ -3,6 +3,7 @@
 y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  ==  (W * f) x + (b - mean) * f + beta,
 with f = gamma / sqrt(var + eps) applied per output channel. The folded node gets its own weights and a
 config with ``use_bias=True``; the BatchNormalization node disappears. The user's layers are untouched.
+A BatchNormalization with no such layer before it becomes a 1x1 depthwise convolution (``affine_depthwise``).
 """
 
 from __future__ import annotations
@@ -13,18 +14,8 @@ import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind, is_weighted
+from kerasq.graph.rewrites.affine_depthwise import bn_scale_shift, lower_affines
 from kerasq.graph.weights import OUTPUT_KERNEL, QUANTIZED_KERNELS, channel_axes, named_weights, weight_names
-
-
-def bn_scale_shift(bn: Node) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (scale, shift) such that BN(x) = x * scale + shift."""
-    op = bn.op
-    mean = np.asarray(op.moving_mean, dtype=np.float64)
-    var = np.asarray(op.moving_variance, dtype=np.float64)
-    gamma = np.asarray(op.gamma, dtype=np.float64) if op.scale else np.ones_like(mean)
-    beta = np.asarray(op.beta, dtype=np.float64) if op.center else np.zeros_like(mean)
-    scale = gamma / np.sqrt(var + op.epsilon)
-    return scale, beta - mean * scale
 
 
 def _can_fold(src: Node | None, bn: Node, graph: Graph, consumers: dict, shared: set[int]) -> bool:
@@ -62,7 +53,8 @@ def fold_into(src: Node, bn: Node) -> Node:
 
 
 def fold_batch_norms(graph: Graph) -> Graph:
-    """Fold every BatchNormalization that directly follows a linear conv/dense used nowhere else."""
+    """Fold every BatchNormalization that directly follows a linear conv/dense used nowhere else; the others,
+    and per-channel Normalization / Rescaling layers, become 1x1 depthwise convolutions (``lower_affines``)."""
     consumers = graph.consumers()
     producers = graph.producers()
     op_calls: dict[int, int] = {}
@@ -81,4 +73,4 @@ def fold_batch_norms(graph: Graph) -> Graph:
             folded[src.name] = fold_into(src, bn)
             dropped.add(bn.name)
     nodes = [folded.get(n.name, n) for n in graph.nodes if n.name not in dropped]
-    return graph.with_nodes(nodes)
+    return lower_affines(graph.with_nodes(nodes))
