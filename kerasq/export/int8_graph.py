@@ -438,9 +438,7 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
                 tensors[node.outputs[0]] = tensors[source]
                 continue
             after = _relu_output_quantizer(node, consumers)
-            if (
-                after is not None
-            ):  # stored on the relu's output grid: the relu then computes exactly as in Keras
+            if after is not None:  # on the relu's output grid, the relu computes exactly as in Keras
                 twin = TFFakeQuantActivation(after, name=op.name)
                 if not _relu_exact(consumers[node.outputs[0]][0], after):
                     requantized.append(Requantization(
