@@ -23,6 +23,7 @@ from kerasq.graph.rewrites import (
     collapse_linear,
     collapse_residual,
     fold_batch_norms,
+    lower_affines,
     split_activations,
     split_separable_convs,
 )
@@ -187,9 +188,10 @@ def _observe(
 
 
 def rewrite_graph(graph: Graph, qc: QuantizationConfig) -> Graph:
-    """The float-equivalent rewrites, in order: BN fold, separable split, activation split, then the optional
+    """The float-equivalent rewrites, in order: BN fold, standalone affines (BN, Normalization, Rescaling,
+    constant add / multiply) to 1x1 depthwise convolutions, separable split, activation split, then the optional
     collapsing / ReLU-bound rewrites."""
-    graph = split_activations(split_separable_convs(fold_batch_norms(graph)))
+    graph = split_activations(split_separable_convs(lower_affines(fold_batch_norms(graph))))
     if qc.linear_collapsing:
         graph = collapse_linear(graph)
     if qc.residual_collapsing:

@@ -1,6 +1,7 @@
 """Graph -> Graph rewrites applied before statistics are collected (each keeps the float function)."""
 
 from kerasq.graph.rewrites.activation_split import split_activations
+from kerasq.graph.rewrites.affine_depthwise import lower_affines
 from kerasq.graph.rewrites.bn_fold import fold_batch_norms
 from kerasq.graph.rewrites.linear_collapse import collapse_linear
 from kerasq.graph.rewrites.relu_bound import bound_relu_to_power_of_2
@@ -12,6 +13,7 @@ __all__ = [
     "collapse_linear",
     "collapse_residual",
     "fold_batch_norms",
+    "lower_affines",
     "split_activations",
     "split_separable_convs",
 ]

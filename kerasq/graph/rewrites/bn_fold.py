@@ -14,7 +14,7 @@ import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind, is_weighted
-from kerasq.graph.rewrites.affine_depthwise import bn_scale_shift, lower_affines
+from kerasq.graph.rewrites.affine_depthwise import bn_scale_shift
 from kerasq.graph.weights import OUTPUT_KERNEL, QUANTIZED_KERNELS, channel_axes, named_weights, weight_names
 
 
@@ -53,8 +53,8 @@ def fold_into(src: Node, bn: Node) -> Node:
 
 
 def fold_batch_norms(graph: Graph) -> Graph:
-    """Fold every BatchNormalization that directly follows a linear conv/dense used nowhere else; the others,
-    and per-channel Normalization / Rescaling layers, become 1x1 depthwise convolutions (``lower_affines``)."""
+    """Fold every BatchNormalization that directly follows a linear conv/dense used nowhere else (the others
+    are left to ``lower_affines``, which makes them 1x1 depthwise convolutions)."""
     consumers = graph.consumers()
     producers = graph.producers()
     op_calls: dict[int, int] = {}
@@ -73,4 +73,4 @@ def fold_batch_norms(graph: Graph) -> Graph:
             folded[src.name] = fold_into(src, bn)
             dropped.add(bn.name)
     nodes = [folded.get(n.name, n) for n in graph.nodes if n.name not in dropped]
-    return lower_affines(graph.with_nodes(nodes))
+    return graph.with_nodes(nodes)

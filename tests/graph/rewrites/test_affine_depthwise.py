@@ -51,10 +51,10 @@ def ranks_net() -> keras.Model:
 def test_rewritten_graph_computes_the_same_function(make):
     keras.utils.set_random_seed(0)
     model = make()
-    graph = fold_batch_norms(read_model(model))
+    graph = lower_affines(fold_batch_norms(read_model(model)))
     assert not any(n.kind in ("batch_norm", "normalization", "rescaling") for n in graph.nodes)
     assert_same_function(model, graph)
-    assert_model_untouched(model, fold_batch_norms)
+    assert_model_untouched(model, lambda g: lower_affines(fold_batch_norms(g)))
 
 
 def test_rescaling_and_normalization_compose_into_one_depthwise():
