@@ -350,7 +350,7 @@ def _relu_exact(relu: Node, grid: ActivationQuantizer) -> bool:
     """relu(q(x)) == q(relu(x)) on ``grid`` (zero is a level); for relu6 also 6 must be a level or above the top."""
     if relu.kind == "relu":
         return True
-    scale, zero_point = grid.grid()
+    scale, _ = grid.grid()
     top, six = grid_values(grid)[-1], 6.0 / scale
     return bool(top <= 6.0 or abs(six - round(six)) < 1e-6)
 

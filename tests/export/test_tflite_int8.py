@@ -355,3 +355,44 @@ def test_kernels_too_large_for_the_converter_are_converted_in_parts(builder, ima
     ]
     diff = np.abs(_litert(parts, test_images) - q_model.predict(test_images, verbose=0))
     assert diff.max() <= _output_step(q_model) * 1.0001
+
+
+def dilated_net() -> keras.Model:
+    i = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, dilation_rate=2, padding="same", activation="relu")(i)
+    x = layers.DepthwiseConv2D(3, dilation_rate=2, padding="same", activation="relu")(x)
+    return keras.Model(i, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)), name="dilated")
+
+
+def transpose_relu_net() -> keras.Model:
+    i = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, strides=4, padding="same", activation="relu")(i)
+    x = layers.Conv2DTranspose(8, 3, strides=2, padding="same")(x)
+    x = layers.ReLU()(x)  # TFLite does not fuse a relu into TRANSPOSE_CONV
+    return keras.Model(i, layers.Conv2D(4, 1)(x), name="transpose_relu")
+
+
+def dynamic_net() -> keras.Model:
+    i = keras.Input((None, None, 3))
+    x = layers.Conv2D(8, 3, activation="relu")(i)  # 'valid': a 1x1 placeholder input would not fit
+    x = layers.Conv2D(8, 3)(x)
+    return keras.Model(i, layers.GlobalAveragePooling2D()(x), name="dynamic")
+
+
+@pytest.mark.parametrize("builder", [dilated_net, transpose_relu_net, dynamic_net])
+@pytest.mark.parametrize("platform", ["tflite", "imx500"])
+def test_dilated_transposed_and_dynamic_models_export(builder, platform, images):
+    """Dilated convolutions (no SpaceToBatchND), a transposed conv before a relu TFLite does not fuse (stored
+    on the relu's own grid: exact) and unknown input sizes (checked at a calibration sample's shape)."""
+    from kerasq.export.tflite import convert
+
+    calibration, test_images = images
+    keras.utils.set_random_seed(0)
+    q_model = _quantize(builder(), calibration, platform)
+    conversion = convert(q_model, QuantizationFormat.INT8)
+    interpreter = Interpreter(model_content=conversion.flatbuffer)
+    assert not [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32][2:]
+    if platform == "tflite":
+        assert conversion.requantized == ()
+    diff = np.abs(_litert(conversion.flatbuffer, test_images) - q_model.predict(test_images, verbose=0))
+    assert diff.max() <= 2 * _output_step(q_model) * 1.0001  # measured: 1 step, 2 through a transposed conv
