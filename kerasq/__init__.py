@@ -4,7 +4,8 @@
 ``mct.ptq.keras_post_training_quantization(model, data, core_config=mct.core.CoreConfig(...))``.
 """
 
-from kerasq import core, export, exporter, gptq, layers, ptq, qat
+from kerasq import core, errors, export, exporter, gptq, layers, ptq, qat
+from kerasq.errors import KerasqError
 from kerasq.info import QuantizationInfo
 from kerasq.mixed_precision import budget_search as _budget_search  # noqa: F401 - kerasq.mixed_precision.*
 from kerasq.platform import get_target_platform_capabilities
@@ -15,9 +16,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationQuantizer",
+    "KerasqError",
     "QuantizationInfo",
     "QuantizeWrapper",
     "core",
+    "errors",
     "export",
     "exporter",
     "get_target_platform_capabilities",

@@ -18,10 +18,12 @@ import os
 import sys
 from pathlib import Path
 
+from kerasq.errors import KerasqError
+
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 2, 3, 4
 
 
-class CliError(Exception):
+class CliError(KerasqError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code

@@ -22,16 +22,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasq.errors import ExportError
 from kerasq.export.lowering import AFFINE_THEN_CLIP, CLIPPED_RANGE, LOWERINGS, LoweredActivation
 from kerasq.export.report import Requantization
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, resolve_refs
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
-
-
-class ExportError(ValueError):
-    """The model cannot be exported in the requested format; the message says why and what to do."""
 
 
 def grid_values(q: ActivationQuantizer) -> np.ndarray:

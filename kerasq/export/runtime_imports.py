@@ -10,10 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-
-class RuntimeUnavailableError(ImportError):
-    """A runtime kerasq needs for this step is not installed; the message names the pip extra to add."""
-
+from kerasq.errors import RuntimeUnavailableError
 
 _WHEELS = "Linux x86_64, macOS arm64 and Windows x86_64"
 

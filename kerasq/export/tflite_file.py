@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from kerasq.errors import KerasqError
 from kerasq.export.child_process import run_in_child
 from kerasq.export.runtime_imports import litert_interpreter_module, litert_schema
 
 
-class InvalidTFLiteFileError(ValueError):
+class InvalidTFLiteFileError(KerasqError, ValueError):
     """The bytes are not a well-formed .tflite flatbuffer (found before any runtime's C++ code reads them)."""
 
 

@@ -21,12 +21,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from kerasq.errors import KerasqError
 from kerasq.export.child_process import run_in_child
 from kerasq.export.runtime_imports import tflm_runtime_module
 from kerasq.export.tflite_file import check_tflite_flatbuffer, live_bytes
 
 
-class TFLMError(RuntimeError):
+class TFLMError(KerasqError, RuntimeError):
     """TensorFlow Lite Micro could not load or run a file; ``log`` holds TFLM's own messages."""
 
     def __init__(self, message: str, log: str = "") -> None:

@@ -13,14 +13,11 @@ from typing import Any
 
 import keras
 
+from kerasq.errors import UnsupportedModelError
 from kerasq.graph.model_graph import Graph, Node, TensorInfo, TensorRef
 from kerasq.graph.op_kinds import op_kind
 
 _trace_ids = itertools.count()
-
-
-class UnsupportedModelError(TypeError):
-    """The model is not a graph (Functional/Sequential) model kerasq can read."""
 
 
 class _CallRecorder(keras.Operation):

@@ -19,6 +19,8 @@ import cvxpy.settings as cps
 import numpy as np
 import scipy.sparse as sp
 
+from kerasq.errors import KerasqError
+
 _RTOL = 1e-9  # a value "fits" a budget when value <= budget + _RTOL * max(|budget|, |value|)
 _MAX_CUTS = 20  # re-solves that cut off a solution HiGHS accepted within its own float tolerance
 _HIGHS = {"mip_rel_gap": 1e-9, "mip_abs_gap": 1e-12, "primal_feasibility_tolerance": 1e-9,
@@ -90,7 +92,7 @@ class MixedPrecisionProblem:
                 raise ValueError(f"budget of {res!r} is NaN")
 
 
-class InfeasibleTargetError(ValueError):
+class InfeasibleTargetError(KerasqError, ValueError):
     """No choice meets the budget(s). ``resource`` names the resource (``"a+b"`` when each budget is
     reachable alone but not jointly), ``requested`` is its budget and ``reachable`` the smallest value any
     choice reaches with the other budgets ignored (both NaN for a joint infeasibility)."""
