@@ -15,9 +15,13 @@ so a crash, an out-of-memory kill or a timeout is that row's gap, never the benc
 - params: the float model's parameters;
 - PTQ s: ``keras_post_training_quantization`` wall time; float s: ``model.predict`` over the same calibration
   images (batch 32) after a one-batch warm-up; x float: their ratio;
-- export s: ``convert_to_tflite(q, INT8)`` (conversion plus LiteRT's integer check); bytes / param: the file;
+- export s: ``convert(q, INT8)`` (conversion, LiteRT's integer check and the self-check against the Keras
+  model on its kept calibration samples); bytes / param: the file;
 - SQNR dB: 10 log10(sum q^2 / sum (q - f)^2) of the file's outputs f against the Keras quantized model's q on
   the held-out images, and how often their top-1 classes agree;
+- Keras / file vs unrounded dB: the SQNR of the Keras quantized model and of the file against the same network
+  without rounding (``kerasq.export.verify.unrounded_twin``): how much of the file-vs-Keras difference is the
+  network amplifying rounding (random weights do), rather than the file computing something else;
 - float / gap: layers kerasq kept float (and why) and tensors the file left float; or, when a stage failed,
   ``GAP <stage>: <exception>``.
 """
@@ -176,7 +180,8 @@ def worker(
         from benchmarks.common import timed
         from kerasq.export import QuantizationFormat
         from kerasq.export.runtimes import predict_litert
-        from kerasq.export.tflite import convert_to_tflite
+        from kerasq.export.tflite import convert
+        from kerasq.export.verify import unrounded_twin
 
         model = build(name, size)
         row["params"] = int(model.count_params())
@@ -194,12 +199,15 @@ def worker(
         row["ratio"] = row["ptq_s"] / row["float_s"]
         row["floats"] = float_report(info, None)
         stage = "export"
-        flatbuffer, row["export_s"] = timed(convert_to_tflite, q_model, QuantizationFormat.INT8)
+        conversion, row["export_s"] = timed(convert, q_model, QuantizationFormat.INT8)
+        flatbuffer = conversion.flatbuffer
         row["bytes_per_param"] = len(flatbuffer) / row["params"]
         stage = "LiteRT"
         keras_out = q_model.predict(held, batch_size=BATCH, verbose=0)
         litert_out = predict_litert(flatbuffer, held, batch_size=BATCH)
         row["sqnr_db"] = sqnr_db(keras_out, litert_out)
+        unrounded = unrounded_twin(q_model).predict(held, batch_size=BATCH, verbose=0)
+        row["keras_db"], row["file_db"] = sqnr_db(unrounded, keras_out), sqnr_db(unrounded, litert_out)
         row["agree"] = float(np.mean(np.argmax(keras_out, -1) == np.argmax(litert_out, -1)) * 100.0)
         row["floats"] = float_report(info, flatbuffer)
     except (Exception, RowTimeout) as err:  # a failing stage is the row's finding
@@ -212,7 +220,7 @@ def worker(
 COLUMNS = [("model", "architecture"), ("platform", "platform"), ("size", "px"), ("params", "params"),
            ("ptq_s", "PTQ s"), ("float_s", "float s"), ("ratio", "x float"), ("export_s", "export s"),
            ("bytes_per_param", "bytes / param"), ("sqnr_db", "SQNR dB"), ("agree", "top-1 agree %"),
-           ("floats", "float / gap")]  # fmt: skip
+           ("keras_db", "Keras vs unrounded dB"), ("file_db", "file vs unrounded dB"), ("floats", "float / gap")]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

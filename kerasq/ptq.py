@@ -131,7 +131,9 @@ def assemble(
 ) -> tuple[keras.Model, QuantizationInfo]:
     """The quantized model of ``graph`` on ``params``, and its report."""
     name = f"{prepared.model.name}_quantized"
-    quantized = build_model(graph, plan, params, name=name, sample_shapes=_sample_shapes(prepared)).model
+    quantized = build_model(
+        graph, plan, params, name=name, reference_inputs=_reference_inputs(prepared)
+    ).model
     info = build_info(
         graph, plan, params, prepared.tpc.name, _float_bytes(prepared.model),
         resource_utilization(graph, plan), mixed, prepared.warnings,
@@ -139,14 +141,20 @@ def assemble(
     return quantized, info
 
 
-def _sample_shapes(prepared: Prepared) -> dict[int, tuple[int, ...]]:
-    """Model inputs with unknown (non-batch) dimensions -> the shape of one calibration sample."""
-    graph = prepared.graph
-    dynamic = [i for i, t in enumerate(graph.inputs) if None in graph.tensors[t].shape[1:]]
-    if not dynamic:
-        return {}
+REFERENCE_SAMPLES = 4  # calibration samples a quantized model keeps for the export self-check
+_REFERENCE_ELEMENTS = 2**19  # at most 2 MiB of float32 per model input (fewer samples for large inputs)
+
+
+def _reference_inputs(prepared: Prepared) -> dict[int, np.ndarray]:
+    """Model input id -> the first few calibration samples (of the first batch, so they share a shape)."""
     batch = prepared.data.first_batch()
-    return {graph.inputs[i]: tuple(int(d) for d in batch[i].shape[1:]) for i in dynamic}
+    references = {}
+    for tid, array in zip(prepared.graph.inputs, batch, strict=True):
+        per_sample = max(1, int(np.prod(array.shape[1:])))
+        count = max(1, min(REFERENCE_SAMPLES, _REFERENCE_ELEMENTS // per_sample, len(array)))
+        if np.issubdtype(array.dtype, np.floating):
+            references[tid] = np.asarray(array[:count], np.float32)
+    return references
 
 
 def plan_model(

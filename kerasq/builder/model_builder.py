@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node, resolve_refs
 from kerasq.params import QuantParams
@@ -67,12 +68,12 @@ def build_model(
     name: str | None = None,
     wrapper: type[QuantizeWrapper] = QuantizeWrapper,
     activation_quantizer: type[ActivationQuantizer] = ActivationQuantizer,
-    sample_shapes: dict[int, tuple[int, ...]] | None = None,
+    reference_inputs: dict[int, np.ndarray] | None = None,
 ) -> BuiltModel:
     """Replay ``graph`` with cloned layers; insert quantizers where ``params`` has grids.
 
-    ``sample_shapes``: model input id -> one calibration sample's shape, kept by the input's quantizer when
-    the input has unknown dimensions (exporters run the file once at that shape).
+    ``reference_inputs``: model input id -> a few calibration samples, kept by the input's quantizer
+    (exporters run their file on them, at their shape, and compare it with the quantized model).
     ``wrapper`` / ``activation_quantizer``: the layer classes to insert (subclasses let a training stage, such
     as gradient-based rounding, add its own variables while the graph and the grids stay the same).
     """
@@ -93,9 +94,8 @@ def build_model(
                 )(value)  # fmt: skip
             if tid in act_params:
                 qname = quantizer_name(producer, k, len(ids))
-                quantizer = activation_quantizer.from_params(act_params[tid], name=qname)
-                quantizer.sample_shape = (sample_shapes or {}).get(tid)
-                value = quantizer(value)
+                references = (reference_inputs or {}).get(tid)
+                value = activation_quantizer.from_params(act_params[tid], qname, references)(value)
             tensors[tid] = value
 
     inputs = []

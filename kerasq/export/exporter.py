@@ -24,6 +24,7 @@ def keras_export_model(
     quantization_format: QuantizationFormat | str = QuantizationFormat.FAKELY_QUANT,
     integer_io: bool = False,
     int4_weights: bool = False,
+    verify: bool = True,
 ) -> ExportReport:
     """Export ``model`` (a kerasq-quantized Keras model) to ``save_model_path``; returns an ``ExportReport``
     (the path written, its size, and where the file computes differently from the Keras model).
@@ -35,6 +36,9 @@ def keras_export_model(
         integer_io: INT8 only: int8 model inputs and outputs instead of float32 ones.
         int4_weights: INT8 only: kernels of at most 4 bits (e.g. chosen by mixed precision) are stored as LiteRT
             int4 tensors, two values per byte, instead of one int8 byte each.
+        verify: INT8 only: run the file on the calibration samples the quantized model keeps and refuse it
+            (ExportError naming the suspect layers) when it does not follow the Keras model
+            (``kerasq.export.verify``); the result is ``ExportReport.verification``.
 
     The file appears only when the export succeeded; a failed or interrupted export leaves any previous
     file at ``save_model_path`` untouched and no partial file behind.
@@ -55,9 +59,10 @@ def keras_export_model(
         raise ValueError("int4_weights applies to INT8 TFLite exports only.")
 
     requantized: tuple[Requantization, ...] = ()
+    verification = None
     if fmt is KerasExportSerializationFormat.TFLITE:
-        conversion = convert(model, qfmt, integer_io=integer_io, int4_weights=int4_weights)
-        requantized = conversion.requantized
+        conversion = convert(model, qfmt, integer_io=integer_io, int4_weights=int4_weights, verify=verify)
+        requantized, verification = conversion.requantized, conversion.verification
         with atomic_output(path) as tmp:
             tmp.write_bytes(conversion.flatbuffer)
     elif fmt is KerasExportSerializationFormat.KERAS:
@@ -75,5 +80,5 @@ def keras_export_model(
     )
     return ExportReport(
         path=path, serialization_format=fmt.value, quantization_format=qfmt.value, size_bytes=size,
-        requantized=requantized,
+        requantized=requantized, verification=verification,
     )  # fmt: skip

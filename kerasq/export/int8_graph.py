@@ -26,7 +26,7 @@ from kerasq.errors import ExportError
 from kerasq.export.lowering import AFFINE_THEN_CLIP, CLIPPED_RANGE, LOWERINGS, LoweredActivation
 from kerasq.export.report import Requantization
 from kerasq.graph import read_model
-from kerasq.graph.model_graph import Graph, Node, resolve_refs
+from kerasq.graph.model_graph import Graph, Node, fresh_inputs, resolve_refs
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
 
@@ -361,11 +361,15 @@ class ExportGraph:
         requantized: the places where ``model`` rounds a tensor that ``q_model`` keeps exact.
         sample_shapes: per model input, one calibration sample's shape where the input has unknown
             dimensions (None otherwise).
+        references: model input name -> the calibration samples its quantizer keeps (empty when it keeps none).
+        float_layers: layers kerasq does not know and kept in float (the file may compute them differently).
     """
 
     model: keras.Model
     requantized: list[Requantization]
     sample_shapes: list[tuple[int, ...] | None]
+    references: dict[str, np.ndarray]
+    float_layers: list[str]
 
 
 def _foldable_affine_consumers(graph: Graph, consumers: dict[int, list[Node]]) -> dict[str, Any]:
@@ -407,12 +411,8 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
     graph = read_model(q_model)
     producers, consumers = graph.producers(), graph.consumers()
     requantized: list[Requantization] = []
-    tensors: dict[int, Any] = {}
-    inputs = []
-    for tid, name in zip(graph.inputs, graph.input_names, strict=True):
-        info = graph.tensors[tid]
-        inputs.append(keras.Input(batch_shape=info.shape, dtype=info.dtype, name=name))
-        tensors[tid] = inputs[-1]
+    tensors: dict[int, Any] = fresh_inputs(graph)
+    inputs = list(tensors.values())
     refused = [f"{n.name!r} ({n.kind}: {_NO_INTEGER_KERNEL[n.kind]})" for n in graph.nodes
                if n.kind in _NO_INTEGER_KERNEL]  # fmt: skip
     if refused:
@@ -423,12 +423,15 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
         )
     folded = _foldable_affine_consumers(graph, consumers)
     split: set[int] = set()  # outputs of weighted layers converted in parts
+    twins: dict[int, Any] = {}  # id of a q_model operation -> the layer computing it in the export model
     for node in graph.nodes:
         op, source = node.op, node.inputs[0] if node.inputs else None
         if node.name in folded and not isinstance(op, QuantizeWrapper):  # computed by the layer before it
             tensors[node.outputs[0]] = tensors[source]
             continue
-        if isinstance(op, ActivationQuantizer):
+        if id(op) in twins:  # a layer applied more than once keeps one twin (and one set of weights)
+            twin = twins[id(op)]
+        elif isinstance(op, ActivationQuantizer):
             twin = TFFakeQuantActivation(op)
         elif isinstance(op, FusedTensorRange):
             if tflite_fuses(op) and source not in split:
@@ -467,15 +470,70 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
                 ))  # fmt: skip
         else:
             twin = op
+        twins[id(op)] = twin
         outputs = twin(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
+        grid = _carried_grid(node, producers, consumers)
+        if grid is not None:  # make the grid the op passes on explicit (see _carried_grid)
+            outputs = TFFakeQuantActivation(grid, name=f"{node.name}_carried_aq")(outputs)
         tensors.update(zip(node.outputs, keras.tree.flatten(outputs), strict=True))
     model_inputs = inputs[0] if len(inputs) == 1 else inputs
     model = keras.Model(model_inputs, resolve_refs(graph.outputs, tensors), name=q_model.name)
-    return ExportGraph(model, requantized, [_sample_shape(graph, tid, consumers) for tid in graph.inputs])
+    return ExportGraph(
+        model=model, requantized=requantized,
+        sample_shapes=[_sample_shape(graph, tid, consumers) for tid in graph.inputs],
+        references=_references(graph, consumers),
+        float_layers=[f"{n.name!r} ({type(n.op).__name__})" for n in graph.nodes if _kept_float(n)],
+    )  # fmt: skip
+
+
+_CARRIES_GRID = ("max_pool",)
+
+
+def _carried_grid(
+    node: Node, producers: dict[int, Node], consumers: dict[int, list[Node]]
+) -> ActivationQuantizer | None:
+    """The input grid a max pool passes on unchanged, where its output has no quantizer of its own.
+
+    Left implicit, the converter infers the pool's output scale from its consumers; when one of them is an
+    average pool with a different output grid (an Inception block's pool branch), it copies the max pool and
+    leaves the copy and the convolutions reading it in float. Stated as a fake quant on the same grid (an
+    identity on values already on it), every consumer sees one int8 tensor."""
+    if node.kind not in _CARRIES_GRID or len(node.outputs) != 1:
+        return None
+    if any(isinstance(reader.op, ActivationQuantizer) for reader in consumers.get(node.outputs[0], [])):
+        return None
+    source = producers.get(node.inputs[0]) if node.inputs else None
+    return source.op if source is not None and isinstance(source.op, ActivationQuantizer) else None
+
+
+def _kept_float(node: Node) -> bool:
+    """A layer kerasq does not know (so it has no grid of its own), not one of kerasq's quantizers."""
+    return node.kind is None and not isinstance(
+        node.op, (ActivationQuantizer, FusedTensorRange, QuantizeWrapper)
+    )
+
+
+def _input_quantizer(tensor: int, consumers: dict[int, list[Node]]) -> ActivationQuantizer | None:
+    for reader in consumers.get(tensor, []):
+        if isinstance(reader.op, ActivationQuantizer):
+            return reader.op
+    return None
 
 
 def _sample_shape(graph: Graph, tensor: int, consumers: dict[int, list[Node]]) -> tuple[int, ...] | None:
-    for reader in consumers.get(tensor, []):
-        if isinstance(reader.op, ActivationQuantizer) and reader.op.sample_shape is not None:
-            return reader.op.sample_shape
-    return None
+    """A calibration sample's shape for a model input with unknown (non-batch) dimensions, else None."""
+    quantizer = _input_quantizer(tensor, consumers)
+    if quantizer is None or None not in graph.tensors[tensor].shape[1:]:
+        return None
+    return quantizer.sample_shape
+
+
+def _references(graph: Graph, consumers: dict[int, list[Node]]) -> dict[str, np.ndarray]:
+    """Model input name -> the calibration samples its quantizer keeps; empty unless every input has some."""
+    references = {}
+    for tid, name in zip(graph.inputs, graph.input_names, strict=True):
+        quantizer = _input_quantizer(tid, consumers)
+        if quantizer is None or quantizer.reference_inputs is None:
+            return {}
+        references[name] = keras.ops.convert_to_numpy(quantizer.reference_inputs)
+    return references

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kerasq.export.verify import Verification
+
 
 @dataclass(frozen=True)
 class Requantization:
@@ -29,6 +31,8 @@ class ExportReport:
         size_bytes: bytes on disk (a SavedModel directory: all its files).
         requantized: every place the file computes differently from the Keras quantized model, with the reason
             (empty for .keras, SavedModel and fake-quant TFLite files, which compute exactly what Keras does).
+        verification: how closely a quantized TFLite file follows the Keras model on the calibration samples
+            the model keeps (None where nothing was converted, or with ``verify=False``).
     """
 
     path: Path
@@ -36,6 +40,7 @@ class ExportReport:
     quantization_format: str
     size_bytes: int
     requantized: tuple[Requantization, ...] = field(default_factory=tuple)
+    verification: Verification | None = None
 
     def summary(self) -> str:
         lines = [
@@ -45,4 +50,6 @@ class ExportReport:
         if self.requantized:
             lines.append(f"{len(self.requantized)} place(s) where the file computes differently from Keras:")
             lines += [f"  {r.tensor}: {r.reason}" for r in self.requantized]
+        if self.verification is not None:
+            lines.append(self.verification.summary())
         return "\n".join(lines)

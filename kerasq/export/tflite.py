@@ -15,6 +15,8 @@ from kerasq.export.int8_graph import ExportError, ExportGraph, activation_width,
 from kerasq.export.int16x8 import widen_int16_biases
 from kerasq.export.report import Requantization
 from kerasq.export.runtimes import float_tensors, litert_interpreter_module
+from kerasq.export.shared_vectors import share_quantization_vectors
+from kerasq.export.verify import Verification, verify_file
 from kerasq.graph import UnsupportedModelError
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
 
@@ -31,6 +33,7 @@ class Conversion:
 
     flatbuffer: bytes
     requantized: tuple[Requantization, ...]
+    verification: Verification | None = None
 
 
 def convert_to_tflite(
@@ -48,6 +51,7 @@ def convert(
     quantization_format: QuantizationFormat,
     integer_io: bool = False,
     int4_weights: bool = False,
+    verify: bool = True,
 ) -> Conversion:
     """Flatbuffer of ``q_model``, with the list of places it requantizes.
 
@@ -56,10 +60,13 @@ def convert(
     points, int32 biases; inputs/outputs are float32 (quantized at the edges) or int8 with ``integer_io``.
     When every activation is 16-bit (signed, zero point 0) the file uses TFLite's int16x8 scheme instead:
     int16 activations, int8 weights, int64 biases (see ``int16x8`` for the bias repair), int16 ``integer_io``.
-    Mixed activation widths are refused, naming the quantizers.
+    Mixed activation widths are refused, naming the quantizers. Each distinct quantization vector is stored
+    once (``shared_vectors``).
     ``int4_weights``: kernels on grids of at most 4 bits are stored as LiteRT int4 tensors (two values per
     byte) instead of int8. This uses the converter's ``_experimental_low_bit_qat`` switch, the only way TF 2.21
     offers to emit int4 weights; the values are the same either way.
+    ``verify``: run the file on the calibration samples the model keeps and refuse it when it does not follow
+    the Keras model (``kerasq.export.verify``); the result is ``Conversion.verification``.
     """
     with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
@@ -94,6 +101,7 @@ def convert(
             raise ExportError(f"The TFLite converter rejected the quantized graph: {err}") from err
     if width == 16:
         flatbuffer, _ = widen_int16_biases(flatbuffer)
+    flatbuffer = share_quantization_vectors(flatbuffer)
     try:
         check_integer(flatbuffer, graph, width)
     except ExportError as err:
@@ -103,7 +111,11 @@ def convert(
             f"{err} In its int4 (low-bit) mode the TFLite converter does not find ranges for ops that have no "
             "quantizer of their own (such as the sigmoid inside swish); export without int4_weights."
         ) from err
-    return Conversion(flatbuffer, tuple(graph.requantized))
+    verification = None
+    if verify:
+        suspects = graph.float_layers + [repr(r.tensor) for r in graph.requantized]
+        verification = verify_file(flatbuffer, q_model, graph.references, suspects)
+    return Conversion(flatbuffer, tuple(graph.requantized), verification)
 
 
 def _check_quantized(model: keras.Model) -> None:

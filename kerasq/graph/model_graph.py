@@ -119,3 +119,12 @@ class Graph:
 def resolve_refs(structure: Any, tensors: dict[int, Any]) -> Any:
     """``structure`` (a node's call arguments) with every ``TensorRef`` replaced by ``tensors[ref.id]``."""
     return keras.tree.map_structure(lambda v: tensors[v.id] if isinstance(v, TensorRef) else v, structure)
+
+
+def fresh_inputs(graph: Graph) -> dict[int, Any]:
+    """A new ``keras.Input`` per model input of ``graph`` (its shape, dtype and name), by tensor id, in order:
+    the start of every replay of the graph into a new model."""
+    return {
+        tid: keras.Input(batch_shape=graph.tensors[tid].shape, dtype=graph.tensors[tid].dtype, name=name)
+        for tid, name in zip(graph.inputs, graph.input_names, strict=True)
+    }

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasq.errors import ConfigError
 from kerasq.params import QuantParams
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 
@@ -17,7 +18,8 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def __init__(
         self, n_bits: int = 8, qmin: int = -128, qmax: int = 127, method: str = "power_of_two",
-        signed: bool = True, sample_shape: tuple[int, ...] | None = None, **kwargs: Any,
+        signed: bool = True, sample_shape: tuple[int, ...] | None = None, reference_count: int = 0,
+        **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.n_bits, self.qmin, self.qmax = int(n_bits), int(qmin), int(qmax)
@@ -25,13 +27,38 @@ class ActivationQuantizer(keras.layers.Layer):
         # On a model input with unknown dimensions: one calibration sample's shape (no batch axis), so an
         # exporter can run the file once at a shape the model was calibrated on.
         self.sample_shape = None if sample_shape is None else tuple(int(d) for d in sample_shape)
+        # On a model input: ``reference_count`` calibration samples of ``sample_shape`` (raw input values),
+        # so an exporter can check its file against this model on data the model was calibrated on.
+        self.reference_count = int(reference_count)
+        if self.reference_count and self.sample_shape is None:
+            raise ConfigError(f"{self.name}: reference_count needs sample_shape (the shape of one sample).")
+        self.reference_inputs = (
+            self.add_weight(
+                name="reference_inputs",
+                shape=(self.reference_count, *self.sample_shape),
+                initializer="zeros",
+                trainable=False,
+            )  # fmt: skip
+            if self.reference_count
+            else None
+        )
         self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=False)
         self.zero_point = self.add_weight(name="zero_point", shape=(), initializer="zeros", trainable=False)
 
     @classmethod
-    def from_params(cls, params: QuantParams, name: str) -> ActivationQuantizer:
-        layer = cls(params.n_bits, params.qmin, params.qmax, params.method.value, params.signed, name=name)
+    def from_params(
+        cls, params: QuantParams, name: str, reference_inputs: np.ndarray | None = None
+    ) -> ActivationQuantizer:
+        """A quantizer on ``params``' grid; ``reference_inputs`` (n samples of a model input) are kept with it."""
+        layer = cls(
+            n_bits=params.n_bits, qmin=params.qmin, qmax=params.qmax, method=params.method.value,
+            signed=params.signed, name=name,
+            sample_shape=None if reference_inputs is None else reference_inputs.shape[1:],
+            reference_count=0 if reference_inputs is None else len(reference_inputs),
+        )  # fmt: skip
         layer.set_params(params)
+        if reference_inputs is not None:
+            layer.reference_inputs.assign(np.asarray(reference_inputs, np.float32))
         return layer
 
     def set_params(self, params: QuantParams) -> None:
@@ -58,5 +85,6 @@ class ActivationQuantizer(keras.layers.Layer):
             method=self.method,
             signed=self.signed,
             sample_shape=self.sample_shape,
+            reference_count=self.reference_count,
         )
         return config

@@ -165,3 +165,26 @@ def test_tflm_runs_the_file_exactly_as_litert_reference_kernels(exported, cifar)
     np.testing.assert_array_equal(tflm, predict_litert(conversion.flatbuffer, x, reference_kernels=True))
     default = predict_litert(conversion.flatbuffer, x)
     assert np.mean(tflm.argmax(-1) == default.argmax(-1)) >= 0.97
+
+
+def _conv_bn_relu(x, filters: int, size: int):
+    x = layers.Conv2D(filters, size, padding="same", use_bias=False)(x)
+    return layers.Activation("relu")(layers.BatchNormalization(scale=False)(x))
+
+
+def test_an_inception_block_after_a_max_pool_is_fully_integer():
+    # InceptionV3's first block: a max pool read by three convolutions and an average pool whose output grid
+    # differs on imx500. The converter copied the max pool and left the copy and the convolutions in float.
+    inputs = keras.Input((16, 16, 3))
+    x = layers.MaxPooling2D(3, strides=2)(_conv_bn_relu(inputs, 8, 3))
+    pool = _conv_bn_relu(layers.AveragePooling2D(3, strides=1, padding="same")(x), 4, 1)
+    branches = [_conv_bn_relu(x, 8, 1), _conv_bn_relu(x, 6, 1), _conv_bn_relu(x, 4, 1), pool]
+    model = keras.Model(
+        inputs, layers.Dense(4)(layers.GlobalAveragePooling2D()(layers.Concatenate()(branches)))
+    )
+    data = np.random.default_rng(0).uniform(0, 1, (32, 16, 16, 3)).astype("float32")
+    model(data, training=True)  # batch-norm statistics that are not the identity
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(model, data)  # imx500
+    conversion = convert(q_model, QuantizationFormat.INT8)
+    assert float_tensors(conversion.flatbuffer) == []
+    assert conversion.verification.sqnr_db >= 35.0

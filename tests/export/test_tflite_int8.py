@@ -396,3 +396,23 @@ def test_dilated_transposed_and_dynamic_models_export(builder, platform, images)
         assert conversion.requantized == ()
     diff = np.abs(_litert(conversion.flatbuffer, test_images) - q_model.predict(test_images, verbose=0))
     assert diff.max() <= 2 * _output_step(q_model) * 1.0001  # measured: 1 step, 2 through a transposed conv
+
+
+@pytest.mark.parametrize("platform", ["tflite", "imx500"])
+def test_a_layer_applied_twice_exports_with_one_kernel(platform):
+    inputs = keras.Input((16, 16, 8))
+    conv = layers.Conv2D(8, 3, padding="same", activation="relu")
+    x = conv(conv(inputs))
+    model = keras.Model(inputs, layers.Dense(4)(layers.GlobalAveragePooling2D()(x)))
+    data = np.random.default_rng(0).uniform(0, 1, (32, 16, 16, 8)).astype("float32")
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(
+        model, data, target_platform_capabilities=kerasq.get_target_platform_capabilities(platform)
+    )
+    flatbuffer = convert_to_tflite(
+        q_model, QuantizationFormat.INT8
+    )  # was: "The name 'conv2d' is used 2 times"
+    kernels = [d for d in Interpreter(model_content=flatbuffer).get_tensor_details()
+               if d["dtype"] == np.int8 and len(d["shape"]) == 4 and tuple(d["shape"]) == (8, 3, 3, 8)]  # fmt: skip
+    assert len(kernels) == 1  # the shared convolution's kernel is stored once
+    np.testing.assert_allclose(_litert(flatbuffer, data[:8]), q_model.predict(data[:8], verbose=0),
+                               atol=1.01 * _output_step(q_model))  # fmt: skip
