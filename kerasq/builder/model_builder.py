@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node, resolve_refs
 from kerasq.params import QuantParams
 from kerasq.params.selection import QuantizationParams
@@ -30,12 +31,61 @@ class BuiltModel:
 def clone_operation(node: Node) -> keras.Operation:
     """A fresh copy of the node's operation (config from the node, so rewrites apply)."""
     op = node.op
+    if type(op) is keras.layers.Lambda and node.config is None:
+        return _copy_lambda(op)
     if isinstance(op, keras.layers.Layer):
-        return type(op).from_config(node.layer_config)
+        return _layer_from_config(op, node)
     try:
         return type(op).from_config(op.get_config())
     except Exception:  # an op without a usable config: it is stateless, so calling it again is safe
         return op
+
+
+def _copy_lambda(op: keras.layers.Lambda) -> keras.layers.Lambda:
+    """A new ``Lambda`` calling the very same Python function.
+
+    ``from_config`` would rebuild the function from its serialized bytecode, which Keras refuses in safe mode
+    (and which fails for callables it cannot serialize, such as ``functools.partial``). The copy is a new
+    layer, so the user's ``Lambda`` gains no call and the quantized model does not share it.
+    """
+    return keras.layers.Lambda(
+        op.function,
+        output_shape=_lambda_output_shape(op),
+        mask=op.mask,
+        arguments=dict(op.arguments),
+        name=op.name,
+        dtype=op.dtype_policy,
+        trainable=op.trainable,
+    )
+
+
+def _lambda_output_shape(op: keras.layers.Lambda) -> Any:
+    """The ``output_shape`` the user gave ``op`` (None if none); its own shape rule when that is a function."""
+    try:
+        shape = op.get_config().get("output_shape")
+    except Exception:  # function or arguments Keras cannot serialize; the layer's own rule is exact
+        return op.compute_output_shape
+    if isinstance(shape, dict) and "class_name" in shape:  # a function, stored as (unsafe) bytecode
+        return op.compute_output_shape
+    return shape
+
+
+def _layer_from_config(layer: keras.layers.Layer, node: Node) -> keras.layers.Layer:
+    try:
+        return type(layer).from_config(node.layer_config)
+    except Exception as err:
+        raise ModelError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) cannot be copied: "
+            f"{type(layer).__name__}.from_config(layer.get_config()) fails ({type(err).__name__}: {_gist(err)}). "
+            "kerasq builds the quantized model from fresh copies of every layer. Make get_config return every "
+            "__init__ argument (and from_config accept it), or replace the layer with keras.ops calls or a "
+            "keras.layers.Lambda."
+        ) from err
+
+
+def _gist(err: Exception) -> str:
+    """The first sentence of ``err``: what went wrong, without advice meant for another context (loading)."""
+    return str(err).split(". ")[0].rstrip(".")
 
 
 def quantizer_name(producer: str, index: int, total: int) -> str:

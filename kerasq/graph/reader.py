@@ -122,7 +122,7 @@ class _GraphWriter:
         log, outputs = _record_calls(model, input_tensors)
         for op, args, kwargs, op_outputs in log:
             if isinstance(op, keras.Model):
-                self._splice_submodel(op, args, op_outputs, prefix)
+                self._splice_submodel(op, _submodel_inputs(op, args, kwargs), op_outputs, prefix)
                 continue
             ins = [
                 self.tensor_id(t)
@@ -137,17 +137,18 @@ class _GraphWriter:
                 kwargs=self.to_refs(kwargs),
                 inputs=ins,
                 outputs=[self.tensor_id(t) for t in keras.tree.flatten(op_outputs)],
+                float_reason=_float_reason(op),
             )
             self.nodes.append(node)
         return outputs
 
-    def _splice_submodel(self, sub: keras.Model, args: tuple, sub_outputs: Any, prefix: str) -> None:
+    def _splice_submodel(self, sub: keras.Model, flat_args: list, sub_outputs: Any, prefix: str) -> None:
         inner = check_graph_model(sub)
-        flat_args = [t for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor)]
         if len(flat_args) != len(inner.inputs):
             raise UnsupportedModelError(
                 f"Nested model {sub.name!r} is called with {len(flat_args)} tensors but has "
-                f"{len(inner.inputs)} inputs; kerasq cannot flatten it."
+                f"{len(inner.inputs)} inputs; kerasq cannot flatten it. Call it with one tensor per input "
+                "(a list or dict in the order of its inputs)."
             )
         # Fresh Inputs stand in for the outer tensors: a Functional built on tensors that are not Inputs
         # copies its graph, so its outputs would not be the tensors the recorded calls produced.
@@ -159,6 +160,29 @@ class _GraphWriter:
             keras.tree.flatten(sub_outputs), keras.tree.flatten(inner_outputs), strict=True
         ):
             self.alias(outer, self.tensor_id(produced))
+
+
+def _float_reason(op: keras.Operation) -> str | None:
+    """Why a node is kept in float whatever the platform says (None: the platform decides)."""
+    if isinstance(op, keras.layers.Lambda):
+        return (
+            f"Lambda {op.name!r} runs Python code kerasq cannot read, so it stays float. To quantize what it "
+            "computes, write it with keras.ops calls or Keras layers instead."
+        )
+    return None
+
+
+def _submodel_inputs(sub: keras.Model, args: tuple, kwargs: dict) -> list:
+    """The tensors a nested model is called on: its ``inputs`` argument, given by position or by name."""
+    inputs = args[0] if args else kwargs.get("inputs")
+    rest = (args[1:], {key: value for key, value in kwargs.items() if key != "inputs"})
+    if any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(rest)):
+        raise UnsupportedModelError(
+            f"Nested model {sub.name!r} is called with a tensor outside its `inputs` argument (such as "
+            "`mask=`); kerasq cannot flatten it. Pass every tensor through `inputs` (give the nested model an "
+            "input for it) or compute the mask inside the nested model."
+        )
+    return [t for t in keras.tree.flatten(inputs) if isinstance(t, keras.KerasTensor)]
 
 
 def read_model(model: keras.Model) -> Graph:
