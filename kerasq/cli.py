@@ -1,14 +1,19 @@
 """The ``kerasq`` command line: quantize, inspect and evaluate models in pipelines.
 
     kerasq quantize MODEL.keras --data CALIB.npz [--tpc imx500|tflite] [--error-method mse]
-                    [--weights-memory 200KB|50%] [--activation-memory ...] [--bops 1.5G|50%] -o OUT
+                    [--weights-memory 200KB|50%] [--activation-memory ...] [--bops 1.5G|50%]
+                    -o OUT(.keras|.tflite|DIR) [--overwrite]
     kerasq info MODEL(.keras|.tflite)
     kerasq eval MODEL(.keras|.tflite) --data TEST.npz [--rescale 0.00392] [--runtime litert|tflm]
 
 Without --tpc, a .tflite output is quantized for the ``tflite`` platform and any other output for ``imx500``.
+An output replaces only a previous export of the same kind (a .keras / .tflite file, a SavedModel directory)
+unless --overwrite is given. A multi-input model is evaluated on an .npz holding one array per input, named
+after the input, and ``y``.
 
-Exit codes: 0 success, 2 bad usage, 3 unreadable or invalid input (paths, formats, data) or a runtime that is
-not installed, 4 the model cannot be quantized, exported or run (on TFLite Micro) as asked.
+Exit codes: 0 success, 2 bad usage, 3 unreadable or invalid input (paths, formats, data, an output path that
+cannot be written or holds something else) or a runtime that is not installed, 4 the model cannot be quantized,
+exported or run as asked.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 from kerasq.errors import KerasqError
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 2, 3, 4
+_OUTPUT_FORMATS = {".keras": "keras", ".tflite": "tflite", "": "savedmodel"}
 
 
 class CliError(KerasqError):
@@ -39,6 +46,12 @@ def _load_model(path: str):
         raise CliError(f"model file {path!r} does not exist", EXIT_INPUT)
     if p.suffix != ".keras":
         raise CliError(f"{path!r}: expected a .keras model file", EXIT_INPUT)
+    if not zipfile.is_zipfile(p):  # keras reports such files as "File not found"
+        raise CliError(
+            f"{path!r} is not a valid .keras file: a .keras model is a zip archive and this file is not one "
+            f"(truncated or corrupted?); save the model again with model.save({p.name!r}) or copy it again",
+            EXIT_INPUT,
+        )
     try:
         return keras.models.load_model(p)
     except Exception as err:  # keras raises many types for corrupt archives
@@ -97,15 +110,17 @@ def _target(args: argparse.Namespace, model, x, core, tpc):
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     import kerasq
+    from kerasq.errors import ExportTargetError
     from kerasq.export import ExportError, keras_export_model
     from kerasq.graph import UnsupportedModelError
     from kerasq.mixed_precision.solver import InfeasibleTargetError
 
+    out = Path(args.output)
+    fmt = _output_format(out, args.overwrite)  # before the work: refuse an output that cannot be written
     model = _load_model(args.model)
     size = tuple(model.inputs[0].shape[1:3]) if len(model.inputs[0].shape) == 4 else None
     x, _ = _inputs(args.data, args.rescale, size)
     x = x[: args.n_samples]
-    out = Path(args.output)
     platform = args.tpc
     if platform is None:
         platform = "tflite" if out.suffix == ".tflite" else "imx500"
@@ -131,13 +146,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         code = EXIT_MODEL if isinstance(err, (UnsupportedModelError, InfeasibleTargetError)) else EXIT_INPUT
         raise CliError(f"quantization failed: {err}", code) from err
-    fmt = {".keras": "keras", ".tflite": "tflite"}.get(out.suffix, "savedmodel")
     qfmt = "int8" if fmt == "tflite" and not args.fake_quant else "fakely_quant"
     try:
         report = keras_export_model(q_model, out, serialization_format=fmt, quantization_format=qfmt,
-                                    integer_io=args.integer_io, int4_weights=args.int4_weights)  # fmt: skip
+                                    integer_io=args.integer_io, int4_weights=args.int4_weights,
+                                    overwrite=args.overwrite, verify=not args.no_verify)  # fmt: skip
+    except ExportTargetError as err:  # something appeared at the output path meanwhile
+        raise CliError(f"export failed: {err}", EXIT_INPUT) from err
     except (ExportError, ValueError) as err:
-        raise CliError(f"export failed: {err}", EXIT_MODEL) from err
+        unwritable = isinstance(err.__cause__, OSError)  # the output path, not the model
+        raise CliError(f"export failed: {err}", EXIT_INPUT if unwritable else EXIT_MODEL) from err
     print(info.summary())
     print(report.summary())
     if fmt == "tflite" and qfmt == "int8":
@@ -146,6 +164,24 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(f"{packed_size(q_model, report.size_bytes):,} bytes with sub-8-bit weights bit-packed")
         print(_activation_memory_line(info.resource_utilization.activation_memory, Path(report.path)))
     return EXIT_OK
+
+
+def _output_format(out: Path, overwrite: bool) -> str:
+    """The serialization format the output's suffix asks for, once the output can be written there."""
+    from kerasq.export.exporter import check_export_target
+
+    fmt = _OUTPUT_FORMATS.get(out.suffix)
+    if fmt is None:
+        raise CliError(
+            f"-o {str(out)!r}: kerasq cannot write {out.suffix!r} files; use a name ending in .keras (Keras "
+            "archive) or .tflite (TFLite / LiteRT), or a folder name without a suffix (TensorFlow SavedModel)",
+            EXIT_INPUT,
+        )
+    try:
+        check_export_target(out, fmt, overwrite)
+    except KerasqError as err:
+        raise CliError(str(err), EXIT_INPUT) from err
+    return fmt
 
 
 def _activation_memory_line(estimate: float, path: Path) -> str:
@@ -206,11 +242,9 @@ def _info_tflite(path: Path) -> int:
         tflm_arena,
     )
 
-    if not path.exists():
-        raise CliError(f"model file {str(path)!r} does not exist", EXIT_INPUT)
+    flatbuffer = _read_tflite(path)
     try:
-        interpreter = litert_interpreter_module().Interpreter(model_path=str(path))
-        flatbuffer = path.read_bytes()
+        interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
         peak = peak_live_tensor_bytes(flatbuffer)
     except (ValueError, RuntimeError) as err:
         raise CliError(f"cannot read {str(path)!r} as a TFLite model: {err}", EXIT_INPUT) from err
@@ -243,46 +277,136 @@ def _info_tflite(path: Path) -> int:
     return EXIT_OK
 
 
+def _read_tflite(path: Path) -> bytes:
+    """The bytes of the .tflite file at ``path``, once kerasq's checks find it well formed."""
+    from kerasq.export.runtimes import InvalidTFLiteFileError, check_tflite_flatbuffer
+
+    if not path.is_file():
+        raise CliError(f"model file {str(path)!r} does not exist", EXIT_INPUT)
+    flatbuffer = path.read_bytes()
+    try:
+        check_tflite_flatbuffer(flatbuffer)
+    except InvalidTFLiteFileError as err:
+        raise CliError(
+            f"cannot read {str(path)!r}: it is {err}; export it again, or copy it again if it was cut short",
+            EXIT_INPUT,
+        ) from err
+    return flatbuffer
+
+
+def _eval_data(data: str, names: list[str], rescale: float):
+    """(x, y) for a model with inputs ``names``: one array for one input, else a dict of arrays by name."""
+    if len(names) == 1:
+        return _inputs(data, rescale)
+    import numpy as np
+
+    path = Path(data)
+    listed = ", ".join(repr(n) for n in names)
+    if path.suffix != ".npz" or not path.is_file():
+        raise CliError(
+            f"--data {data!r}: the model has {len(names)} inputs ({listed}); give an .npz file holding one array "
+            "per input, named after it, and the labels y",
+            EXIT_INPUT,
+        )
+    with np.load(path) as archive:
+        missing = [n for n in names if n not in archive.files]
+        if missing:
+            raise CliError(
+                f"{data!r} has no array named {missing[0]!r}: the model's inputs are {listed}, one array each "
+                f"under its name (np.savez(path, {names[0]}=..., y=...)); the file holds {', '.join(archive.files)}",
+                EXIT_INPUT,
+            )
+        x = {n: archive[n].astype("float32") * rescale for n in names}
+        y_key = next((k for k in ("y", "labels", "targets") if k in archive.files), None)
+        y = archive[y_key].reshape(-1) if y_key else None
+    return x, y
+
+
+def _labels(args: argparse.Namespace, y):
+    if y is None:
+        raise CliError(f"{args.data!r} has no labels (an array named y or labels)", EXIT_INPUT)
+    return y
+
+
+def _eval_tflite(args: argparse.Namespace, path: Path):
+    """(probabilities, labels, TFLM arena or None) of the .tflite file at ``path`` on ``args.data``."""
+    from kerasq.export.runtimes import (
+        InvalidTFLiteFileError,
+        TFLMError,
+        predict,
+        tflite_input_names,
+        tflm_arena,
+    )
+
+    flatbuffer = _read_tflite(path)
+    x, y = _eval_data(args.data, tflite_input_names(flatbuffer), args.rescale)
+    y = _labels(args, y)
+    try:
+        probs = predict(flatbuffer, x, runtime=args.runtime)
+        arena = tflm_arena(flatbuffer) if args.runtime == "tflm" else None
+    except TFLMError as err:
+        raise CliError(str(err), EXIT_MODEL) from err
+    except InvalidTFLiteFileError as err:
+        raise CliError(f"cannot read {str(path)!r}: it is {err}", EXIT_INPUT) from err
+    except ValueError as err:
+        raise CliError(f"the data does not fit the model: {err}", EXIT_INPUT) from err
+    except RuntimeError as err:
+        raise CliError(f"LiteRT cannot run {str(path)!r} on this data: {err}", EXIT_MODEL) from err
+    return probs, y, arena
+
+
+def _eval_keras(args: argparse.Namespace):
+    """(probabilities, labels) of the .keras model ``args.model`` on ``args.data``."""
+    if args.runtime != "litert":
+        raise CliError(f"--runtime {args.runtime} runs .tflite files; {args.model!r} is not one", EXIT_USAGE)
+    model = _load_model(args.model)
+    names = [t.name for t in model.inputs]
+    x, y = _eval_data(args.data, names, args.rescale)
+    y = _labels(args, y)
+    arrays = x if isinstance(x, dict) else {names[0]: x}
+    for tensor in model.inputs:
+        _check_sample_shape(tensor.name, arrays[tensor.name].shape[1:], tuple(tensor.shape[1:]))
+    try:
+        probs = model.predict([arrays[n] for n in names] if len(names) > 1 else x, batch_size=256, verbose=0)
+    except ValueError as err:
+        raise CliError(f"the data does not fit the model: {err}", EXIT_INPUT) from err
+    return probs, y
+
+
+def _check_sample_shape(name: str, got: tuple, expected: tuple) -> None:
+    if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got, strict=True)):
+        raise CliError(
+            f"the data does not fit the model: input {name!r}: the data's samples have shape {tuple(got)}, the "
+            f"model expects {expected} (None: any size); resize or crop the data to the model's input size",
+            EXIT_INPUT,
+        )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    x, y = _inputs(args.data, args.rescale)
-    if y is None:
-        raise CliError(f"{args.data!r} has no labels (an array named y or labels)", EXIT_INPUT)
     path = Path(args.model)
     arena = None
     if path.suffix == ".tflite":
-        if not path.exists():
-            raise CliError(f"model file {args.model!r} does not exist", EXIT_INPUT)
-        from kerasq.export.runtimes import InvalidTFLiteFileError, TFLMError, predict, tflm_arena
-
-        flatbuffer = path.read_bytes()
-        try:
-            probs = predict(flatbuffer, x, runtime=args.runtime)
-            if args.runtime == "tflm":
-                arena = tflm_arena(flatbuffer)
-        except TFLMError as err:
-            raise CliError(str(err), EXIT_MODEL) from err
-        except InvalidTFLiteFileError as err:
-            raise CliError(str(err), EXIT_INPUT) from err
-        except ValueError as err:
-            raise CliError(f"the data does not fit the model: {err}", EXIT_INPUT) from err
+        probs, y, arena = _eval_tflite(args, path)
     else:
-        if args.runtime != "litert":
-            raise CliError(
-                f"--runtime {args.runtime} runs .tflite files; {args.model!r} is not one", EXIT_USAGE
-            )
-        model = _load_model(args.model)
-        try:
-            probs = model.predict(x, batch_size=256, verbose=0)
-        except ValueError as err:
-            raise CliError(f"the data does not fit the model: {err}", EXIT_INPUT) from err
+        probs, y = _eval_keras(args)
     accuracy = float(np.mean(np.argmax(probs, -1) == y.astype(np.int64)) * 100.0)
     on = " on TFLite Micro" if arena is not None else ""
     print(f"{path.name}: top-1 accuracy {accuracy:.2f}% on {len(y)} samples{on}")
     if arena is not None:
         print(f"TFLM arena: {_arena_text(arena)}")
     return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -317,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--gptq-epochs", type=_non_negative, default=0,
         help="then fine-tune the weight rounding for N epochs over the calibration data (label-free; 0: off)",
     )  # fmt: skip
-    q.add_argument("--n-samples", type=int, default=1024, help="calibration samples to use (default 1024)")
+    q.add_argument(
+        "--n-samples", type=_positive, default=1024, help="calibration samples to use (default 1024)"
+    )
     q.add_argument("--rescale", type=float, default=1.0, help="multiply input data by this (e.g. 1/255)")
     q.add_argument(
         "--fake-quant", action="store_true", help=".tflite output: float graph with fake-quant ops"
@@ -328,16 +454,30 @@ def build_parser() -> argparse.ArgumentParser:
         help=".tflite INT8 output: store kernels of at most 4 bits as int4 (two per byte)",
     )  # fmt: skip
     q.add_argument(
+        "--no-verify", action="store_true",
+        help=".tflite INT8 output: skip the check of the file against the Keras model on calibration samples",
+    )  # fmt: skip
+    q.add_argument(
         "-o", "--output", required=True, help="output: .keras, .tflite, or a directory (SavedModel)"
     )
+    q.add_argument(
+        "--overwrite", action="store_true",
+        help="replace whatever is at the output path (by default only a previous export of the same kind)",
+    )  # fmt: skip
     q.set_defaults(func=cmd_quantize)
     i = sub.add_parser("info", help="layers, bit widths and sizes of a .keras or .tflite model")
     i.add_argument("model")
     i.set_defaults(func=cmd_info)
     e = sub.add_parser("eval", help="top-1 accuracy of a .keras or .tflite model on labelled data")
     e.add_argument("model")
-    e.add_argument("--data", required=True, help=".npz with x and y arrays")
-    e.add_argument("--rescale", type=float, default=1.0, help="multiply input data by this (e.g. 1/255)")
+    e.add_argument(
+        "--data",
+        required=True,
+        help=".npz with x and y arrays (a multi-input model: one array per input name)",
+    )
+    e.add_argument(
+        "--rescale", type=float, default=1.0, help="multiply input data (every input) by this (e.g. 1/255)"
+    )
     e.add_argument(
         "--runtime", choices=("litert", "tflm"), default="litert",
         help=".tflite files: run with LiteRT (default) or TensorFlow Lite Micro (prints its arena bytes)",

@@ -346,3 +346,127 @@ def test_missing_litert_is_exit_3(small, auto, capsys, monkeypatch):
     assert code == EXIT_INPUT and "ai-edge-litert" in err and "kerasq[litert]" in err
     code, _, err = _run(capsys, "info", small / "auto.tflite")
     assert code == EXIT_INPUT and "ai-edge-litert" in err
+
+
+# ---- broken files, data of another shape, bad arguments, outputs that would destroy user files
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """An untrained 32x32 model, its float .tflite file, 32x32 and 28x28 labelled data: quick to run."""
+    from kerasq.export import keras_export_model
+
+    root = tmp_path_factory.mktemp("cli_tiny")
+    keras.utils.set_random_seed(0)
+    i = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(i))
+    model = keras.Model(i, keras.layers.Dense(10, activation="softmax")(x))
+    model.save(root / "tiny.keras")
+    keras_export_model(model, root / "tiny.tflite", "tflite")
+    rng = np.random.default_rng(0)
+    np.savez(root / "calib.npz", x=rng.random((8, 32, 32, 3), np.float32))
+    np.savez(root / "test.npz", x=rng.random((8, 32, 32, 3), np.float32), y=rng.integers(0, 10, 8))
+    np.savez(root / "test28.npz", x=rng.random((8, 28, 28, 3), np.float32), y=rng.integers(0, 10, 8))
+    return root
+
+
+def _bad_tensor_index(flatbuffer: bytes) -> bytes:
+    """The file with its first operator reading a tensor that does not exist (LiteRT raises RuntimeError)."""
+    import flatbuffers
+
+    from kerasq.export.runtimes import litert_schema
+
+    model = litert_schema().ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    model.subgraphs[0].operators[0].inputs[0] = 999
+    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize("damage", ["bad_tensor_index", "truncated", "zeros"])
+def test_eval_of_a_corrupted_tflite_file(tiny, capsys, damage):
+    data = (tiny / "tiny.tflite").read_bytes()
+    broken = {"bad_tensor_index": _bad_tensor_index, "truncated": lambda d: d[: len(d) // 2],
+              "zeros": lambda d: b"\0" * 64}[damage](data)  # fmt: skip
+    path = tiny / f"{damage}.tflite"
+    path.write_bytes(broken)
+    code, _, err = _run(capsys, "eval", path, "--data", tiny / "test.npz")
+    assert code == EXIT_INPUT and "not a valid .tflite file" in err and str(path) in err
+    assert "does not fit" not in err  # the data is fine; the file is not
+
+
+@pytest.mark.parametrize("model", ["tiny.tflite", "tiny.keras"])
+def test_eval_refuses_data_of_another_shape(tiny, capsys, model):
+    code, out, err = _run(capsys, "eval", tiny / model, "--data", tiny / "test28.npz")
+    assert code == EXIT_INPUT and "accuracy" not in out
+    assert "(28, 28, 3)" in err and "(32, 32, 3)" in err and "'image'" in err
+
+
+@pytest.mark.parametrize("damage", ["junk", "truncated"])
+def test_a_corrupted_keras_file_is_not_reported_missing(tiny, capsys, damage):
+    data = (tiny / "tiny.keras").read_bytes()
+    path = tiny / f"{damage}.keras"
+    path.write_bytes(b"not a zip archive" * 8 if damage == "junk" else data[: len(data) // 2])
+    for argv in (["eval", path, "--data", tiny / "test.npz"], ["info", path]):
+        code, _, err = _run(capsys, *argv)
+        assert code == EXIT_INPUT and "not a valid .keras file" in err and "File not found" not in err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "two"])
+def test_n_samples_must_be_positive(tiny, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quantize", str(tiny / "tiny.keras"), "--data", str(tiny / "calib.npz"), "--n-samples", value,
+              "-o", str(tiny / "never.keras")])  # fmt: skip
+    assert exit_info.value.code == EXIT_USAGE and "--n-samples" in capsys.readouterr().err
+    assert not (tiny / "never.keras").exists()
+
+
+@pytest.mark.parametrize("name", ["q.onnx", "q.h5", "q.pb"])
+def test_unknown_output_suffixes_are_refused(tiny, capsys, name):
+    code, _, err = _run(
+        capsys, "quantize", tiny / "tiny.keras", "--data", tiny / "calib.npz", "-o", tiny / name
+    )
+    assert code == EXIT_INPUT and name in err and ".keras" in err and ".tflite" in err and "SavedModel" in err
+    assert not (tiny / name).exists()
+
+
+def test_quantize_keeps_an_output_folder_of_user_files(tiny, capsys):
+    folder = tiny / "project"
+    (folder / "src").mkdir(parents=True)
+    (folder / "notes.txt").write_text("my notes")
+    argv = ["quantize", tiny / "tiny.keras", "--data", tiny / "calib.npz", "-o", folder]
+    code, out, err = _run(capsys, *argv)
+    assert code == EXIT_INPUT and "notes.txt" in err and "--overwrite" in err
+    assert (folder / "notes.txt").read_text() == "my notes" and "resources:" not in out  # refused up front
+    code, _, err = _run(capsys, *argv, "--overwrite")
+    assert code == EXIT_OK, err
+    assert tf.saved_model.contains_saved_model(str(folder)) and not (folder / "notes.txt").exists()
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory):
+    """A two-input model whose .tflite file lists its inputs in another order than Keras, and named data."""
+    from kerasq.export import keras_export_model
+
+    root = tmp_path_factory.mktemp("cli_two_inputs")
+    keras.utils.set_random_seed(0)
+    image, meta = keras.Input((8, 8, 3), name="image"), keras.Input((4,), name="meta")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
+    model = keras.Model([image, meta], keras.layers.Dense(10)(keras.layers.Concatenate()([x, meta])))
+    model.save(root / "two.keras")
+    keras_export_model(model, root / "two.tflite", "tflite")
+    rng = np.random.default_rng(0)
+    data = {"image": rng.normal(size=(64, 8, 8, 3)).astype("float32"),
+            "meta": rng.normal(size=(64, 4)).astype("float32")}  # fmt: skip
+    labels = np.argmax(model.predict([data["image"], data["meta"]], verbose=0), -1)
+    np.savez(root / "test.npz", y=labels, **data)
+    np.savez(root / "no_meta.npz", image=data["image"], y=labels)
+    return root
+
+
+def test_eval_matches_multi_input_files_by_name(two_inputs, capsys):
+    for model in ("two.tflite", "two.keras"):
+        code, out, err = _run(capsys, "eval", two_inputs / model, "--data", two_inputs / "test.npz")
+        assert code == EXIT_OK and _accuracy(out) == 100.0, (model, out, err)
+        code, _, err = _run(capsys, "eval", two_inputs / model, "--data", two_inputs / "no_meta.npz")
+        assert code == EXIT_INPUT and "'meta'" in err and "image" in err

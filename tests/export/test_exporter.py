@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import kerasq
+from kerasq.errors import ExportTargetError, KerasqError
 from kerasq.export import ExportError, KerasExportSerializationFormat, QuantizationFormat, keras_export_model
 from kerasq.export import exporter as exporter_module
 from kerasq.export.atomic import atomic_output
@@ -127,3 +128,137 @@ def test_int8_export_of_a_float_model_says_to_quantize_first(tmp_path):
     with pytest.raises(ExportError, match="no kerasq quantizers.*Quantize it first"):
         keras_export_model(model, tmp_path / "f.tflite", "tflite", "int8")
     assert not (tmp_path / "f.tflite").exists()
+
+
+# ---- what an export may replace, file permissions, unwritable targets
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A float model (FAKELY_QUANT, .keras and SavedModel exports need no quantization): fast to write."""
+    i = keras.Input((4,), name="features")
+    return keras.Model(i, keras.layers.Dense(2)(i))
+
+
+def _user_folder(root):
+    folder = root / "project"
+    (folder / "src").mkdir(parents=True)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "src" / "train.py").write_text("print('train')")
+    return folder
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_savedmodel_export_keeps_a_folder_of_user_files(tiny, tmp_path):
+    folder = _user_folder(tmp_path)
+    with pytest.raises(ExportTargetError, match=r"project.*notes\.txt.*src.*overwrite=True"):
+        keras_export_model(tiny, folder, "savedmodel")
+    assert _listing(folder) == ["notes.txt", "src", "src/train.py"]
+    assert (folder / "src" / "train.py").read_text() == "print('train')"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no temporary left behind
+    keras_export_model(tiny, folder, "savedmodel", overwrite=True)  # asked for: replaced
+    assert tf.saved_model.contains_saved_model(str(folder)) and not (folder / "notes.txt").exists()
+
+
+def test_savedmodel_export_keeps_a_regular_file(tiny, tmp_path):
+    target = tmp_path / "model"
+    target.write_text("not a model")
+    with pytest.raises(ExportTargetError, match=r"'.*model' is a file.*overwrite=True"):
+        keras_export_model(tiny, target, "savedmodel")
+    assert target.read_text() == "not a model"
+
+
+def test_savedmodel_export_keeps_files_added_to_a_previous_savedmodel(tiny, tmp_path):
+    target = tmp_path / "saved"
+    keras_export_model(tiny, target, "savedmodel")
+    (target / "README.md").write_text("how to serve this")
+    with pytest.raises(ExportTargetError, match=r"README\.md"):
+        keras_export_model(tiny, target, "savedmodel")
+    assert (target / "README.md").read_text() == "how to serve this"
+
+
+def test_exports_replace_previous_exports_of_the_same_kind(tiny, tmp_path):
+    keras_export_model(tiny, tmp_path / "saved", "savedmodel")
+    keras_export_model(tiny, tmp_path / "saved", "savedmodel")  # a previous SavedModel
+    (tmp_path / "empty").mkdir()
+    keras_export_model(tiny, tmp_path / "empty", "savedmodel")  # an empty folder holds nothing to lose
+    for name, fmt in (("m.keras", "keras"), ("m.tflite", "tflite")):
+        (tmp_path / name).write_bytes(b"previous export")
+        keras_export_model(tiny, tmp_path / name, fmt)
+        assert (tmp_path / name).read_bytes() != b"previous export"
+    assert tf.saved_model.contains_saved_model(str(tmp_path / "empty"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "m.keras", "m.tflite", "saved"]
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("m.keras", "keras"), ("m.tflite", "tflite")])
+def test_file_export_onto_a_directory_names_the_path(tiny, tmp_path, name, fmt):
+    target = tmp_path / name
+    target.mkdir()
+    (target / "keep.txt").write_text("keep")
+    with pytest.raises(ExportTargetError, match=r"is a directory.*overwrite=True") as info:
+        keras_export_model(tiny, target, fmt)
+    assert str(target) in str(info.value) and "kerasq-tmp" not in str(info.value)
+    assert (target / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    keras_export_model(tiny, target, fmt, overwrite=True)
+    assert target.is_file()
+
+
+def test_export_into_a_read_only_folder_names_the_path(tiny, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from kerasq.export import atomic
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: let creating the temporary fail as it does for other users
+
+        def denied(path, *args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+        monkeypatch.setattr(atomic.os, "access", lambda *a, **k: False)
+        monkeypatch.setattr(atomic.os, "open", denied)
+    try:
+        for name, fmt in (("m.keras", "keras"), ("m.tflite", "tflite"), ("saved", "savedmodel")):
+            with pytest.raises(KerasqError, match="not writable|Permission denied") as info:
+                keras_export_model(tiny, folder / name, fmt)
+            message = str(info.value)
+            assert str(folder) in message and "kerasq-tmp" not in message and "choose" in message
+    finally:
+        folder.chmod(0o755)
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"), [("m.keras", "keras"), ("m.tflite", "tflite"), ("saved", "savedmodel")]
+)
+def test_exported_files_respect_the_umask(tiny, tmp_path, name, fmt):
+    import os
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        path = keras_export_model(tiny, tmp_path / name, fmt).path
+    finally:
+        os.umask(old)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    assert files and {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {oct(0o664)}
+
+
+def test_atomic_output_names_the_target_when_the_folder_refuses_a_file(tmp_path, monkeypatch):
+    import errno
+
+    from kerasq.export import atomic
+
+    def denied(path, *args, **kwargs):  # what creating the temporary meets in a read-only folder
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(atomic.os, "open", denied)
+    with pytest.raises(ExportError, match="Permission denied") as info, atomic_output(tmp_path / "m.tflite"):
+        pass
+    assert str(tmp_path / "m.tflite") in str(info.value) and "kerasq-tmp" not in str(info.value)
