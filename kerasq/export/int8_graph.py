@@ -359,15 +359,15 @@ class ExportGraph:
     Attributes:
         model: ``q_model`` computed with TensorFlow fake-quant ops.
         requantized: the places where ``model`` rounds a tensor that ``q_model`` keeps exact.
-        sample_shapes: per model input, one calibration sample's shape where the input has unknown
-            dimensions (None otherwise).
+        sample_shapes: model input name -> one calibration sample's shape, for inputs with unknown
+            dimensions.
         references: model input name -> the calibration samples its quantizer keeps (empty when it keeps none).
         float_layers: layers kerasq does not know and kept in float (the file may compute them differently).
     """
 
     model: keras.Model
     requantized: list[Requantization]
-    sample_shapes: list[tuple[int, ...] | None]
+    sample_shapes: dict[str, tuple[int, ...]]
     references: dict[str, np.ndarray]
     float_layers: list[str]
 
@@ -480,7 +480,8 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
     model = keras.Model(model_inputs, resolve_refs(graph.outputs, tensors), name=q_model.name)
     return ExportGraph(
         model=model, requantized=requantized,
-        sample_shapes=[_sample_shape(graph, tid, consumers) for tid in graph.inputs],
+        sample_shapes={name: shape for tid, name in zip(graph.inputs, graph.input_names, strict=True)
+                       if (shape := _sample_shape(graph, tid, consumers)) is not None},
         references=_references(graph, consumers),
         float_layers=[f"{n.name!r} ({type(n.op).__name__})" for n in graph.nodes if _kept_float(n)],
     )  # fmt: skip

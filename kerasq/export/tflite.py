@@ -152,17 +152,20 @@ def _check_int4_compatible(q_model: keras.Model) -> None:
         )
 
 
-def _run_once(flatbuffer: bytes, sample_shapes: list[tuple[int, ...] | None]) -> None:
-    """Run the file once on zeros, at a calibration sample's shape where an input has unknown dimensions."""
+def _run_once(flatbuffer: bytes, sample_shapes: dict[str, tuple[int, ...]]) -> None:
+    """Run the file once on zeros, at a calibration sample's shape where an input has unknown dimensions
+    (inputs matched by name: the converter may reorder them)."""
     interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
-    details = interpreter.get_input_details()
-    for detail, sample in zip(details, sample_shapes + [None] * len(details), strict=False):
-        if sample is not None and np.any(detail["shape_signature"] < 0):
-            interpreter.resize_tensor_input(detail["index"], [1, *sample])
-    interpreter.allocate_tensors()
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    interpreter.invoke()
+    runner = interpreter.get_signature_runner()
+    feed = {}
+    for name, detail in runner.get_input_details().items():
+        shape = (
+            [1, *sample_shapes[name]]
+            if name in sample_shapes
+            else [max(1, d) for d in detail["shape_signature"]]
+        )
+        feed[name] = np.zeros(shape, detail["dtype"])
+    runner(**feed)
 
 
 def _layers_of(tensor_names: list[str], model: keras.Model) -> list[str]:
