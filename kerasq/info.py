@@ -70,7 +70,7 @@ class QuantizationInfo:
     float_weights_memory_bytes: int
     resource_utilization: ResourceUtilization | None = None  # of the quantized model, at its bit widths
     mixed_precision: MixedPrecisionReport | None = None  # set when mixed precision chose the widths
-    warnings: list[str] = field(default_factory=list)  # findings to act on (e.g. unbalanced concat inputs)
+    warnings: list[str] = field(default_factory=list)  # findings to act on (bad data, unbalanced concats)
     gptq: GPTQReport | None = None  # set when gradient-based fine-tuning ran
 
     @property

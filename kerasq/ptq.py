@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,9 @@ from kerasq.platform.assign import QuantizationPlan, assign_quantization
 from kerasq.platform.manual_bits import pin_bit_widths
 from kerasq.statistics import TensorStats, collect_statistics
 from kerasq.statistics.channel_means import collect_mean_maps
+from kerasq.statistics.constant import constant_tensor_warning
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,11 +81,24 @@ def keras_post_training_quantization(
         ``(quantized_model, QuantizationInfo)``.
     """
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
-    plan, mixed = prepared.plan, None
-    mp_config = prepared.core_config.mixed_precision_config
-    if target_resource_utilization is not None or mp_config.configuration_overwrite is not None:
-        plan, mixed = allocate_bits(prepared, target_resource_utilization)
+    plan, mixed = choose_bits(prepared, target_resource_utilization)
     return finish(prepared, plan, mixed)
+
+
+def choose_bits(
+    prepared: Prepared, target: ResourceUtilization | None
+) -> tuple[QuantizationPlan, MixedPrecisionReport | None]:
+    """The plan at mixed-precision widths when a budget (or a configuration overwrite) is given, else as is."""
+    mp_config = prepared.core_config.mixed_precision_config
+    if target is None and mp_config.configuration_overwrite is None:
+        return prepared.plan, None
+    if target is not None:  # the search measures sensitivity on num_of_images samples
+        prepared.data.warn_if_fewer(
+            mp_config.num_of_images,
+            "MixedPrecisionQuantizationConfig.num_of_images",
+            "mixed-precision sensitivity",
+        )
+    return allocate_bits(prepared, target)
 
 
 def prepare(
@@ -94,17 +112,22 @@ def prepare(
     core_config, tpc = _resolve(core_config, tpc)
     qc = core_config.quantization_config
     graph, plan = plan_model(model, None, core_config, tpc)
-    data = RepresentativeData(representative_data_gen, input_specs_from_model(model))
+    data = RepresentativeData(
+        representative_data_gen, input_specs_from_model(model), max_batches=core_config.n_iter
+    )
     stats = _observe(graph, plan, data, qc.num_histogram_bins)
+    constant = _constant_warning(graph, plan, stats)
     graph, plan, warnings = apply_shift_negative(graph, plan, stats, qc, tpc)
     input_means = _input_means(graph, plan, data) if qc.weights_bias_correction else {}
     importance = None
     if qc.weights_error_method is QuantizationErrorMethod.HMSE:
-        importance = kernel_importance(
-            graph, plan, data.take(core_config.mixed_precision_config.num_of_images)
+        n_images = core_config.mixed_precision_config.num_of_images
+        data.warn_if_fewer(
+            n_images, "MixedPrecisionQuantizationConfig.num_of_images", "Hessian scores (HMSE)"
         )
+        importance = kernel_importance(graph, plan, data.take(n_images))
     grids = GridCache(graph, stats, qc, importance)
-    warnings += concat_range_warnings(graph, stats)
+    warnings += concat_range_warnings(graph, stats) + constant
     return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means, warnings)
 
 
@@ -134,9 +157,10 @@ def assemble(
     quantized = build_model(
         graph, plan, params, name=name, reference_inputs=_reference_inputs(prepared)
     ).model
+    warnings = list(dict.fromkeys(prepared.data.warnings + prepared.warnings))  # data findings come first
     info = build_info(
         graph, plan, params, prepared.tpc.name, _float_bytes(prepared.model),
-        resource_utilization(graph, plan), mixed, prepared.warnings,
+        resource_utilization(graph, plan), mixed, warnings,
     )  # fmt: skip
     return quantized, info
 
@@ -188,11 +212,53 @@ def _observe(
     ids = ids if tensors is None else list(tensors)
     if not ids:
         return {}
+    position = {t: i for i, t in enumerate(_graph_order(graph))}
+    ids = sorted(ids, key=lambda t: position.get(t, len(position)))  # errors name the earliest tensor first
     built = build_model(graph)
     probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids])
+    names = _tensor_names(graph, plan, ids)
+    stats = collect_statistics(probe, names, data, bins, locate=_first_non_finite(graph, built))
+    return dict(zip(ids, stats, strict=True))
+
+
+def _graph_order(graph: Graph) -> list[int]:
+    """Every tensor id in topological order: the model inputs, then each node's outputs."""
+    return list(graph.inputs) + [t for node in graph.nodes for t in node.outputs]
+
+
+def _tensor_names(graph: Graph, plan: QuantizationPlan, ids: list[int]) -> list[str]:
+    """The layer (or model input) that produces each tensor."""
     producers = {t: node.name for node in graph.nodes for t in node.outputs}
-    names = [plan.activations[t].producer if t in plan.activations else producers[t] for t in ids]
-    return dict(zip(ids, collect_statistics(probe, names, data, bins), strict=True))
+    return [plan.activations[t].producer if t in plan.activations else producers[t] for t in ids]
+
+
+def _first_non_finite(graph: Graph, built: Any) -> Callable[[list[np.ndarray]], str | None]:
+    """A function naming the first layer, in graph order, whose output on a batch is not finite (observed or
+    not: the culprit is often a float layer before the quantized tensor that shows it)."""
+
+    def locate(batch: list[np.ndarray]) -> str | None:
+        producers = graph.producers()
+        ids = [t for t in _graph_order(graph) if t in built.tensors and t in producers]
+        probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids])
+        values = keras.tree.flatten(probe(list(batch), training=False))
+        for tensor, value in zip(ids, values, strict=True):
+            value = np.asarray(value)
+            if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+                node = producers[tensor]
+                return f"layer {node.name!r} ({type(node.op).__name__})"
+        return None
+
+    return locate
+
+
+def _constant_warning(graph: Graph, plan: QuantizationPlan, stats: dict[int, TensorStats]) -> list[str]:
+    """The warning naming quantized layer outputs that never varied (model inputs are the data's warning)."""
+    ids = [t for t in stats if t in plan.activations and t not in graph.inputs]
+    named = dict(zip(_tensor_names(graph, plan, ids), (stats[t] for t in ids), strict=True))
+    message = constant_tensor_warning(named)
+    if message is not None:
+        logger.warning(message)
+    return [message] if message is not None else []
 
 
 def rewrite_graph(graph: Graph, qc: QuantizationConfig) -> Graph:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from kerasq.core.enums import MpDistanceWeighting, QuantizationErrorMethod, parse_enum
+from kerasq.errors import ConfigError
 
 
 def _check_error_method(name: str, value: object) -> QuantizationErrorMethod:
@@ -254,13 +255,19 @@ class BitWidthConfig:
 
 @dataclass
 class CoreConfig:
-    """Top-level configuration of a quantization run (what ``keras_post_training_quantization`` takes)."""
+    """Top-level configuration of a quantization run (what ``keras_post_training_quantization`` takes).
+
+    ``n_iter`` (keyword only): use at most this many batches of the representative data (MCT's ``n_iter``, the
+    number of calibration iterations, one batch each). None (default) uses all of it, except that a generator or
+    a ``tf.data.Dataset`` of unknown or infinite length is cut after 4096 samples, with a warning.
+    """
 
     quantization_config: QuantizationConfig = field(default_factory=QuantizationConfig)
     mixed_precision_config: MixedPrecisionQuantizationConfig = field(
         default_factory=MixedPrecisionQuantizationConfig
     )
     bit_width_config: BitWidthConfig = field(default_factory=BitWidthConfig)
+    n_iter: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         expected = {
@@ -274,3 +281,8 @@ class CoreConfig:
                     f"CoreConfig.{name} must be a kerasq.core.{cls.__name__}, "
                     f"got {type(getattr(self, name)).__name__}."
                 )
+        if self.n_iter is not None and (not _is_int(self.n_iter) or self.n_iter < 1):
+            raise ConfigError(
+                f"CoreConfig.n_iter must be a positive integer (batches of representative data to use) or None "
+                f"(all of it), got {self.n_iter!r}."
+            )

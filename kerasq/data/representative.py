@@ -6,17 +6,31 @@ Accepted sources:
   or ``(x, y)`` / ``(x, y, sample_weight)`` pairs; unbatched datasets are batched);
 - numpy arrays: one array, a list/tuple with one array per input, or a dict by input name.
 A batch may be a list/tuple (one array per input), a bare array (single-input models) or a dict.
+
+Bounds: ``max_batches`` (``CoreConfig.n_iter``) caps the batches used. A source whose length is not known in
+advance (a generator, an iterator, a ``tf.data.Dataset`` of infinite or unknown cardinality) is otherwise cut
+after ``DEFAULT_MAX_SAMPLES`` samples, with a warning if it had not ended. What is read is kept in memory (up to
+``replay.CACHE_BYTES``) and replayed by later passes, so the source is read once.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
+
+from kerasq.data.profile import DataProfile
+from kerasq.data.replay import ReplayCache
+from kerasq.errors import ConfigError, DataError
+
+DEFAULT_MAX_SAMPLES = 4096  # samples read from a source of unknown length unless n_iter says otherwise
+
+logger = logging.getLogger(__name__)
 
 _FORMS = (
     "a zero-argument callable returning an iterable of batches (each a list with one array per model input), "
@@ -55,8 +69,41 @@ def _is_array(obj: Any) -> bool:
     )
 
 
+def _is_arrays(source: Any) -> bool:
+    """One array, a list/tuple of arrays (one per input) or a dict of arrays: data already in memory."""
+    return (
+        _is_array(source)
+        or isinstance(source, dict)
+        or (isinstance(source, (list, tuple)) and bool(source) and all(_is_array(s) for s in source))
+    )
+
+
+def _length_known(source: Any) -> bool:
+    """Whether the source says how much data it holds before it is read (so it needs no default bound)."""
+    if _is_arrays(source):
+        return True
+    if _is_dataset(source):
+        return int(source.cardinality()) >= 0  # INFINITE (-1) and UNKNOWN (-2) are negative
+    return isinstance(source, Sized) and not callable(source)
+
+
+def _check_count(name: str, value: Any, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        none = " or None" if allow_none else ""
+        raise ConfigError(f"{name} must be a positive integer{none}, got {value!r}.")
+
+
+_END = object()
+
+
 class RepresentativeData:
-    """Re-iterable, validated view of calibration data: each item is a list of arrays, one per input."""
+    """Re-iterable, validated view of calibration data: each item is a list of arrays, one per input.
+
+    ``warnings`` collects findings about the data (a degenerate input, a source cut at the default bound, fewer
+    samples than a setting asks for); each is also logged (logger ``kerasq.data.representative``).
+    """
 
     def __init__(
         self,
@@ -65,19 +112,23 @@ class RepresentativeData:
         *,
         batch_size: int = 32,
         max_batches: int | None = None,
+        default_limit: int | None = DEFAULT_MAX_SAMPLES,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
-                                        or max_batches < 1):  # fmt: skip
-            raise ValueError(f"max_batches must be a positive integer or None, got {max_batches!r}.")
+        """``max_batches``: use at most this many batches (``CoreConfig.n_iter``). ``default_limit``: samples read
+        from a source of unknown length when ``max_batches`` is not given (None: no bound)."""
+        _check_count("batch_size", batch_size, allow_none=False)
+        _check_count("max_batches (CoreConfig.n_iter)", max_batches, allow_none=True)
+        _check_count("default_limit", default_limit, allow_none=True)
         self.specs = list(input_specs)
         self.batch_size = batch_size
         self.max_batches = max_batches
-        self._make_iterable = self._factory(source)
-        self._num_samples: int | None = None
-        self._first: list[np.ndarray] | None = None
+        self.warnings: list[str] = []
         self._one_pass = inspect.isgenerator(source) or isinstance(source, Iterator)
+        self._make_iterable = self._factory(source)
+        self._limit = None if max_batches is not None or _length_known(source) else default_limit
+        self._counts: tuple[int, int] | None = None  # (batches, samples) of a complete read
+        self._cache = None if _is_arrays(source) else ReplayCache(self._read)
+        self._first: list[np.ndarray] | None = None
         if not self._one_pass:  # validate eagerly, unless looking would use up a one-shot generator
             self.first_batch()
 
@@ -87,11 +138,7 @@ class RepresentativeData:
             raise TypeError(f"Unsupported representative data {type(source).__name__}: pass {_FORMS}.")
         if _is_dataset(source):
             return lambda: self._dataset_batches(source)
-        if (
-            _is_array(source)
-            or isinstance(source, dict)
-            or (isinstance(source, (list, tuple)) and source and all(_is_array(s) for s in source))
-        ):
+        if _is_arrays(source):
             arrays = self._arrays_per_input(source, where="representative data")
             return lambda: self._slice(arrays)
         if inspect.isgenerator(source) or isinstance(source, Iterator):
@@ -124,9 +171,10 @@ class RepresentativeData:
 
         def make() -> Iterable[Any]:
             if state["used"]:
-                raise ValueError(
-                    "The representative data is a generator object, which can be iterated only once, but kerasq "
-                    "needs several passes. Pass the generator function itself (a zero-argument callable) instead."
+                raise DataError(
+                    "The representative data is a generator object, which can be iterated only once, and it holds "
+                    "more than kerasq keeps in memory for its later passes. Pass the generator function itself (a "
+                    "zero-argument callable) instead."
                 )
             state["used"] = True
             return iterator
@@ -155,7 +203,7 @@ class RepresentativeData:
         if isinstance(batch, dict):
             missing = [s.name for s in self.specs if s.name not in batch]
             if missing:
-                raise ValueError(f"{where}: dict has keys {sorted(batch)} but the model's inputs are "
+                raise DataError(f"{where}: dict has keys {sorted(batch)} but the model's inputs are "
                                  f"{[s.name for s in self.specs]} (missing {missing}).")  # fmt: skip
             items = [batch[s.name] for s in self.specs]
         elif isinstance(batch, (list, tuple)):
@@ -163,7 +211,7 @@ class RepresentativeData:
         else:
             items = [batch]
         if len(items) != len(self.specs):
-            raise ValueError(
+            raise DataError(
                 f"{where}: got {len(items)} arrays but the model has {len(self.specs)} inputs "
                 f"{[s.name for s in self.specs]}; give one array per input, in order."
             )
@@ -194,49 +242,80 @@ class RepresentativeData:
                 e is not None and e != g for e, g in zip(expected, sample_shape, strict=False)
             ):
                 shown = tuple("?" if e is None else e for e in expected)
-                raise ValueError(
+                raise DataError(
                     f"{where}: input {spec.name!r} expects per-sample shape {shown} (batch first), got an array "
                     f"of shape {array.shape}; reshape the data or check the input order."
                 )
             array = array.astype(spec.dtype, copy=False)
             if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-                raise ValueError(
+                raise DataError(
                     f"{where}: input {spec.name!r} contains NaN/Inf values; clean or clip the data."
                 )
             out.append(array)
         sizes = {len(a) for a in out}
         if len(sizes) > 1:
-            raise ValueError(f"{where}: inputs have different batch sizes {[len(a) for a in out]}.")
+            raise DataError(
+                f"{where}: inputs have different batch sizes {[len(a) for a in out]}; give every input the same "
+                "number of samples."
+            )
         return out
 
     def __iter__(self) -> Iterator[list[np.ndarray]]:
-        produced = 0
-        for index, batch in enumerate(self._make_iterable()):
-            if self.max_batches is not None and index >= self.max_batches:
-                break
+        return iter(self._cache) if self._cache is not None else self._read()
+
+    def _read(self) -> Iterator[list[np.ndarray]]:
+        """One read of the source: validated, non-empty batches up to the bounds; a complete read is profiled."""
+        profile = DataProfile([s.name for s in self.specs])
+        source = iter(self._make_iterable())
+        for index, batch in enumerate(source):
             arrays = self._validate(
                 self._arrays_per_input(batch, f"representative data batch {index}"), index
             )
             if len(arrays[0]) == 0:
                 continue
-            produced += len(arrays[0])
+            room = None if self._limit is None else self._limit - profile.samples
+            cut = room is not None and len(arrays[0]) > room
+            if cut:
+                arrays = [a[:room] for a in arrays]
+            profile.add(arrays)
             yield arrays
-        if produced == 0:
-            raise ValueError(
+            if self.max_batches is not None and profile.batches >= self.max_batches:
+                break
+            if room is not None and profile.samples >= self._limit:
+                if cut or next(source, _END) is not _END:
+                    self._warn(self._cut_message(profile))
+                break
+        if profile.samples == 0:
+            raise DataError(
                 "The representative data produced no samples; pass at least one non-empty batch "
                 "(a few hundred samples from the training set is typical)."
             )
+        if self._counts is None:
+            self._counts = (profile.batches, profile.samples)
+            for message in profile.warnings():
+                self._warn(message)
+
+    def _cut_message(self, profile: DataProfile) -> str:
+        return (
+            f"The representative data had not ended after {self._limit} samples ({profile.batches} batches), "
+            "kerasq's bound for a generator or dataset of unknown length, so only those were used. Set "
+            "CoreConfig(n_iter=...) to choose how many batches are read (MCT's n_iter), or make the data end "
+            "(e.g. dataset.take(n) instead of an endless repeat())."
+        )
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            logger.warning(message)
 
     @property
     def reiterable(self) -> bool:
-        """False for a one-shot generator or iterator: it can be read only once."""
-        return not self._one_pass
+        """False for a one-shot generator or iterator that was not (or could not be) kept in memory."""
+        return not self._one_pass or (self._cache is not None and self._cache.complete)
 
     def first_batch(self) -> list[np.ndarray]:
         if self._first is None:
-            for batch in self:
-                self._first = batch
-                break
+            self._first = next(iter(self))
         return self._first
 
     def take(self, n: int) -> list[np.ndarray]:
@@ -250,7 +329,23 @@ class RepresentativeData:
                 break
         return [np.concatenate([p[i] for p in parts]) for i in range(len(self.specs))]
 
+    def _complete_counts(self) -> tuple[int, int]:
+        if self._counts is None:
+            for _ in self:
+                pass
+        return self._counts
+
     def num_samples(self) -> int:
-        if self._num_samples is None:
-            self._num_samples = sum(len(b[0]) for b in self)
-        return self._num_samples
+        return self._complete_counts()[1]
+
+    def num_batches(self) -> int:
+        return self._complete_counts()[0]
+
+    def warn_if_fewer(self, needed: int, setting: str, purpose: str) -> None:
+        """A warning when the data holds fewer than ``needed`` samples, which ``setting`` asks for ``purpose``."""
+        have = self.num_samples()
+        if have < needed:
+            self._warn(
+                f"{setting}={needed} asks for {needed} representative samples for {purpose}, but the data has only "
+                f"{have}, so {purpose} uses those {have}. Pass at least {needed} samples or lower {setting}."
+            )

@@ -24,13 +24,12 @@ from kerasq.gptq.loss import energy_weights, hessian_weights, sample_weights
 from kerasq.gptq.training import TrainingSetup, train_rounding
 from kerasq.graph.model_graph import Graph
 from kerasq.info import QuantizationInfo
-from kerasq.mixed_precision.bit_allocation import allocate_bits
 from kerasq.mixed_precision.hessian import HessianConfig, activation_hessian_sample_scores
 from kerasq.params.selection import QuantizationParams
 from kerasq.platform import TargetPlatformCapabilities
 from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
-from kerasq.ptq import assemble, corrected, prepare
+from kerasq.ptq import assemble, choose_bits, corrected, prepare
 
 # per-sample estimates need more draws than per-tensor totals over a batch (each sample sees fewer terms)
 SAMPLE_HESSIAN = HessianConfig(min_iterations=8, max_iterations=50)
@@ -51,9 +50,9 @@ def keras_gradient_post_training_quantization(
         model: the float Keras 3 Functional or Sequential model (never modified).
         representative_data_gen: calibration data (same forms as ``keras_post_training_quantization``).
         gptq_config: from ``get_keras_gptq_config(n_epochs, ...)``.
-        gptq_representative_data_gen: data for fine-tuning; defaults to ``representative_data_gen``. It is read
-            once per epoch, so it must be re-iterable (arrays, a ``tf.data.Dataset`` or a function returning a
-            generator).
+        gptq_representative_data_gen: data for fine-tuning; defaults to ``representative_data_gen``. It is used
+            once per epoch (replayed from memory when it fits, else read again), so it must be re-iterable (arrays,
+            a ``tf.data.Dataset`` or a function returning a generator). ``core_config.n_iter`` bounds it too.
         target_resource_utilization: a mixed-precision budget, as for PTQ.
         core_config, target_platform_capabilities: as for PTQ.
 
@@ -67,14 +66,15 @@ def keras_gradient_post_training_quantization(
             f"got {type(gptq_config).__name__}."
         )
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
-    plan, mixed = prepared.plan, None
-    mp_config = prepared.core_config.mixed_precision_config
-    if target_resource_utilization is not None or mp_config.configuration_overwrite is not None:
-        plan, mixed = allocate_bits(prepared, target_resource_utilization)
+    plan, mixed = choose_bits(prepared, target_resource_utilization)
     graph, params = corrected(prepared, plan)
     data = prepared.data
     if gptq_representative_data_gen is not None:
-        data = RepresentativeData(gptq_representative_data_gen, input_specs_from_model(model))
+        data = RepresentativeData(
+            gptq_representative_data_gen,
+            input_specs_from_model(model),
+            max_batches=prepared.core_config.n_iter,
+        )
     if not data.reiterable:
         raise ValueError(
             "Fine-tuning reads its data once per epoch, but a generator object can be read only once: pass the "
@@ -84,6 +84,7 @@ def keras_gradient_post_training_quantization(
     report = train_rounding(setup, data, gptq_config)
     graph, params = harden(graph, params, setup.wrappers)
     quantized, info = assemble(prepared, graph, plan, params, mixed)
+    info.warnings += [w for w in data.warnings if w not in info.warnings]  # the fine-tuning data's own
     info.gptq = report
     return quantized, info
 
@@ -118,6 +119,9 @@ def training_setup(
     per_sample = None
     if config.use_hessian_based_weights:
         probe = keras.Model(_inputs(teacher), teacher.outputs + _as_list(teacher_built.model.outputs))
+        data.warn_if_fewer(
+            config.hessian_num_samples, "GradientPTQConfig.hessian_num_samples", "Hessian weights"
+        )
         weights = hessian_weights(probe, len(points), data.take(config.hessian_num_samples))
         if config.use_hessian_sample_attention:
             scores = [

@@ -99,7 +99,7 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     rounding, rest = _variables(setup, config)
     wrappers = _unique(setup.wrappers)
     n_elements = float(sum(int(np.prod(v.shape)) for v in rounding))
-    batches = sum(1 for _ in data)
+    batches = data.num_batches()  # known from an earlier pass: no extra read
     total = config.n_epochs * batches
     report = GPTQReport(config.n_epochs, total, len(setup.weights), setup.hessian)
     report.trained = {"rounding": int(n_elements), "rest": int(sum(np.prod(v.shape) for v in rest))}

@@ -3,6 +3,10 @@
 A probe model returns the tensors to observe; a step computes each tensor's batch histogram on the running
 power-of-two range inside TensorFlow, so only small count vectors come back to numpy. The step runs eagerly
 for the first batches and compiled after (``batch_runner``).
+
+Non-finite values (NaN, +-inf, or magnitudes whose power-of-two range overflows float32) never reach a
+histogram op: TensorFlow's ``histogram_fixed_width`` crashes the process on an infinite range. The step skips
+every histogram of a batch that holds any, and the batch is reported as a ``DataError`` naming the tensors.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ import numpy as np
 import tensorflow as tf
 
 from kerasq.data import RepresentativeData
+from kerasq.errors import DataError
 from kerasq.progress import progress
 from kerasq.statistics.batch_runner import BatchRunner, as_tensors, call_model, input_signature
 from kerasq.statistics.histogram import TensorStats, merge_batch
 
 _TINY = 2.0**-24
+_LARGEST_RANGE = 2.0**127  # the largest power-of-two histogram range float32 holds
+
+SHOWN = 3  # tensors named in an error or warning; the rest are counted
+Locate = Callable[[list[np.ndarray]], str | None]  # batch -> where its first non-finite value arises
 
 
 def _make_step(probe: keras.Model, num_bins: int) -> Callable[..., tuple]:
@@ -35,10 +44,18 @@ def _make_step(probe: keras.Model, num_bins: int) -> Callable[..., tuple]:
         needed = tf.pow(2.0, tf.math.ceil(tf.math.log(amax) / tf.math.log(2.0)))
         needed = tf.where(needed < amax, needed * 2.0, needed)  # guard log rounding
         hist_range = tf.maximum(ranges, needed)
-        bounds = tf.stack([-hist_range, hist_range], axis=1)
-        counts = tf.stack(
-            [tf.histogram_fixed_width(t, bounds[i], nbins=num_bins) for i, t in enumerate(outputs)]
-        )
+        finite = tf.logical_and(finite, tf.math.is_finite(hist_range))  # 2**128 overflows float32
+
+        def histograms() -> tf.Tensor:
+            bounds = tf.stack([-hist_range, hist_range], axis=1)
+            return tf.stack(
+                [tf.histogram_fixed_width(t, bounds[i], nbins=num_bins) for i, t in enumerate(outputs)]
+            )
+
+        def skipped() -> tf.Tensor:
+            return tf.zeros((len(outputs), num_bins), tf.int32)
+
+        counts = tf.cond(tf.reduce_all(finite), histograms, skipped)
         # Stacked, so each batch costs six device-to-host copies whatever the number of tensors.
         return counts, hist_range, lows, highs, finite, sizes
 
@@ -46,23 +63,60 @@ def _make_step(probe: keras.Model, num_bins: int) -> Callable[..., tuple]:
 
 
 def collect_statistics(
-    probe: keras.Model, names: Sequence[str], data: RepresentativeData, num_bins: int = 4096
+    probe: keras.Model,
+    names: Sequence[str],
+    data: RepresentativeData,
+    num_bins: int = 4096,
+    locate: Locate | None = None,
 ) -> list[TensorStats]:
-    """Run ``probe`` (outputs = tensors to observe, named ``names``) over ``data``; one ``TensorStats`` each."""
+    """Run ``probe`` (outputs = tensors to observe, named ``names``: their layers) over ``data``; one
+    ``TensorStats`` each. ``locate``, given a batch with non-finite values, names where they first arise (for
+    the error message)."""
     signature = input_signature(probe)
     step = BatchRunner(_make_step(probe, num_bins), [signature, tf.TensorSpec((len(names),), tf.float32)])
     stats: list[TensorStats | None] = [None] * len(names)
     ranges = np.zeros(len(names), np.float32)
-    for batch in progress(data, desc="kerasq: statistics"):
+    for index, batch in enumerate(progress(data, desc="kerasq: statistics")):
         results = [r.numpy() for r in step(as_tensors(batch, signature), tf.convert_to_tensor(ranges))]
-        for i, (counts, hist_range, lo, hi, finite, size) in enumerate(zip(*results, strict=True)):
-            if not finite:
-                raise ValueError(
-                    f"Tensor {names[i]!r} produced NaN/Inf on the representative data; check the float model "
-                    "on this data (overflowing activations, log of zero, ...) before quantizing."
-                )
-            stats[i] = merge_batch(stats[i], counts, float(hist_range), float(lo), float(hi), int(size))
+        counts, hist_ranges, lows, highs, finite, sizes = results
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            where = locate(batch) if locate is not None else None
+            raise DataError(non_finite_message([names[i] for i in bad], lows[bad], highs[bad], index, where))
+        for i, row in enumerate(zip(counts, hist_ranges, lows, highs, sizes, strict=True)):
+            stats[i] = merge_batch(stats[i], row[0], float(row[1]), float(row[2]), float(row[3]), int(row[4]))
             ranges[i] = stats[i].hist_range
     if any(s is None for s in stats):
-        raise ValueError("representative data produced no batches; statistics cannot be collected.")
+        raise DataError("representative data produced no batches; statistics cannot be collected.")
     return stats
+
+
+def describe_values(low: float, high: float) -> str:
+    """What is wrong with a tensor whose values span [low, high] but are not all usable."""
+    found = [label for label, hit in (("-inf", low == -np.inf), ("+inf", high == np.inf)) if hit]
+    in_range = np.isfinite(low) and np.isfinite(high) and max(-low, high) <= _LARGEST_RANGE
+    if np.isnan(low) or np.isnan(high) or in_range:  # flagged although in range: NaN among the values
+        found.append("NaN")
+    if not found:
+        return f"values up to {max(abs(low), abs(high)):.3g}, beyond the float32 range of a power-of-two grid"
+    return " and ".join(found) + " values"
+
+
+def non_finite_message(
+    names: Sequence[str], lows: np.ndarray, highs: np.ndarray, batch: int, where: str | None = None
+) -> str:
+    """The error for a batch on which the layers ``names`` produced non-finite values."""
+    shown = [
+        f"{n!r} ({describe_values(float(lo), float(hi))})"
+        for n, lo, hi in zip(names, lows, highs, strict=True)
+    ]
+    listing = ", ".join(shown[:SHOWN]) + (f" and {len(shown) - SHOWN} more" if len(shown) > SHOWN else "")
+    first = f" They first arise at {where}." if where else ""
+    return (
+        "The float model produces values no grid can hold (NaN, infinite, or beyond +-1.7e38) on representative "
+        f"data batch {batch}, at the outputs of layer(s) {listing}.{first} Quantization needs finite ranges. "
+        "Clip the values (keras.ops.clip or a bounded activation such as ReLU6), change the activation that "
+        "overflows (log of zero, exponential of large inputs), or keep that layer float "
+        "(enable_activation_quantization=False for its operator set in the target platform capabilities); also "
+        "check the data is scaled as the model expects."
+    )

@@ -9,7 +9,8 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kerasq.data import InputSpec, RepresentativeData, input_specs_from_model
+from kerasq.data import InputSpec, RepresentativeData, input_specs_from_model, replay
+from kerasq.errors import DataError
 
 ONE = [InputSpec("img", (8, 8, 3), "float32")]
 TWO = [InputSpec("img", (8, 8, 3), "float32"), InputSpec("vec", (5,), "float32")]
@@ -80,10 +81,20 @@ def test_integer_images_are_cast_not_rescaled():
     assert batch.dtype == np.float32 and batch.max() > 200
 
 
-def test_generator_object_allows_one_pass_only():
+def test_generator_object_is_replayed_from_memory():
+    data = RepresentativeData(_mct_gen(), ONE)
+    assert not data.reiterable  # not read yet
+    np.testing.assert_array_equal(_concat(data)[0], X)
+    np.testing.assert_array_equal(_concat(data)[0], X)
+    assert data.reiterable
+
+
+def test_generator_object_too_large_to_keep_allows_one_pass_only(monkeypatch):
+    monkeypatch.setattr(replay, "CACHE_BYTES", X[:20].nbytes)  # room for one batch of four
     data = RepresentativeData(_mct_gen(), ONE)
     assert len(list(data)) == 4
-    with pytest.raises(ValueError, match="only once.*zero-argument callable"):
+    assert not data.reiterable
+    with pytest.raises(DataError, match="only once.*zero-argument callable"):
         list(data)
 
 
