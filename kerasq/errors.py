@@ -38,3 +38,11 @@ class ExportTargetError(KerasqError, FileExistsError):
 
 class RuntimeUnavailableError(KerasqError, ImportError):
     """A runtime kerasq needs for this step is not installed; the message names the pip extra to add."""
+
+
+class DataTypeError(DataError, TypeError):
+    """Data of a kind kerasq cannot read (an unsupported container or dtype, a callable that needs arguments)."""
+
+
+class BackendError(KerasqError, RuntimeError):
+    """Keras runs on a backend other than TensorFlow."""

@@ -18,6 +18,7 @@ from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases,
 from kerasq.corrections.concat_report import concat_range_warnings
 from kerasq.corrections.shift_negative import apply_shift_negative
 from kerasq.data import RepresentativeData, input_specs_from_model
+from kerasq.errors import BackendError, ConfigError
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.rewrites import (
@@ -301,14 +302,14 @@ def _resolve(
 
 def _check_arguments(core_config: Any, tpc: Any) -> None:
     if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
+        raise BackendError(
             f"kerasq runs on the TensorFlow backend of Keras 3; KERAS_BACKEND is {keras.backend.backend()!r}. "
             "Set KERAS_BACKEND=tensorflow before importing keras."
         )
     if not isinstance(core_config, CoreConfig):
-        raise ValueError(f"core_config must be a kerasq.core.CoreConfig, got {type(core_config).__name__}.")
+        raise ConfigError(f"core_config must be a kerasq.core.CoreConfig, got {type(core_config).__name__}.")
     if not isinstance(tpc, TargetPlatformCapabilities):
-        raise ValueError(
+        raise ConfigError(
             "target_platform_capabilities must be a TargetPlatformCapabilities, e.g. "
             f"kerasq.get_target_platform_capabilities('imx500'); got {type(tpc).__name__}."
         )

@@ -26,7 +26,7 @@ import numpy as np
 
 from kerasq.data.profile import DataProfile
 from kerasq.data.replay import ReplayCache
-from kerasq.errors import ConfigError, DataError
+from kerasq.errors import ConfigError, DataError, DataTypeError
 
 DEFAULT_MAX_SAMPLES = 4096  # samples read from a source of unknown length unless n_iter says otherwise
 
@@ -135,7 +135,7 @@ class RepresentativeData:
     # -- source handling -------------------------------------------------------------------------------------
     def _factory(self, source: Any) -> Callable[[], Iterable[Any]]:
         if source is None or isinstance(source, (str, bytes, int, float)):
-            raise TypeError(f"Unsupported representative data {type(source).__name__}: pass {_FORMS}.")
+            raise DataTypeError(f"Unsupported representative data {type(source).__name__}: pass {_FORMS}.")
         if _is_dataset(source):
             return lambda: self._dataset_batches(source)
         if _is_arrays(source):
@@ -147,20 +147,20 @@ class RepresentativeData:
             return lambda: self._call(source)
         if isinstance(source, Iterable):
             return lambda: iter(source)
-        raise TypeError(f"Unsupported representative data {type(source).__name__}: pass {_FORMS}.")
+        raise DataTypeError(f"Unsupported representative data {type(source).__name__}: pass {_FORMS}.")
 
     def _call(self, fn: Callable[[], Any]) -> Iterable[Any]:
         try:
             result = fn()
         except TypeError as err:
-            raise TypeError(
+            raise DataTypeError(
                 f"Calling the representative data function with no arguments failed ({err}); it must take no "
                 "arguments and return an iterable of batches."
             ) from err
         if _is_dataset(result):
             return self._dataset_batches(result)
         if not isinstance(result, Iterable):
-            raise TypeError(
+            raise DataTypeError(
                 f"The representative data function returned {type(result).__name__}, not an iterable of batches; "
                 "make it a generator (`yield [batch]`) or return a list of batches."
             )
@@ -221,7 +221,7 @@ class RepresentativeData:
     def _to_array(item: Any, spec: InputSpec, where: str) -> np.ndarray:
         array = np.asarray(item.numpy() if hasattr(item, "numpy") else item)
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise TypeError(
+            raise DataTypeError(
                 f"{where}: input {spec.name!r} has non-numeric dtype {array.dtype}; pass numbers."
             )
         return array

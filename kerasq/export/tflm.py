@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kerasq.errors import KerasqError
+from kerasq.errors import DataError, KerasqError
 from kerasq.export.child_process import run_in_child
 from kerasq.export.runtime_imports import tflm_runtime_module
-from kerasq.export.tflite_file import check_tflite_flatbuffer, live_bytes
+from kerasq.export.tflite_file import InvalidTFLiteFileError, check_tflite_flatbuffer, live_bytes
 
 
 class TFLMError(KerasqError, RuntimeError):
@@ -148,14 +148,14 @@ def predict_tflm(flatbuffer: bytes, x: np.ndarray, arena_size: int | None = None
     interpreter, model = _tflm_interpreter(flatbuffer, arena_size)
     graph = model.subgraphs[0]
     if graph.inputs is None or len(graph.inputs) == 0 or graph.outputs is None or len(graph.outputs) == 0:
-        raise ValueError(
+        raise InvalidTFLiteFileError(
             "predict_tflm needs a model with an input and an output; the file's main graph lacks one"
         )
     inp, out = interpreter.get_input_details(0), interpreter.get_output_details(0)
     shape = tuple(int(d) for d in inp["shape"])
     x = np.asarray(x)
     if x.shape[1:] != shape[1:]:
-        raise ValueError(f"the data's samples have shape {x.shape[1:]}, the file's input is {shape}")
+        raise DataError(f"the data's samples have shape {x.shape[1:]}, the file's input is {shape}")
     dtype = np.dtype(inp["dtype"])
     if dtype.kind in "iu":
         scale, zero_point = _scale_zero_point(inp)

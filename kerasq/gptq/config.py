@@ -8,6 +8,8 @@ from typing import Any
 
 import keras
 
+from kerasq.errors import ConfigError
+
 ROUNDING_LEARNING_RATE = 0.05  # Adam on the rounding logits (they live on a ~[-3, 3] scale)
 REST_LEARNING_RATE = 1e-4  # Adam on biases and kernel log-scales
 REGULARIZATION_FACTOR = 100.0  # rounding regularizer (mean over values) vs the loss (PTQ = 1)
@@ -63,44 +65,44 @@ class GradientPTQConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.n_epochs, bool) or not isinstance(self.n_epochs, int) or self.n_epochs < 1:
-            raise ValueError(f"GradientPTQConfig.n_epochs must be an integer >= 1, got {self.n_epochs!r}.")
+            raise ConfigError(f"GradientPTQConfig.n_epochs must be an integer >= 1, got {self.n_epochs!r}.")
         for name in ("optimizer", "optimizer_rest"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, keras.optimizers.Optimizer):
-                raise ValueError(
+                raise ConfigError(
                     f"GradientPTQConfig.{name} must be a keras.optimizers.Optimizer (e.g. "
                     f"keras.optimizers.Adam(1e-3)) or None, got {type(value).__name__}."
                 )
         for name in ("loss", "log_function"):
             value = getattr(self, name)
             if value is not None and not callable(value):
-                raise ValueError(f"GradientPTQConfig.{name} must be callable or None, got {value!r}.")
+                raise ConfigError(f"GradientPTQConfig.{name} must be callable or None, got {value!r}.")
         if self.use_hessian_sample_attention and not self.use_hessian_based_weights:
-            raise ValueError(
+            raise ConfigError(
                 "GradientPTQConfig.use_hessian_sample_attention needs use_hessian_based_weights=True (it refines "
                 "the Hessian weights per sample)."
             )
         if (isinstance(self.hessian_num_samples, bool) or not isinstance(self.hessian_num_samples, int)
                 or self.hessian_num_samples < 1):  # fmt: skip
-            raise ValueError(
+            raise ConfigError(
                 f"GradientPTQConfig.hessian_num_samples must be an integer >= 1, got {self.hessian_num_samples!r}."
             )
         if self.regularization_factor is not None and not (
             isinstance(self.regularization_factor, int | float) and self.regularization_factor >= 0
         ):
-            raise ValueError(
+            raise ConfigError(
                 "GradientPTQConfig.regularization_factor must be a number >= 0 or None, "
                 f"got {self.regularization_factor!r}."
             )
         if not (isinstance(self.rounding_warmup, int | float) and 0 <= self.rounding_warmup < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"GradientPTQConfig.rounding_warmup must be in [0, 1), got {self.rounding_warmup!r}."
             )
         if not (isinstance(self.hard_phase, int | float) and 0 <= self.hard_phase < 1):
-            raise ValueError(f"GradientPTQConfig.hard_phase must be in [0, 1), got {self.hard_phase!r}.")
+            raise ConfigError(f"GradientPTQConfig.hard_phase must be in [0, 1), got {self.hard_phase!r}.")
         g = self.gradual_activation_quantization
         if not isinstance(g, bool) and not (isinstance(g, int | float) and 0 < g <= 1):
-            raise ValueError(
+            raise ConfigError(
                 "GradientPTQConfig.gradual_activation_quantization must be True, False or a fraction of the "
                 f"steps in (0, 1], got {g!r}."
             )
@@ -109,7 +111,7 @@ class GradientPTQConfig:
     def activation_warmup(self) -> float:
         """Fraction of the steps over which activation quantization fades in (0: none)."""
         if not (isinstance(self.hard_phase, int | float) and 0 <= self.hard_phase < 1):
-            raise ValueError(f"GradientPTQConfig.hard_phase must be in [0, 1), got {self.hard_phase!r}.")
+            raise ConfigError(f"GradientPTQConfig.hard_phase must be in [0, 1), got {self.hard_phase!r}.")
         g = self.gradual_activation_quantization
         if isinstance(g, bool):
             return ACTIVATION_WARMUP if g else 0.0

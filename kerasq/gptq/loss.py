@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasq.errors import ConfigError
 from kerasq.mixed_precision.hessian import activation_hessian_scores
 
 _EPS = 1e-12
@@ -29,7 +30,7 @@ def sample_weights(scores: Sequence[np.ndarray]) -> list[np.ndarray]:
     whose output is more sensitive count more (sample attention)."""
     mean_total = float(np.mean(np.concatenate([s.sum(axis=1) for s in scores])))
     if not np.isfinite(mean_total) or mean_total <= 0:
-        raise ValueError(
+        raise ConfigError(
             "The per-sample Hessian scores are not usable (zero or non-finite); set "
             "use_hessian_sample_attention=False."
         )
@@ -48,7 +49,7 @@ def hessian_weights(probe: keras.Model, n_points: int, samples: list[np.ndarray]
     point's error causes, so the weighted loss tracks the model output."""
     scores = np.array([float(s) for s in activation_hessian_scores(probe, n_points, [samples])])
     if not np.isfinite(scores).all() or scores.sum() <= 0:
-        raise ValueError(
+        raise ConfigError(
             "The Hessian scores of the compare points are not usable (zero or non-finite); set "
             "use_hessian_based_weights=False."
         )

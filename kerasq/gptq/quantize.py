@@ -18,6 +18,7 @@ from kerasq.builder import build_model
 from kerasq.core.config import CoreConfig
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.data import RepresentativeData, input_specs_from_model
+from kerasq.errors import ConfigError, DataError, ModelError
 from kerasq.gptq.config import GradientPTQConfig
 from kerasq.gptq.layers import BlendedActivationQuantizer, SoftRoundingWrapper
 from kerasq.gptq.loss import energy_weights, hessian_weights, sample_weights
@@ -61,7 +62,7 @@ def keras_gradient_post_training_quantization(
         its grid, and the model is made of the same layers as a PTQ result (it saves, loads and exports alike).
     """
     if not isinstance(gptq_config, GradientPTQConfig):
-        raise ValueError(
+        raise ConfigError(
             "gptq_config must be a GradientPTQConfig, e.g. kerasq.gptq.get_keras_gptq_config(n_epochs=5); "
             f"got {type(gptq_config).__name__}."
         )
@@ -76,7 +77,7 @@ def keras_gradient_post_training_quantization(
             max_batches=prepared.core_config.n_iter,
         )
     if not data.reiterable:
-        raise ValueError(
+        raise DataError(
             "Fine-tuning reads its data once per epoch, but a generator object can be read only once: pass the "
             "function that creates it (gptq_representative_data_gen=make_batches), arrays or a tf.data.Dataset."
         )
@@ -106,7 +107,7 @@ def training_setup(
     and the weight of each point in the loss."""
     points = compare_points(graph, params)
     if not points:
-        raise ValueError(
+        raise ModelError(
             "The model has no quantized conv / depthwise / dense layer, so there is no rounding to fine-tune; "
             "use keras_post_training_quantization."
         )

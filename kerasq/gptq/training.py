@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasq.data import RepresentativeData
+from kerasq.errors import DataError
 from kerasq.gptq.config import GradientPTQConfig
 from kerasq.gptq.layers import BlendedActivationQuantizer, SoftRoundingWrapper
 from kerasq.gptq.loss import weighted_mse
@@ -177,7 +178,7 @@ def _batch_weights(setup: TrainingSetup, data: RepresentativeData) -> Any:
                 yield batch, tf.constant(np.broadcast_to(setup.weights, (n, len(setup.weights))), tf.float32)
                 continue
             if index >= len(setup.sample_weights) or setup.sample_weights[index].shape[0] != n:
-                raise ValueError(
+                raise DataError(
                     "use_hessian_sample_attention needs the fine-tuning data in the same batches and order every "
                     "epoch (arrays or a deterministic generator, no shuffling)."
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Node
 
 # Weight names in the order ``layer.get_weights()`` returns them (bias last, only with use_bias).
@@ -44,7 +45,7 @@ def named_weights(node: Node) -> dict[str, np.ndarray]:
     names = weight_names(node.kind, bool(node.layer_config.get("use_bias", False)))
     values = node.layer_weights
     if len(values) != len(names):
-        raise ValueError(
+        raise ModelError(
             f"Layer {node.name!r} ({type(node.op).__name__}) has {len(values)} weights; expected {names}. "
             "Layers with extra weights (e.g. LoRA or Keras-native quantization) are not supported."
         )
