@@ -16,6 +16,7 @@ from typing import Any
 
 import keras
 
+from kerasq.errors import ConfigError, ModelError, UnsupportedModelError
 from kerasq.quantizers import QuantizeWrapper
 
 
@@ -24,21 +25,26 @@ def trainable_quantization_params(model: keras.Model, trainable: bool = True) ->
 
     The flag is part of each quantizer's config, so it survives saving and loading. ``model`` is not changed.
     """
-    found = []
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModelError(
+            "trainable_quantization_params takes a keras.Model: pass the model keras_post_training_quantization "
+            f"returned, got {type(model).__name__}."
+        )
+    if not isinstance(trainable, bool):
+        raise ConfigError(f"trainable must be True or False, got {trainable!r}.")
+    if not any(isinstance(layer, QuantizeWrapper) for layer in model.layers):
+        raise ModelError(
+            f"Model {model.name!r} has no kerasq quantizers; pass the model returned by "
+            "keras_post_training_quantization or keras_gradient_post_training_quantization."
+        )
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, QuantizeWrapper):
-            found.append(layer.name)
             config: dict[str, Any] = {**layer.get_config(), "train_scale": bool(trainable)}
             return type(layer).from_config(config)
         return type(layer).from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
-    if not found:
-        raise ValueError(
-            f"Model {model.name!r} has no kerasq quantizers; pass the model returned by "
-            "keras_post_training_quantization or keras_gradient_post_training_quantization."
-        )
     # by name within each layer, not by position: a trainable variable can move in ``layer.weights``
     for original, cloned in zip(model.layers, copy.layers, strict=True):
         source = {v.name: v for v in original.weights}

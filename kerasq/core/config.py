@@ -14,6 +14,22 @@ def _check_error_method(name: str, value: object) -> QuantizationErrorMethod:
     return parse_enum(QuantizationErrorMethod, value, f"QuantizationConfig.{name}")
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_flags(owner: object, *names: str) -> None:
+    """Each named field is True or False (a string such as "yes" or 0/1 is refused, not read as truthy)."""
+    for name in names:
+        value = getattr(owner, name)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{type(owner).__name__}.{name} must be True or False, got {value!r}.")
+
+
 @dataclass
 class QuantizationConfig:
     """How thresholds are chosen and which corrections run.
@@ -73,55 +89,50 @@ class QuantizationConfig:
         )
         self.weights_error_method = _check_error_method("weights_error_method", self.weights_error_method)
         if self.activation_error_method is QuantizationErrorMethod.HMSE:
-            raise ValueError(
+            raise ConfigError(
                 "QuantizationConfig.activation_error_method=HMSE is not valid: HMSE weighs weight errors by "
                 "Hessian scores and applies to weights only. Use MSE, MAE, LP, KL or NOCLIPPING for activations."
             )
-        if isinstance(self.l_p_value, bool) or not isinstance(self.l_p_value, (int, float)):
-            raise ValueError(
-                f"QuantizationConfig.l_p_value must be a positive number, got {self.l_p_value!r}."
-            )
-        if not (math.isfinite(self.l_p_value) and self.l_p_value > 0):
-            raise ValueError(
-                f"QuantizationConfig.l_p_value must be a finite number > 0, got {self.l_p_value!r}."
+        if not _is_number(self.l_p_value) or not (math.isfinite(self.l_p_value) and self.l_p_value > 0):
+            raise ConfigError(
+                f"QuantizationConfig.l_p_value must be a finite number > 0 (2 is the default), "
+                f"got {self.l_p_value!r}."
             )
         for name in ("activation_n_bits", "weights_n_bits"):
             bits = getattr(self, name)
-            if bits is not None and (
-                isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16
-            ):
-                raise ValueError(
-                    f"QuantizationConfig.{name} must be an integer in 2..16 or None, got {bits!r}."
+            if bits is not None and (not _is_int(bits) or not 2 <= bits <= 16):
+                raise ConfigError(
+                    f"QuantizationConfig.{name} must be an integer in 2..16, or None to keep the platform's "
+                    f"width, got {bits!r}."
                 )
-        for flag in (
-            "weights_bias_correction",
-            "linear_collapsing",
-            "residual_collapsing",
-            "relu_bound_to_power_of_2",
-        ):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(
-                    f"QuantizationConfig.{flag} must be True or False, got {getattr(self, flag)!r}."
-                )
+        if self.weights_per_channel is not None and not isinstance(self.weights_per_channel, bool):
+            raise ConfigError(
+                "QuantizationConfig.weights_per_channel must be True, False or None (keep the platform's "
+                f"choice), got {self.weights_per_channel!r}."
+            )
+        _check_flags(
+            self, "weights_bias_correction", "shift_negative_activation_correction",
+            "shift_negative_threshold_recalculation", "shift_negative_params_search", "concat_threshold_update",
+            "linear_collapsing", "residual_collapsing", "relu_bound_to_power_of_2",
+        )  # fmt: skip
         ratio = self.shift_negative_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-            raise ValueError(
-                f"QuantizationConfig.shift_negative_ratio must be a number in [0, 1), got {ratio!r}."
+        if not _is_number(ratio) or not 0 <= ratio < 1:
+            raise ConfigError(
+                f"QuantizationConfig.shift_negative_ratio must be a number in [0, 1) (0.05 is the default), "
+                f"got {ratio!r}."
             )
         z = self.z_threshold
-        if z is not None and (
-            isinstance(z, bool) or not isinstance(z, (int, float)) or not (math.isfinite(z) and z > 0)
-        ):
-            raise ValueError(f"QuantizationConfig.z_threshold must be a number > 0 or None, got {z!r}.")
-        bins = self.num_histogram_bins
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 64 or bins % 4:
-            raise ValueError(
-                f"QuantizationConfig.num_histogram_bins must be an integer >= 64 divisible by 4, got {bins!r}."
+        if z is not None and (not _is_number(z) or not (math.isfinite(z) and z > 0)):
+            raise ConfigError(
+                f"QuantizationConfig.z_threshold must be a finite number > 0 (typically 5..20), or None to keep "
+                f"every value, got {z!r}."
             )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        bins = self.num_histogram_bins
+        if not _is_int(bins) or bins < 64 or bins % 4:
+            raise ConfigError(
+                "QuantizationConfig.num_histogram_bins must be an integer >= 64 divisible by 4 (4096 is the "
+                f"default), got {bins!r}."
+            )
 
 
 @dataclass
@@ -149,30 +160,34 @@ class MixedPrecisionQuantizationConfig:
     def __post_init__(self) -> None:
         owner = "MixedPrecisionQuantizationConfig"
         if not _is_int(self.num_of_images) or self.num_of_images < 1:
-            raise ValueError(f"{owner}.num_of_images must be an integer >= 1, got {self.num_of_images!r}.")
+            raise ConfigError(
+                f"{owner}.num_of_images must be an integer >= 1 (32 is the default), got {self.num_of_images!r}."
+            )
         self.distance_weighting_method = parse_enum(
             MpDistanceWeighting, self.distance_weighting_method, f"{owner}.distance_weighting_method"
         )
+        _check_flags(self, "use_hessian_based_scores", "refine_after_solve")
         if self.use_hessian_based_scores:
             self.distance_weighting_method = MpDistanceWeighting.HESSIAN
         sigma = self.exp_distance_weighting_sigma
-        if (
-            isinstance(sigma, bool)
-            or not isinstance(sigma, (int, float))
-            or not (math.isfinite(sigma) and sigma > 0)
-        ):
-            raise ValueError(f"{owner}.exp_distance_weighting_sigma must be a number > 0, got {sigma!r}.")
+        if not _is_number(sigma) or not (math.isfinite(sigma) and sigma > 0):
+            raise ConfigError(
+                f"{owner}.exp_distance_weighting_sigma must be a finite number > 0 (0.25 is the default), "
+                f"got {sigma!r}."
+            )
         overwrite = self.configuration_overwrite
         if overwrite is not None:
             if not isinstance(overwrite, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in overwrite):
-                raise ValueError(
+                raise ConfigError(
                     f"{owner}.configuration_overwrite must be a list of candidate indices (integers >= 0, "
-                    f"0 = highest bits), got {overwrite!r}."
+                    f"0 = highest bits), one per unit QuantizationInfo.mixed_precision.units lists, "
+                    f"got {overwrite!r}."
                 )
             self.configuration_overwrite = list(overwrite)
 
 
 _TARGETS = ("weights", "activation")
+_SELECTORS = ("name", "name_regex", "layer_type")
 
 
 @dataclass(frozen=True)
@@ -192,21 +207,34 @@ class ManualBitWidth:
 
     def __post_init__(self) -> None:
         if not _is_int(self.bits) or not 2 <= self.bits <= 16:
-            raise ValueError(f"ManualBitWidth.bits must be an integer in 2..16, got {self.bits!r}.")
-        if self.target not in _TARGETS:
-            raise ValueError(f"ManualBitWidth.target must be one of {_TARGETS}, got {self.target!r}.")
-        given = [s for s in (self.name, self.name_regex, self.layer_type) if s is not None]
+            raise ConfigError(f"ManualBitWidth.bits must be an integer in 2..16, got {self.bits!r}.")
+        if not isinstance(self.target, str) or self.target not in _TARGETS:
+            raise ConfigError(f"ManualBitWidth.target must be one of {_TARGETS}, got {self.target!r}.")
+        given = [s for s in _SELECTORS if getattr(self, s) is not None]
         if len(given) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "ManualBitWidth needs exactly one selector: name=..., name_regex=... or layer_type=...; "
-                f"got {len(given)}."
+                f"got {given or 'none'}."
+            )
+        for selector in ("name", "name_regex"):
+            value = getattr(self, selector)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(
+                    f"ManualBitWidth.{selector} must be a string (a layer name), got {type(value).__name__} "
+                    f"{value!r}."
+                )
+        if self.layer_type is not None and not isinstance(self.layer_type, (str, type)):
+            raise ConfigError(
+                "ManualBitWidth.layer_type must be a Keras layer class (keras.layers.Dense), its name ('Dense') "
+                f"or a kerasq op kind ('conv'), got {type(self.layer_type).__name__} {self.layer_type!r}."
             )
         if self.name_regex is not None:
             try:
                 re.compile(self.name_regex)
             except re.error as err:
-                raise ValueError(
-                    f"ManualBitWidth.name_regex={self.name_regex!r} is not a valid regex: {err}."
+                raise ConfigError(
+                    f"ManualBitWidth.name_regex={self.name_regex!r} is not a valid regular expression ({err}); "
+                    "fix the pattern, or select by name=... instead."
                 ) from err
 
     def describe(self) -> str:
@@ -238,19 +266,34 @@ class BitWidthConfig:
     rules: list[ManualBitWidth] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.rules, list):
+            raise ConfigError(
+                f"BitWidthConfig.rules must be a list of ManualBitWidth, got {type(self.rules).__name__}."
+            )
         for rule in self.rules:
             if not isinstance(rule, ManualBitWidth):
-                raise ValueError(
-                    f"BitWidthConfig.rules holds ManualBitWidth entries, got {type(rule).__name__}."
+                raise ConfigError(
+                    "BitWidthConfig.rules holds ManualBitWidth entries (or use set_manual_weights_bit_width / "
+                    f"set_manual_activation_bit_width), got {type(rule).__name__}."
                 )
 
     def set_manual_weights_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
-        self.rules.append(ManualBitWidth(bits, "weights", **selector))
+        self.rules.append(ManualBitWidth(bits, "weights", **_selector(selector)))
         return self
 
     def set_manual_activation_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
-        self.rules.append(ManualBitWidth(bits, "activation", **selector))
+        self.rules.append(ManualBitWidth(bits, "activation", **_selector(selector)))
         return self
+
+
+def _selector(selector: dict[str, object]) -> dict[str, object]:
+    unknown = sorted(set(selector) - set(_SELECTORS))
+    if unknown:
+        raise ConfigError(
+            f"BitWidthConfig: unknown selector {unknown[0]!r}; select layers by name=..., name_regex=... or "
+            "layer_type=..."
+        )
+    return selector
 
 
 @dataclass
@@ -277,7 +320,7 @@ class CoreConfig:
         }
         for name, cls in expected.items():
             if not isinstance(getattr(self, name), cls):
-                raise ValueError(
+                raise ConfigError(
                     f"CoreConfig.{name} must be a kerasq.core.{cls.__name__}, "
                     f"got {type(getattr(self, name)).__name__}."
                 )

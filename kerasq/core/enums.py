@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from kerasq.errors import ConfigError
+
 
 class QuantizationMethod(Enum):
     """How a tensor's quantization grid is parameterized.
@@ -46,7 +48,9 @@ def parse_enum(enum_cls: type[Enum], value: object, argument: str) -> Enum:
             if value.lower() in (str(member.value).lower(), member.name.lower()):
                 return member
     choices = ", ".join(m.name for m in enum_cls)
-    raise ValueError(f"{argument}={value!r} is not valid; use one of {enum_cls.__name__}.{{{choices}}}.")
+    raise ConfigError(
+        f"{argument}={value!r} is not valid; use one of {enum_cls.__name__}.{{{choices}}} (or its name as a string)."
+    )
 
 
 class MpDistanceWeighting(Enum):

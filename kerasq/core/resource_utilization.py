@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from kerasq.errors import ConfigError
+
 RESOURCES = ("weights_memory", "activation_memory", "total_memory", "bops")
 
 
@@ -32,11 +34,14 @@ class ResourceUtilization:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            unit = "bit operations" if f.name == "bops" else "bytes"
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"ResourceUtilization.{f.name} must be a number, got {value!r}.")
+                raise ConfigError(
+                    f"ResourceUtilization.{f.name} must be a number of {unit} (inf for no limit), got {value!r}."
+                )
             if math.isnan(value) or value < 0:
-                raise ValueError(
-                    f"ResourceUtilization.{f.name} must be >= 0 (or inf for no limit), got {value!r}."
+                raise ConfigError(
+                    f"ResourceUtilization.{f.name} must be >= 0 {unit} (or inf for no limit), got {value!r}."
                 )
 
     def restricted(self) -> dict[str, float]:

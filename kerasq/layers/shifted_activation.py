@@ -8,17 +8,29 @@ following "same"-padded conv sees once its padding is moved here and the conv be
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import keras
+
+from kerasq.errors import ConfigError, ModelError
 
 
 def _normalize_padding(padding: Any) -> tuple[tuple[int, int], ...] | None:
     if padding is None:
         return None
-    pairs = tuple((int(before), int(after)) for before, after in padding)
+    try:
+        pairs = tuple((int(before), int(after)) for before, after in padding)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"ShiftedActivation padding must be None or (before, after) pairs of integers, one per spatial axis, "
+            f"e.g. ((1, 1), (1, 1)); got {padding!r}."
+        ) from err
     if not pairs or any(p < 0 for pair in pairs for p in pair):
-        raise ValueError(f"padding must be non-negative (before, after) pairs, one per axis; got {padding!r}")
+        raise ConfigError(
+            f"ShiftedActivation padding must be non-negative (before, after) pairs, one per spatial axis; "
+            f"got {padding!r}."
+        )
     return pairs
 
 
@@ -36,26 +48,39 @@ class ShiftedActivation(keras.layers.Layer):
 
     def __init__(self, activation: str | dict, shift: float, padding: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not math.isfinite(shift):
+            raise ConfigError(f"ShiftedActivation shift must be a finite number; got {shift!r}.")
         self.shift = float(shift)
-        if not math.isfinite(self.shift):
-            raise ValueError(f"shift must be finite; got {shift!r}")
         self.padding = _normalize_padding(padding)
         if isinstance(activation, str):
             self.activation_config: str | dict = activation
-            self._function = keras.activations.get(activation)
+            try:
+                self._function = keras.activations.get(activation)
+            except ValueError as err:
+                raise ConfigError(
+                    f"ShiftedActivation activation {activation!r} is not a Keras activation name; use one such as "
+                    "'swish' or 'gelu', or a serialized Keras layer."
+                ) from err
             self.sublayer = None
         elif isinstance(activation, dict):
             self.activation_config = dict(activation)
             self._function = None
-            self.sublayer = keras.layers.deserialize(self.activation_config)
+            try:
+                self.sublayer = keras.layers.deserialize(self.activation_config)
+            except (TypeError, ValueError, KeyError) as err:
+                raise ConfigError(
+                    "ShiftedActivation activation must be a serialized Keras layer "
+                    f"(keras.layers.serialize(layer)); could not deserialize it: {err}"
+                ) from err
         else:
-            raise TypeError(
-                f"activation must be an activation name or a serialized Keras layer; got {type(activation)}"
+            raise ConfigError(
+                "ShiftedActivation activation must be an activation name or a serialized Keras layer; "
+                f"got {type(activation).__name__}."
             )
 
     def build(self, input_shape: Any) -> None:
         if self.padding is not None and len(input_shape) != len(self.padding) + 2:
-            raise ValueError(
+            raise ModelError(
                 f"{self.name}: {len(self.padding)} padding pairs need a rank-{len(self.padding) + 2} input "
                 f"(batch, spatial..., channels); got shape {tuple(input_shape)}"
             )

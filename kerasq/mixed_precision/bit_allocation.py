@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kerasq.core.resource_utilization import ResourceUtilization
+from kerasq.errors import ConfigError
 from kerasq.mixed_precision.resources import resource_rows, resource_utilization
 from kerasq.mixed_precision.sensitivity import Sensitivity, compute_sensitivity
 from kerasq.mixed_precision.solver import (
@@ -155,16 +156,16 @@ def check_overwrite(overwrite: Sequence[int], units: Sequence[Unit]) -> np.ndarr
     """Validate ``configuration_overwrite`` against the configurable units."""
     if len(overwrite) != len(units):
         listing = ", ".join(f"{i}: {u.label} {u.candidates}" for i, u in enumerate(units[:30]))
-        raise ValueError(
+        raise ConfigError(
             f"MixedPrecisionQuantizationConfig.configuration_overwrite has {len(overwrite)} entries but the model "
-            f"has {len(units)} configurable units (one candidate index each, 0 = highest bits): {listing}"
+            f"has {len(units)} configurable units; give one candidate index per unit (0 = highest bits): {listing}"
             f"{' ...' if len(units) > 30 else ''}."
         )
     for i, (index, unit) in enumerate(zip(overwrite, units, strict=True)):
         if not 0 <= index < len(unit.candidates):
-            raise ValueError(
-                f"configuration_overwrite[{i}]={index} is out of range for {unit.label}: it has "
-                f"{len(unit.candidates)} candidates {unit.candidates} (valid indices 0..{len(unit.candidates) - 1})."
+            raise ConfigError(
+                f"MixedPrecisionQuantizationConfig.configuration_overwrite[{i}]={index} is out of range for {unit.label}: it has "
+                f"{len(unit.candidates)} candidates {unit.candidates} (use an index in 0..{len(unit.candidates) - 1})."
             )
     return np.asarray(overwrite, int)
 
@@ -174,7 +175,7 @@ def allocate_bits(
 ) -> tuple[QuantizationPlan, MixedPrecisionReport]:
     """The plan at the widths the target (or ``configuration_overwrite``) asks for, and the report."""
     if target is not None and not isinstance(target, ResourceUtilization):
-        raise ValueError(
+        raise ConfigError(
             "target_resource_utilization must be a kerasq.core.ResourceUtilization, e.g. "
             f"ResourceUtilization(weights_memory=200_000); got {type(target).__name__}."
         )

@@ -21,6 +21,7 @@ import numpy as np
 
 from kerasq.core.config import CoreConfig
 from kerasq.core.resource_utilization import RESOURCES, ResourceUtilization
+from kerasq.errors import ConfigError
 from kerasq.info import QuantizationInfo
 from kerasq.mixed_precision.bit_allocation import BitAllocator
 from kerasq.mixed_precision.solver import evaluate
@@ -57,6 +58,41 @@ def _relative_l2(model: keras.Model, reference: list[np.ndarray], samples: list[
     return float(np.mean(np.linalg.norm(flat - ref, axis=1) / (np.linalg.norm(ref, axis=1) + 1e-12)))
 
 
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_search_arguments(
+    evaluate_fn: object, max_accuracy_drop: object, target_output_distance: object, resource: object,
+    relative_tolerance: object,
+) -> None:  # fmt: skip
+    if not isinstance(resource, str) or resource not in RESOURCES:
+        raise ConfigError(f"resource must be one of {RESOURCES}, got {resource!r}.")
+    if (max_accuracy_drop is None) == (target_output_distance is None):
+        raise ConfigError(
+            "Give exactly one target: max_accuracy_drop (with evaluate_fn) or target_output_distance."
+        )
+    if max_accuracy_drop is not None:
+        if not _is_finite_number(max_accuracy_drop) or max_accuracy_drop < 0:
+            raise ConfigError(
+                "max_accuracy_drop must be a finite number >= 0, in the units evaluate_fn returns (e.g. 1.0 for "
+                f"one point of top-1 %), got {max_accuracy_drop!r}."
+            )
+        if evaluate_fn is None or not callable(evaluate_fn):
+            raise ConfigError("max_accuracy_drop needs evaluate_fn(model) -> float (higher is better).")
+    if target_output_distance is not None and (
+        not _is_finite_number(target_output_distance) or target_output_distance <= 0
+    ):
+        raise ConfigError(
+            "target_output_distance must be a finite number > 0 (a relative L2 distance such as 0.05), "
+            f"got {target_output_distance!r}."
+        )
+    if not _is_finite_number(relative_tolerance) or not 0 < relative_tolerance < 1:
+        raise ConfigError(
+            f"relative_tolerance must be a number in (0, 1) such as 0.02, got {relative_tolerance!r}."
+        )
+
+
 def keras_accuracy_target_search(
     model: keras.Model,
     representative_data_gen: Any,
@@ -75,17 +111,9 @@ def keras_accuracy_target_search(
     baseline), or ``target_output_distance``. ``relative_tolerance`` is the bisection's stopping width as a
     fraction of the budget range.
     """
-    if resource not in RESOURCES:
-        raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}.")
-    if (max_accuracy_drop is None) == (target_output_distance is None):
-        raise ValueError(
-            "Give exactly one target: max_accuracy_drop (with evaluate_fn) or target_output_distance."
-        )
-    if max_accuracy_drop is not None and (evaluate_fn is None or not callable(evaluate_fn)):
-        raise ValueError("max_accuracy_drop needs evaluate_fn(model) -> float (higher is better).")
-    if not 0 < relative_tolerance < 1:
-        raise ValueError(f"relative_tolerance must be in (0, 1), got {relative_tolerance!r}.")
-
+    _check_search_arguments(
+        evaluate_fn, max_accuracy_drop, target_output_distance, resource, relative_tolerance
+    )
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
     allocator = BitAllocator.create(prepared, [resource])
     if max_accuracy_drop is not None:

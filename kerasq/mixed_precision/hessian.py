@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasq.errors import ConfigError, DataError
+
 GRANULARITIES = ("tensor", "channel", "element")
 Batches = Iterable["list[np.ndarray] | np.ndarray"]
 
@@ -39,16 +41,23 @@ class HessianConfig:
         for name in ("max_iterations", "min_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"HessianConfig.{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"HessianConfig.{name} must be an integer >= 1, got {value!r}.")
         if self.min_iterations > self.max_iterations:
-            raise ValueError(
+            raise ConfigError(
                 f"HessianConfig.min_iterations ({self.min_iterations}) must be <= "
-                f"max_iterations ({self.max_iterations})"
+                f"max_iterations ({self.max_iterations}); raise max_iterations or lower min_iterations."
             )
-        if not np.isfinite(self.tolerance) or self.tolerance <= 0:
-            raise ValueError(f"HessianConfig.tolerance must be a finite number > 0, got {self.tolerance!r}")
+        tol = self.tolerance
+        if (
+            isinstance(tol, bool)
+            or not isinstance(tol, int | float | np.floating)
+            or not (np.isfinite(tol) and tol > 0)
+        ):
+            raise ConfigError(
+                f"HessianConfig.tolerance must be a finite number > 0 such as 1e-3, got {tol!r}."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
-            raise ValueError(f"HessianConfig.seed must be an integer, got {self.seed!r}")
+            raise ConfigError(f"HessianConfig.seed must be an integer, got {self.seed!r}.")
 
 
 def _rademacher(shape, seed) -> tf.Tensor:
@@ -77,18 +86,25 @@ def _batches(model: keras.Model, batches: Batches) -> Iterable[list[tf.Tensor]]:
     for i, batch in enumerate(batches):
         arrays = [np.asarray(a, dtype=np.float32) for a in _as_list(batch)]
         if len(arrays) != n_inputs:
-            raise ValueError(f"batch {i} has {len(arrays)} arrays but the model has {n_inputs} inputs")
+            raise DataError(
+                f"Hessian data batch {i} has {len(arrays)} arrays but the model has {n_inputs} inputs; give one "
+                "array per input, in order."
+            )
         sizes = {a.shape[0] if a.ndim else 0 for a in arrays}
         if len(sizes) != 1 or 0 in sizes:
-            raise ValueError(
-                f"batch {i}: every input needs the same, non-zero batch size; got {sorted(sizes)}"
+            raise DataError(
+                f"Hessian data batch {i}: every input needs the same, non-zero batch size; got {sorted(sizes)}."
             )
         if not all(np.isfinite(a).all() for a in arrays):
-            raise ValueError(f"batch {i} contains non-finite values (NaN or inf)")
+            raise DataError(
+                f"Hessian data batch {i} contains non-finite values (NaN/Inf); clean or clip the data."
+            )
         seen = True
         yield [tf.constant(a) for a in arrays]
     if not seen:
-        raise ValueError("Hessian scores need data, but the batches iterable yielded no batches")
+        raise DataError(
+            "Hessian scores need data, but the batches iterable yielded no batches; pass at least one."
+        )
 
 
 def _estimate(
@@ -116,7 +132,9 @@ def _estimate(
         iterations.append(k)
         means = [a / k for a in acc]
         if sums is not None and [m.shape for m in means] != [s.shape for s in sums]:
-            raise ValueError("score tensors changed shape between batches; use batches of one input shape")
+            raise DataError(
+                "Hessian score tensors changed shape between batches; use batches of one input shape."
+            )
         sums = means if sums is None else [s + m for s, m in zip(sums, means, strict=True)]
         n_samples += int(x[0].shape[0])
     if stats is not None:
@@ -126,13 +144,13 @@ def _estimate(
 
 def _check_granularity(granularity: str) -> None:
     if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        raise ConfigError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}.")
 
 
 def _check_interest(model: keras.Model, n_interest: int) -> None:
     n_outputs = len(model.outputs)
     if isinstance(n_interest, bool) or not isinstance(n_interest, int) or not 1 <= n_interest < n_outputs:
-        raise ValueError(
+        raise ConfigError(
             f"n_interest must be in [1, {n_outputs - 1}] for a model with {n_outputs} outputs "
             f"(interest tensors first, then at least one model output), got {n_interest!r}"
         )
@@ -222,10 +240,12 @@ def weight_hessian_scores(
     _check_granularity(granularity)
     variables = list(variables)
     if not variables:
-        raise ValueError("weight_hessian_scores needs at least one variable")
+        raise ConfigError("weight_hessian_scores needs at least one variable in variables=[...].")
     axes = [-1] * len(variables) if channel_axis is None else list(channel_axis)
     if len(axes) != len(variables):
-        raise ValueError(f"channel_axis has {len(axes)} entries for {len(variables)} variables")
+        raise ConfigError(
+            f"channel_axis has {len(axes)} entries for {len(variables)} variables; give one axis (or None) per variable."
+        )
 
     values = [v.value for v in variables]  # the backend tf.Variable each Keras variable reads
 

@@ -19,7 +19,7 @@ import cvxpy.settings as cps
 import numpy as np
 import scipy.sparse as sp
 
-from kerasq.errors import KerasqError
+from kerasq.errors import ConfigError
 
 _RTOL = 1e-9  # a value "fits" a budget when value <= budget + _RTOL * max(|budget|, |value|)
 _MAX_CUTS = 20  # re-solves that cut off a solution HiGHS accepted within its own float tolerance
@@ -92,8 +92,8 @@ class MixedPrecisionProblem:
                 raise ValueError(f"budget of {res!r} is NaN")
 
 
-class InfeasibleTargetError(KerasqError, ValueError):
-    """No choice meets the budget(s). ``resource`` names the resource (``"a+b"`` when each budget is
+class InfeasibleTargetError(ConfigError):
+    """No choice meets the budget(s) of ``target_resource_utilization``. ``resource`` names the resource (``"a+b"`` when each budget is
     reachable alone but not jointly), ``requested`` is its budget and ``reachable`` the smallest value any
     choice reaches with the other budgets ignored (both NaN for a joint infeasibility)."""
 

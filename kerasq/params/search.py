@@ -10,6 +10,7 @@ import numpy as np
 
 from kerasq.core.enums import QuantizationErrorMethod as E
 from kerasq.core.enums import QuantizationMethod as M
+from kerasq.errors import ConfigError, DataError
 from kerasq.params.error import candidate_errors
 from kerasq.params.quant_params import MIN_SCALE, QuantParams, symmetric_grid, uniform_grid
 
@@ -25,15 +26,27 @@ _BLOCK_ELEMENTS = 2**17  # candidates x values per block of the Lp errors: 1 MB 
 _LP_POWER = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0}  # as candidate_errors maps them (LP: l_p_value)
 
 
+def _finite_number(value: object) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+    )
+
+
 def _check_common(n_bits: int, l_p_value: float, error_method: E, method: M) -> None:
     if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)) or not 2 <= n_bits <= 16:
-        raise ValueError(f"n_bits must be an integer in 2..16, got {n_bits!r}.")
-    if not (np.isfinite(l_p_value) and l_p_value > 0):
-        raise ValueError(f"l_p_value must be a finite number > 0, got {l_p_value!r}.")
+        raise ConfigError(f"n_bits must be an integer in 2..16, got {n_bits!r}.")
+    if not (_finite_number(l_p_value) and l_p_value > 0):
+        raise ConfigError(f"l_p_value must be a finite number > 0, got {l_p_value!r}.")
     if not isinstance(error_method, E):
-        raise ValueError(f"error_method must be a QuantizationErrorMethod, got {error_method!r}.")
+        raise ConfigError(
+            f"error_method must be a QuantizationErrorMethod (e.g. QuantizationErrorMethod.MSE), got {error_method!r}."
+        )
     if not isinstance(method, M):
-        raise ValueError(f"method must be a QuantizationMethod, got {method!r}.")
+        raise ConfigError(
+            f"method must be a QuantizationMethod (e.g. QuantizationMethod.SYMMETRIC), got {method!r}."
+        )
 
 
 def _channels_last(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -47,13 +60,20 @@ def _channels_last(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 def _normalize_axes(channel_axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
     if channel_axis is None:
         return ()
-    axes = (channel_axis,) if isinstance(channel_axis, (int, np.integer)) else tuple(channel_axis)
+    axes = (channel_axis,) if isinstance(channel_axis, (int, np.integer)) else channel_axis
+    if not isinstance(axes, (tuple, list)) or not all(
+        isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes
+    ):
+        raise ConfigError(f"channel_axis must be None, an axis or a tuple of axes, got {channel_axis!r}.")
     for a in axes:
         if not -ndim <= a < ndim:
-            raise ValueError(f"channel_axis {channel_axis!r} is out of range for a tensor of rank {ndim}.")
+            raise ConfigError(
+                f"channel_axis {channel_axis!r} is out of range for a tensor of rank {ndim}; use axes in "
+                f"{-ndim}..{ndim - 1}."
+            )
     normalized = tuple(sorted(int(a) % ndim for a in axes))
     if len(set(normalized)) != len(normalized):
-        raise ValueError(f"channel_axis {channel_axis!r} repeats an axis.")
+        raise ConfigError(f"channel_axis {channel_axis!r} repeats an axis; give each axis once.")
     return normalized
 
 
@@ -205,11 +225,11 @@ def search_weight_params(
     _check_common(n_bits, l_p_value, error_method, method)
     w = np.asarray(w)
     if w.size == 0:
-        raise ValueError("weights are empty; nothing to quantize.")
+        raise DataError("weights are empty; nothing to quantize (pass a kernel with at least one value).")
     if not np.all(np.isfinite(w)):
-        raise ValueError("weights contain NaN/Inf values; fix the float model before quantizing.")
+        raise DataError("weights contain NaN/Inf values; fix the float model before quantizing.")
     if error_method is E.HMSE and importance is None:
-        raise ValueError("HMSE needs per-weight Hessian scores (importance=...); use MSE without them.")
+        raise ConfigError("HMSE needs per-weight Hessian scores (importance=...); use MSE without them.")
     axes = _normalize_axes(channel_axis, w.ndim)
     v = _channels_last(w.astype(np.float64), axes)
     # None: every weight counts the same (the fast path then skips multiplying by ones)
@@ -264,17 +284,20 @@ def search_activation_params(
     _check_common(n_bits, l_p_value, error_method, method)
     counts = np.asarray(counts, np.float64)
     if counts.ndim != 1 or counts.size < 2 or counts.size % 2:
-        raise ValueError(
+        raise DataError(
             f"counts must be a 1-D histogram with an even number of bins, got shape {counts.shape}."
         )
     if np.any(counts < 0) or not np.all(np.isfinite(counts)):
-        raise ValueError("counts must be finite and non-negative.")
-    if not (np.isfinite(hist_range) and hist_range > 0):
-        raise ValueError(f"hist_range must be a finite positive number, got {hist_range!r}.")
-    if not (np.isfinite(observed_min) and np.isfinite(observed_max)) or observed_min > observed_max:
-        raise ValueError(f"observed range [{observed_min}, {observed_max}] is not a finite interval.")
+        raise DataError("counts must be finite and non-negative (a histogram of the observed values).")
+    if not (_finite_number(hist_range) and hist_range > 0):
+        raise DataError(f"hist_range must be a finite positive number, got {hist_range!r}.")
+    if not (_finite_number(observed_min) and _finite_number(observed_max)) or observed_min > observed_max:
+        raise DataError(
+            "observed_min and observed_max must be finite with observed_min <= observed_max, "
+            f"got [{observed_min}, {observed_max}]."
+        )
     if error_method is E.HMSE:
-        raise ValueError(
+        raise ConfigError(
             "HMSE applies to weights only; choose MSE, MAE, LP, KL or NOCLIPPING for activations."
         )
     n = counts.size

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from kerasq.core.config import QuantizationConfig
 from kerasq.core.enums import QuantizationMethod
+from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import is_weighted
 from kerasq.graph.weights import QUANTIZED_KERNELS, channel_axes, named_weights
@@ -80,6 +83,12 @@ def _is_fused(
 
 def _weight_specs(node: Node, cfg: OpQuantizationConfig) -> dict[str, WeightSpec]:
     kernels = named_weights(node)
+    for name, values in kernels.items():
+        if not np.all(np.isfinite(values)):
+            raise ModelError(
+                f"Layer {node.name!r}: its {name!r} weights contain NaN/Inf values (after folding any batch norm "
+                "into it); fix the float model (retrain it, or load the intended weights) before quantizing."
+            )
     specs = {}
     for kernel_name, axes in QUANTIZED_KERNELS[node.kind].items():
         kernel_axes = channel_axes(kernels[kernel_name], axes) if cfg.weights_per_channel else ()

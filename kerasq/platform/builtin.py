@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import replace
 
 from kerasq.core.enums import QuantizationMethod
+from kerasq.errors import ConfigError
 from kerasq.platform.capabilities import OperatorSet, OpQuantizationConfig, TargetPlatformCapabilities
 
 _PRESERVING_KINDS = (
@@ -104,15 +106,24 @@ def get_target_platform_capabilities(
     ``target_platform_version`` is accepted for compatibility; each platform has one version here.
     """
     if target_platform_name is not None:
-        if str(name).lower() not in _FRAMEWORK_NAMES:
-            raise ValueError(
-                f"Unknown framework {name!r}: kerasq targets Keras 3 on TensorFlow ('tensorflow')."
+        if not isinstance(name, str) or name.lower() not in _FRAMEWORK_NAMES:
+            raise ConfigError(
+                f"Unknown framework {name!r}: kerasq targets Keras 3 on TensorFlow; call "
+                f"get_target_platform_capabilities('tensorflow', {target_platform_name!r}) or just "
+                f"get_target_platform_capabilities({target_platform_name!r})."
             )
         name = target_platform_name
     if not isinstance(name, str):
-        raise ValueError(f"Platform name must be a string, got {type(name).__name__}.")
+        raise ConfigError(
+            f"The platform name must be a string such as 'imx500' or 'tflite', got {type(name).__name__} {name!r}."
+        )
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _BUILTIN:
         known = ", ".join(sorted(_BUILTIN))
-        raise ValueError(f"Unknown target platform {name!r}. Built-in platforms: {known}.")
+        close = difflib.get_close_matches(name.lower(), [*_BUILTIN, *_ALIASES], n=1)
+        hint = f" Did you mean {_ALIASES.get(close[0], close[0])!r}?" if close else ""
+        raise ConfigError(
+            f"Unknown target platform {name!r}. Built-in platforms: {known}.{hint} For another device, build a "
+            "kerasq.platform.TargetPlatformCapabilities."
+        )
     return _BUILTIN[key]()

@@ -7,16 +7,51 @@ quantized). Users build their own by instantiating these dataclasses.
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
 
-from kerasq.core.enums import QuantizationMethod
+from kerasq.core.enums import QuantizationMethod, parse_enum
+from kerasq.errors import ConfigError
+from kerasq.graph import op_kinds
 
 _SIGNEDNESS = ("auto", "signed", "unsigned")
+_FLAGS = (
+    "enable_activation_quantization", "quantization_preserving", "weights_per_channel", "weights_narrow_range",
+    "enable_weights_quantization", "inputs_share_output_grid", "output_on_input_grid",
+)  # fmt: skip
+
+# Every kind a graph node can have: what ``op_kinds`` maps layers, activation functions and ``keras.ops`` calls to.
+KNOWN_KINDS = frozenset(op_kinds.WEIGHTED_KINDS) | {
+    kind
+    for table in (op_kinds._LAYER_KINDS, op_kinds._ACTIVATION_KINDS, op_kinds._OPS_KINDS)
+    for kind in table.values()
+}
 
 
 def _check_bits(owner: str, name: str, bits: object) -> None:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"{owner}.{name} must be an integer in 2..16, got {bits!r}.")
+        raise ConfigError(f"{owner}.{name} must be an integer in 2..16, got {bits!r}.")
+
+
+def _did_you_mean(value: str, choices: object) -> str:
+    choices = sorted(choices)
+    if value in op_kinds._LAYER_KINDS and op_kinds._LAYER_KINDS[value] in choices:  # a Keras class name
+        return f" Did you mean {op_kinds._LAYER_KINDS[value]!r} (the kind of Keras' {value})?"
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(value.lower(), list(lowered), n=1)
+    return f" Did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+def _set(instance: object, name: str, value: object) -> None:
+    object.__setattr__(instance, name, value)  # normalizing a field of a frozen dataclass in __post_init__
+
+
+def _as_tuple(label: str, value: object, example: str) -> tuple:
+    """A list or tuple field as a tuple; a string or scalar is refused (``tuple("conv")`` would split it)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise ConfigError(f"{label} must be a tuple, e.g. {example}, got {type(value).__name__} {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -61,20 +96,36 @@ class OpQuantizationConfig:
     def __post_init__(self) -> None:
         owner = "OpQuantizationConfig"
         for name in ("activation_method", "weights_method"):
-            if not isinstance(getattr(self, name), QuantizationMethod):
-                raise ValueError(f"{owner}.{name} must be a QuantizationMethod, got {getattr(self, name)!r}.")
+            _set(self, name, parse_enum(QuantizationMethod, getattr(self, name), f"{owner}.{name}"))
         _check_bits(owner, "activation_n_bits", self.activation_n_bits)
         _check_bits(owner, "weights_n_bits", self.weights_n_bits)
-        if self.signedness not in _SIGNEDNESS:
-            raise ValueError(f"{owner}.signedness must be one of {_SIGNEDNESS}, got {self.signedness!r}.")
+        if not isinstance(self.signedness, str) or self.signedness not in _SIGNEDNESS:
+            raise ConfigError(f"{owner}.signedness must be one of {_SIGNEDNESS}, got {self.signedness!r}.")
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{owner}.{name} must be True or False, got {getattr(self, name)!r}.")
         for name in ("weights_bit_candidates", "activation_bit_candidates"):
-            for bits in getattr(self, name):
+            candidates = _as_tuple(f"{owner}.{name}", getattr(self, name), "(8, 4, 2)")
+            for bits in candidates:
                 _check_bits(owner, name, bits)
+            _set(self, name, candidates)
         fixed = self.fixed_output_range
-        if fixed is not None and not (len(fixed) == 2 and fixed[0] <= 0 <= fixed[1] and fixed[0] < fixed[1]):
-            raise ValueError(
-                f"{owner}.fixed_output_range must be (lo, hi) with lo <= 0 <= hi, got {fixed!r}."
-            )
+        if fixed is not None:
+            fixed = _as_tuple(f"{owner}.fixed_output_range", fixed, "(0.0, 255 / 256)")
+            if not (
+                len(fixed) == 2
+                and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in fixed
+                )
+                and fixed[0] <= 0 <= fixed[1]
+                and fixed[0] < fixed[1]
+            ):
+                raise ConfigError(
+                    f"{owner}.fixed_output_range must be (lo, hi), finite numbers with lo <= 0 <= hi and lo < hi, "
+                    f"or None for a searched range, got {self.fixed_output_range!r}."
+                )
+            _set(self, "fixed_output_range", fixed)
 
     @property
     def weights_candidates(self) -> tuple[int, ...]:
@@ -93,6 +144,24 @@ class OperatorSet:
     kinds: tuple[str, ...]
     config: OpQuantizationConfig
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"OperatorSet.name must be a non-empty string, got {self.name!r}.")
+        where = f"OperatorSet {self.name!r}"
+        kinds = _as_tuple(f"{where}: kinds", self.kinds, "('conv', 'dense')")
+        for kind in kinds:
+            if not isinstance(kind, str) or kind not in KNOWN_KINDS:
+                raise ConfigError(
+                    f"{where}: unknown op kind {kind!r}; a kind nothing in a graph has would leave those layers on "
+                    f"the default config.{_did_you_mean(str(kind), KNOWN_KINDS)} Known kinds: "
+                    f"{', '.join(sorted(KNOWN_KINDS))}."
+                )
+        _set(self, "kinds", kinds)
+        if not isinstance(self.config, OpQuantizationConfig):
+            raise ConfigError(
+                f"{where}: config must be an OpQuantizationConfig, got {type(self.config).__name__}."
+            )
+
 
 @dataclass(frozen=True)
 class TargetPlatformCapabilities:
@@ -107,26 +176,57 @@ class TargetPlatformCapabilities:
     shifted_activations: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(
+                f"TargetPlatformCapabilities.name must be a non-empty string, got {self.name!r}."
+            )
+        where = f"TPC {self.name!r}"
+        if not isinstance(self.default_config, OpQuantizationConfig):
+            raise ConfigError(
+                f"{where}: default_config must be an OpQuantizationConfig, got {type(self.default_config).__name__}."
+            )
+        if not isinstance(self.shifted_activations, bool):
+            raise ConfigError(
+                f"{where}: shifted_activations must be True or False, got {self.shifted_activations!r}."
+            )
+        operator_sets = _as_tuple(f"{where}: operator_sets", self.operator_sets, "(OperatorSet(...), ...)")
         seen: dict[str, str] = {}
-        for opset in self.operator_sets:
+        names: set[str] = set()
+        for opset in operator_sets:
+            if not isinstance(opset, OperatorSet):
+                raise ConfigError(
+                    f"{where}: operator_sets must hold OperatorSet entries, got {type(opset).__name__}."
+                )
+            if opset.name in names:
+                raise ConfigError(
+                    f"{where}: two operator sets are named {opset.name!r}; give each a unique name."
+                )
+            names.add(opset.name)
             for kind in opset.kinds:
                 if kind in seen:
-                    raise ValueError(
-                        f"TPC {self.name!r}: op kind {kind!r} is in operator sets {seen[kind]!r} and "
-                        f"{opset.name!r}; each kind may belong to one set."
+                    raise ConfigError(
+                        f"{where}: op kind {kind!r} is in operator sets {seen[kind]!r} and "
+                        f"{opset.name!r}; each kind may belong to one set: remove it from one of them."
                     )
                 seen[kind] = opset.name
-        names = {opset.name for opset in self.operator_sets}
-        for pattern in self.fusing_patterns:
+        _set(self, "operator_sets", operator_sets)
+        patterns = _as_tuple(
+            f"{where}: fusing_patterns", self.fusing_patterns, "(('weighted', 'activation'),)"
+        )
+        patterns = tuple(
+            _as_tuple(f"{where}: each fusing pattern", p, "('weighted', 'activation')") for p in patterns
+        )
+        for pattern in patterns:
             if len(pattern) < 2:
-                raise ValueError(
-                    f"TPC {self.name!r}: fusing pattern {pattern!r} needs at least two operator sets."
-                )
+                raise ConfigError(f"{where}: fusing pattern {pattern!r} needs at least two operator sets.")
             missing = [p for p in pattern if p not in names]
             if missing:
-                raise ValueError(
-                    f"TPC {self.name!r}: fusing pattern {pattern!r} names unknown sets {missing}."
+                hint = _did_you_mean(str(missing[0]), names)
+                raise ConfigError(
+                    f"{where}: fusing pattern {pattern!r} names unknown sets {missing}.{hint} Use the names of "
+                    f"operator_sets: {sorted(names, key=str)}."
                 )
+        _set(self, "fusing_patterns", patterns)
 
     def operator_set_of(self, kind: str | None) -> OperatorSet | None:
         for opset in self.operator_sets:

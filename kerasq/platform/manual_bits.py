@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kerasq.core.config import BitWidthConfig, ManualBitWidth
+from kerasq.errors import ConfigError
 from kerasq.graph.model_graph import Graph
 from kerasq.platform.assign import QuantizationPlan
 
@@ -50,9 +51,9 @@ def pin_bit_widths(graph: Graph, plan: QuantizationPlan, config: BitWidthConfig)
                 if rule.target == "weights"
                 else list(dict.fromkeys(spec.producer for spec in plan.activations.values()))
             )
-            raise ValueError(
+            raise ConfigError(
                 f"BitWidthConfig rule {rule.describe()} ({rule.target}, {rule.bits} bits) matched no layer with "
-                f"{what}. Layers it could name: {candidates[:20]}{' ...' if len(candidates) > 20 else ''}."
+                f"{what}; fix the selector or remove the rule. Layers it could name: {candidates[:20]}{' ...' if len(candidates) > 20 else ''}."
             )
     # tensors that take another tensor's grid follow its width
     for tid, spec in pinned.activations.items():
