@@ -43,6 +43,14 @@ class NotKerasqError(AssertionError):
 TODAY = {"builtin": NotKerasqError, "silent": NoError, "unclear": Unclear}
 
 
+# Cases of other areas that still fail after the issue-13 fixes landed (every other owned case now passes).
+STILL_FAILING = frozenset({
+    "GradientPTQConfig.use_hessian_based_weights='yes'", "GradientPTQConfig.regularization_factor=inf",
+    "GradientPTQConfig.train_bias='no'", "GradientPTQConfig.train_scales='no'",
+    "data=complex", "data=dict with unknown keys",
+})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -59,7 +67,7 @@ def params(cases: Sequence[Case]) -> list:
     out = []
     for case in cases:
         marks = []
-        if case.owner is not None:
+        if case.owner is not None and case.id in STILL_FAILING:
             marks.append(
                 pytest.mark.xfail(
                     strict=True, raises=TODAY[case.today], reason=f"owned by {case.owner}: {case.reason}"

@@ -101,6 +101,7 @@ CORE_CONFIG = [
     *_cases(CoreConfig, "quantization_config", [{"l_p_value": 2}, None]),
     *_cases(CoreConfig, "mixed_precision_config", [QC()]),
     *_cases(CoreConfig, "bit_width_config", [[], None]),
+    *_cases(CoreConfig, "n_iter", [0, 2.5]),
 ]
 
 RESOURCES = [

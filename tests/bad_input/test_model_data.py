@@ -82,14 +82,6 @@ MODELS = [
         reason="named_weights raises a builtin ValueError",
     ),
     Case(
-        "model=Lambda layer",
-        lambda: ptq(_lambda_model(), images()),
-        ("'times_two'", "Lambda"),
-        owner="kerasq/builder (clone_operation)",
-        reason="Keras' safe-mode ValueError escapes; it names no layer and its advice (safe_mode=False) does not apply",
-        today="unclear",
-    ),
-    Case(
         "resource_utilization_data(model=subclassed)",
         lambda: kerasq.core.keras_resource_utilization_data(_subclassed()),
         ("subclassed",),
@@ -133,12 +125,6 @@ DATA_CASES = [
     ),
     _data_case("data=None", None, ("representative data", "NoneType"), "raises a builtin TypeError"),
     _data_case("data='data.npz'", "data.npz", ("representative data", "str"), "raises a builtin TypeError"),
-    _data_case(
-        "data=generator object",
-        lambda: (b for b in [[images()]]),
-        ("generator",),
-        _FLOAT_RAISES,
-    ),
     _data_case("data=2 arrays for 1 input", [images(), images()], ("2 arrays", "'pixels'"), _FLOAT_RAISES),
     _data_case(
         "data=1 array for 2 inputs",
