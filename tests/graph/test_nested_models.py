@@ -154,16 +154,9 @@ def _litert(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-SHARED_EXPORT = pytest.mark.xfail(
-    strict=True,
-    reason="INT8 export of a layer called twice: export/int8_graph.py makes one twin per call, both with the "
-    "layer's name (Keras: 'The name ... is used 2 times'); a shared Conv2D in a flat model fails the same way",
-)
-
-
 @pytest.mark.parametrize(
     "builder",
-    [rescaling_then_backbone, pytest.param(shared_backbone, marks=SHARED_EXPORT),
+    [rescaling_then_backbone, shared_backbone,
      sequential_in_functional_in_functional, backbone_with_two_outputs, backbone_with_two_inputs],
 )  # fmt: skip
 def test_nested_model_exports_to_int8_tflite(builder):
