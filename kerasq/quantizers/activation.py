@@ -7,7 +7,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasq.errors import ConfigError
 from kerasq.params import QuantParams
+from kerasq.params.quant_params import HALF_TO_EVEN, ROUNDINGS
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 
 
@@ -17,9 +19,13 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def __init__(
         self, n_bits: int = 8, qmin: int = -128, qmax: int = 127, method: str = "power_of_two",
-        signed: bool = True, sample_shape: tuple[int, ...] | None = None, **kwargs: Any,
+        signed: bool = True, sample_shape: tuple[int, ...] | None = None, rounding: str = HALF_TO_EVEN,
+        **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
+        if rounding not in ROUNDINGS:
+            raise ConfigError(f"ActivationQuantizer rounding must be one of {ROUNDINGS}, got {rounding!r}.")
+        self.rounding = rounding  # where ties go (kerasq.quantizers.fake_quant)
         self.n_bits, self.qmin, self.qmax = int(n_bits), int(qmin), int(qmax)
         self.method, self.signed = str(method), bool(signed)
         # On a model input with unknown dimensions: one calibration sample's shape (no batch axis), so an
@@ -30,7 +36,10 @@ class ActivationQuantizer(keras.layers.Layer):
 
     @classmethod
     def from_params(cls, params: QuantParams, name: str) -> ActivationQuantizer:
-        layer = cls(params.n_bits, params.qmin, params.qmax, params.method.value, params.signed, name=name)
+        layer = cls(
+            params.n_bits, params.qmin, params.qmax, params.method.value, params.signed, rounding=params.rounding,
+            name=name,
+        )  # fmt: skip
         layer.set_params(params)
         return layer
 
@@ -44,7 +53,10 @@ class ActivationQuantizer(keras.layers.Layer):
         return float(scale), float(self.zero_point.numpy())
 
     def call(self, inputs: Any) -> Any:
-        return fake_quant(inputs, grid_scale(self.scale, self.method), self.zero_point, self.qmin, self.qmax)
+        return fake_quant(
+            inputs, grid_scale(self.scale, self.method), self.zero_point, self.qmin, self.qmax, self.rounding,
+            self.n_bits,
+        )  # fmt: skip
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
@@ -58,5 +70,6 @@ class ActivationQuantizer(keras.layers.Layer):
             method=self.method,
             signed=self.signed,
             sample_shape=self.sample_shape,
+            rounding=self.rounding,
         )
         return config
