@@ -70,7 +70,7 @@ def _quantize(x: Any, p: QuantParams) -> Any:
     shape = p.broadcast_shape(tuple(x.shape))
     scale = np.asarray(p.scale, np.float32).reshape(shape)
     zero_point = np.asarray(p.zero_point, np.float32).reshape(shape)
-    return fake_quant(x, scale, zero_point, p.qmin, p.qmax)
+    return fake_quant(x, scale, zero_point, p.qmin, p.qmax, p.rounding, p.n_bits)
 
 
 def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:

@@ -10,6 +10,34 @@ from kerasq.core.enums import QuantizationMethod
 
 MIN_SCALE = 2.0**-24  # floor that keeps degenerate (all-zero) tensors on a valid grid
 
+# Where ties (a value exactly halfway between two levels) go: to the even level, or away from the level that is 0
+# in the integer tensor a runtime stores the grid in (TFLite's int8 / int16 average pooling rounds its integer
+# means so). Ties are rare after a convolution but structural after an average pool (a 2x2 mean is a multiple
+# of 1/4).
+HALF_TO_EVEN = "half_to_even"
+HALF_AWAY_FROM_STORED_ZERO = "half_away_from_stored_zero"
+ROUNDINGS = (HALF_TO_EVEN, HALF_AWAY_FROM_STORED_ZERO)
+# An integer mean of n values is a multiple of 1/n; float32 arithmetic puts it within ~1e-4 of that at 8 bits,
+# so values this close to a half are ties (exact for windows of up to ~500 values).
+TIE_TOLERANCE = 2.0**-10
+
+
+def stored_zero(qmin: int, qmax: int, n_bits: int) -> int:
+    """The level of the integer grid [qmin, qmax] that is 0 in the tensor the export stores it in: int16 for
+    16-bit grids; for grids of at most 8 bits int8, with the grid's levels centred in its 256 levels (the
+    convention of ``kerasq.export.int8_graph.storage_range``)."""
+    if n_bits > 8:
+        return qmin + 2 ** (n_bits - 1)
+    return qmin - (255 - (qmax - qmin)) // 2 + 128
+
+
+def round_levels(v: np.ndarray, rounding: str, origin: float) -> np.ndarray:
+    """``v`` (in grid levels) to the nearest integer, ties as ``rounding`` says (numpy)."""
+    if rounding == HALF_TO_EVEN:
+        return np.round(v)
+    d = v - origin
+    return np.sign(d) * np.floor(np.abs(d) + (0.5 + TIE_TOLERANCE)) + origin
+
 
 def integer_range(n_bits: int, signed: bool, narrow_range: bool = False) -> tuple[int, int]:
     """(qmin, qmax) of a b-bit grid; narrow range drops the most negative level (TFLite int8 weights)."""
@@ -24,6 +52,8 @@ class QuantParams:
 
     ``scale`` / ``zero_point`` have shape () per tensor or (C,) per channel, where the channels are the
     kernel axes ``channel_axis`` flattened in C order. ``threshold`` is set for symmetric / power-of-two grids.
+    ``rounding``: where ties go (``kerasq.quantizers.fake_quant``); half to even unless the platform rounds
+    a tensor its own way (TFLite's average pooling).
     """
 
     scale: np.ndarray
@@ -35,6 +65,7 @@ class QuantParams:
     signed: bool
     channel_axis: int | tuple[int, ...] | None = None
     threshold: np.ndarray | None = None
+    rounding: str = HALF_TO_EVEN
 
     @property
     def range_min(self) -> np.ndarray:
@@ -61,7 +92,8 @@ class QuantParams:
         shape = self.broadcast_shape(x.shape)
         scale = self.scale.astype(np.float32).reshape(shape)
         zero_point = self.zero_point.astype(np.float32).reshape(shape)
-        q = np.clip(np.round(x / scale) + zero_point, self.qmin, self.qmax)
+        origin = stored_zero(self.qmin, self.qmax, self.n_bits)
+        q = np.clip(round_levels(x / scale + zero_point, self.rounding, origin), self.qmin, self.qmax)
         return ((q - zero_point) * scale).astype(np.float32)
 
     def to_dict(self) -> dict:
@@ -73,7 +105,7 @@ class QuantParams:
             "qmin": self.qmin, "qmax": self.qmax, "channel_axis": self.channel_axis,
             "scale": values(self.scale), "zero_point": values(self.zero_point),
             "threshold": values(self.threshold), "range_min": values(self.range_min),
-            "range_max": values(self.range_max),
+            "range_max": values(self.range_max), "rounding": self.rounding,
         }  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -111,7 +111,10 @@ class GridCache:
         }
         for tid, spec in plan.activations.items():
             if spec.shares_grid_of is not None:
-                activations[tid] = activations[spec.shares_grid_of]
+                shared = activations[spec.shares_grid_of]
+                activations[tid] = (
+                    shared if spec.rounding == shared.rounding else replace(shared, rounding=spec.rounding)
+                )
         weights = {
             node: {name: self.weight(spec, spec.n_bits) for name, spec in kernels.items()}
             for node, kernels in progress(

@@ -16,6 +16,7 @@ from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import is_weighted
 from kerasq.graph.weights import QUANTIZED_KERNELS, channel_axes, named_weights
+from kerasq.params.quant_params import HALF_AWAY_FROM_STORED_ZERO, HALF_TO_EVEN
 from kerasq.platform.capabilities import OpQuantizationConfig, TargetPlatformCapabilities
 
 
@@ -31,6 +32,9 @@ class ActivationSpec:
     bit_candidates: tuple[int, ...]
     fixed_range: tuple[float, float] | None = None  # imposed by the platform; no search
     shares_grid_of: int | None = None  # takes the grid of this tensor (e.g. the concat it feeds)
+    rounding: str = (
+        HALF_TO_EVEN  # where ties go (kerasq.params.quant_params): the device's rule if it has one
+    )
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,11 @@ def _round_onto_input_grid(
     if source not in plan.activations:
         producer = producers[source].name if source in producers else spec.producer
         plan.activations[source] = replace(spec, tensor=source, producer=producer)
-    plan.activations[tensor] = replace(spec, tensor=tensor, producer=name)
+    # TFLite rounds the integer means half away from the stored zero (int8 0), not to even: on the Keras side
+    # that rule matters, since a 2x2 mean is a tie a quarter of the time
+    plan.activations[tensor] = replace(
+        spec, tensor=tensor, producer=name, rounding=HALF_AWAY_FROM_STORED_ZERO
+    )
 
 
 def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:

@@ -70,8 +70,8 @@ class OpQuantizationConfig:
         inputs_share_output_grid: the op's inputs take its output grid, whatever else reads them (TFLite's
             converter gives a concatenation and all its operands one scale).
         output_on_input_grid: with ``quantization_preserving``, the op rounds its output onto its input's
-            grid (TFLite's int8 average pooling keeps the input scale but rounds each mean), so a quantizer on
-            the input's grid follows it.
+            grid (TFLite's int8 average pooling keeps the input scale but rounds each mean, ties away from the
+            stored int8 zero), so a quantizer on the input's grid, rounding ties that way, follows it.
         fixed_output_range: (lo, hi) the device imposes on the output (e.g. TFLite's softmax/logistic
             [0, 255/256]); used instead of a searched threshold. With UNIFORM 8-bit activations the grid is
             exactly TFLite's fixed scale and zero point.

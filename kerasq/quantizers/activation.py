@@ -9,6 +9,7 @@ import numpy as np
 
 from kerasq.errors import ConfigError
 from kerasq.params import QuantParams
+from kerasq.params.quant_params import HALF_TO_EVEN, ROUNDINGS
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 
 
@@ -19,9 +20,13 @@ class ActivationQuantizer(keras.layers.Layer):
     def __init__(
         self, n_bits: int = 8, qmin: int = -128, qmax: int = 127, method: str = "power_of_two",
         signed: bool = True, sample_shape: tuple[int, ...] | None = None, reference_count: int = 0,
+        rounding: str = HALF_TO_EVEN,
         **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
+        if rounding not in ROUNDINGS:
+            raise ConfigError(f"ActivationQuantizer rounding must be one of {ROUNDINGS}, got {rounding!r}.")
+        self.rounding = rounding  # where ties go (kerasq.quantizers.fake_quant)
         self.n_bits, self.qmin, self.qmax = int(n_bits), int(qmin), int(qmax)
         self.method, self.signed = str(method), bool(signed)
         # On a model input with unknown dimensions: one calibration sample's shape (no batch axis), so an
@@ -52,7 +57,7 @@ class ActivationQuantizer(keras.layers.Layer):
         """A quantizer on ``params``' grid; ``reference_inputs`` (n samples of a model input) are kept with it."""
         layer = cls(
             n_bits=params.n_bits, qmin=params.qmin, qmax=params.qmax, method=params.method.value,
-            signed=params.signed, name=name,
+            signed=params.signed, name=name, rounding=params.rounding,
             sample_shape=None if reference_inputs is None else reference_inputs.shape[1:],
             reference_count=0 if reference_inputs is None else len(reference_inputs),
         )  # fmt: skip
@@ -71,7 +76,10 @@ class ActivationQuantizer(keras.layers.Layer):
         return float(scale), float(self.zero_point.numpy())
 
     def call(self, inputs: Any) -> Any:
-        return fake_quant(inputs, grid_scale(self.scale, self.method), self.zero_point, self.qmin, self.qmax)
+        return fake_quant(
+            inputs, grid_scale(self.scale, self.method), self.zero_point, self.qmin, self.qmax, self.rounding,
+            self.n_bits,
+        )  # fmt: skip
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
@@ -86,5 +94,6 @@ class ActivationQuantizer(keras.layers.Layer):
             signed=self.signed,
             sample_shape=self.sample_shape,
             reference_count=self.reference_count,
+            rounding=self.rounding,
         )
         return config

@@ -117,7 +117,7 @@ HESSIAN = [
         "HessianConfig.min_iterations>max",
         lambda: HessianConfig(min_iterations=9, max_iterations=3),
         (r"HessianConfig\.min_iterations", "max_iterations"),
-    ),  # fmt: skip
+    ),
     *_cases(HessianConfig, "tolerance", [0, -1e-3, NAN, "1e-3"]),
     *_cases(HessianConfig, "seed", [1.5, None]),
 ]

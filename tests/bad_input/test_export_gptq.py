@@ -37,26 +37,26 @@ EXPORTS = [
         "export(serialization_format='onnx')",
         _export("q.onnx", serialization_format="onnx"),
         ("serialization_format='onnx'", "KERAS, SAVEDMODEL, TFLITE"),
-    ),  # fmt: skip
+    ),
     Case("export(serialization_format=3)", _export(serialization_format=3), ("serialization_format=3",)),
     Case(
         "export(quantization_format='int4')",
         _export(quantization_format="int4"),
         ("quantization_format='int4'", "FAKELY_QUANT, INT8"),
-    ),  # fmt: skip
+    ),
     Case("export(quantization_format=None)", _export(quantization_format=None), ("quantization_format",)),
     Case(
         "export(INT8 of a float model)",
         lambda: keras_export_model(tiny_model(), "/nonexistent-kerasq-dir/f.tflite", "tflite", "int8"),
         ("'tiny'", "no kerasq quantizers", "keras_post_training_quantization"),
-    ),  # fmt: skip
+    ),
     Case(
         "export(model='q.keras')",
         lambda: keras_export_model("q.keras", "/nonexistent-kerasq-dir/q.keras"),
         ("model", "str"),
         EXPORT,
         BUILTIN,
-    ),  # fmt: skip
+    ),
     Case("export(.keras path for TFLITE)", _export("q.keras"), ("TFLITE", "'.tflite'"), EXPORT, BUILTIN),
     Case(
         "export(INT8 as KERAS)",
@@ -64,7 +64,7 @@ EXPORTS = [
         ("INT8", "TFLITE"),
         EXPORT,
         BUILTIN,
-    ),  # fmt: skip
+    ),
     Case(
         "export(integer_io without INT8)",
         _export(integer_io=True),
@@ -80,7 +80,7 @@ EXPORTS = [
         EXPORT,
         UNCLEAR,
         "unclear",
-    ),  # fmt: skip
+    ),
     Case(
         "predict(runtime='onnx')",
         lambda: predict(b"", np.zeros((1, 8, 8, 3), "float32"), runtime="onnx"),
@@ -137,14 +137,14 @@ GPTQ_CASES = [
         ("hessian_batch_size|hessian_num_samples",),
         GPTQ,
         BUILTIN,
-    ),  # fmt: skip
+    ),
     Case(
         "gptq(gptq_config=None)",
         lambda: keras_gradient_post_training_quantization(tiny_model(), images(), None),
         ("gptq_config",),
         "kerasq/gptq (quantize.py)",
         BUILTIN,
-    ),  # fmt: skip
+    ),
     Case(
         "gptq(model=Sequential without inputs)",
         lambda: keras_gradient_post_training_quantization(keras.Sequential(), images(), GradientPTQConfig(1)),

@@ -48,7 +48,7 @@ CASES = [
         "target weights_memory=1 (infeasible)",
         _target(RU(weights_memory=1)),
         ("weights_memory budget 1 ", "raise the weights_memory budget to at least"),
-    ),  # fmt: skip
+    ),
     Case(
         "target activation_memory=1 (infeasible)",
         _target(RU(activation_memory=1)),
@@ -64,12 +64,12 @@ CASES = [
         "configuration_overwrite=[0] (too short)",
         _overwrite([0]),
         (r"configuration_overwrite has 1 entries", "configurable units"),
-    ),  # fmt: skip
+    ),
     Case(
         "configuration_overwrite=[7, 0, ...] (index out of range)",
         _overwrite([7, 0, 0, 0, 0, 0]),
         (r"configuration_overwrite\[0\]=7", "pixels", r"index in 0\.\.2"),
-    ),  # fmt: skip
+    ),
     Case("search(resource='flops')", _search(resource="flops"), ("resource", "'flops'")),
     Case("search(resource=None)", _search(resource=None), ("resource",)),
     Case(
@@ -81,33 +81,33 @@ CASES = [
         "search(two targets)",
         _search(max_accuracy_drop=1.0, evaluate_fn=lambda m: 1.0),
         ("exactly one target",),
-    ),  # fmt: skip
+    ),
     Case(
         "search(max_accuracy_drop, no evaluate_fn)",
         _search(target_output_distance=None, max_accuracy_drop=1.0),
         ("evaluate_fn",),
-    ),  # fmt: skip
+    ),
     Case(
         "search(evaluate_fn=3)",
         _search(target_output_distance=None, max_accuracy_drop=1.0, evaluate_fn=3),
         ("evaluate_fn",),
-    ),  # fmt: skip
+    ),
     Case(
         "search(max_accuracy_drop=NaN)",
         _search(target_output_distance=None, max_accuracy_drop=math.nan, evaluate_fn=lambda m: 1.0),
         ("max_accuracy_drop",),
-    ),  # fmt: skip
+    ),
     Case(
         "search(max_accuracy_drop=-1)",
         _search(target_output_distance=None, max_accuracy_drop=-1, evaluate_fn=lambda m: 1.0),
         ("max_accuracy_drop", ">= 0"),
-    ),  # fmt: skip
+    ),
     Case("search(target_output_distance=0)", _search(target_output_distance=0), ("target_output_distance",)),
     Case(
         "search(target_output_distance=NaN)",
         _search(target_output_distance=math.nan),
         ("target_output_distance",),
-    ),  # fmt: skip
+    ),
     Case(
         "search(target_output_distance='5%')",
         _search(target_output_distance="5%"),

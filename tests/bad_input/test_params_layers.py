@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from bad_input.matrix import Case, check, params
 
+import kerasq
 from kerasq.core import QuantizationErrorMethod as E
 from kerasq.core import QuantizationMethod as M
 from kerasq.errors import ConfigError, DataError
@@ -48,7 +49,7 @@ PARAMS = [
         "search_activation_params(observed_min>max)",
         _activations(observed_min=3.0, observed_max=-1.0),
         ("observed",),
-    ),  # fmt: skip
+    ),
     Case("search_activation_params(HMSE)", _activations(error_method=E.HMSE), ("HMSE",)),
 ]
 
@@ -59,15 +60,18 @@ LAYERS = [
         "ShiftedActivation(activation={bad layer})",
         lambda: ShiftedActivation({"class_name": "Nope"}, 0.5),
         ("activation",),
-    ),  # fmt: skip
+    ),
     Case("ShiftedActivation(shift=NaN)", lambda: ShiftedActivation("swish", float("nan")), ("shift",)),
     Case("ShiftedActivation(shift='1')", lambda: ShiftedActivation("swish", "1"), ("shift",)),
     Case("ShiftedActivation(padding=5)", lambda: ShiftedActivation("swish", 0.5, padding=5), ("padding",)),
     Case(
+        "ActivationQuantizer(rounding='up')", lambda: kerasq.ActivationQuantizer(rounding="up"), ("rounding",)
+    ),
+    Case(
         "ShiftedActivation(padding=[(-1, 0)])",
         lambda: ShiftedActivation("swish", 0.5, padding=[(-1, 0)]),
         ("padding",),
-    ),  # fmt: skip
+    ),
 ]
 
 

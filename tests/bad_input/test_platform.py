@@ -55,7 +55,7 @@ OP_CONFIG = [
         "fixed_output_range",
         [(1.0, 2.0), (0.0,), 5, (0.0, "1"), (-1.0, float("inf")), (0.0, 0.0)],
         (r"OpQuantizationConfig\.fixed_output_range",),
-    ),  # fmt: skip
+    ),
     *[
         case
         for flag in (
@@ -76,7 +76,7 @@ OPERATOR_SETS = [
         "OperatorSet.kinds=('conv2d',)",
         lambda: OperatorSet("w", ("conv2d",), CFG),
         ("'conv2d'", "Did you mean 'conv'"),
-    ),  # fmt: skip
+    ),
     Case(
         "OperatorSet.kinds=('Relu',)", lambda: OperatorSet("a", ("relu6", "Relu"), CFG), ("'Relu'", "'relu'")
     ),
@@ -84,7 +84,7 @@ OPERATOR_SETS = [
         "OperatorSet.kinds=('dense', 'batchnorm')",
         lambda: OperatorSet("w", ["dense", "batchnorm"], CFG),
         ("'batchnorm'", "batch_norm"),
-    ),  # fmt: skip
+    ),
     Case("OperatorSet.kinds='conv'", lambda: OperatorSet("w", "conv", CFG), (r"kinds must be a tuple",)),
     Case("OperatorSet.kinds=(3,)", lambda: OperatorSet("w", (3,), CFG), ("unknown op kind 3",)),
     *_cases(OperatorSet, "name", ["", None], (r"OperatorSet\.name",), kinds=("conv",), config=CFG),
@@ -99,18 +99,18 @@ PLATFORMS = [
         ["", None],
         (r"TargetPlatformCapabilities\.name",),
         default_config=CFG,
-    ),  # fmt: skip
+    ),
     *_cases(TargetPlatformCapabilities, "default_config", [None, "imx500"], ("default_config",), name="mine"),
     Case(
         "TargetPlatformCapabilities.operator_sets=OperatorSet",
         lambda: TargetPlatformCapabilities("mine", CFG, w_set),
         ("operator_sets must be a tuple",),
-    ),  # fmt: skip
+    ),
     Case(
         "TargetPlatformCapabilities.operator_sets=[w, 'a']",
         lambda: _tpc(w_set, "a"),
         ("operator_sets must hold OperatorSet",),
-    ),  # fmt: skip
+    ),
     Case(
         "TargetPlatformCapabilities.operator_sets(kind twice)",
         lambda: _tpc(w_set, OperatorSet("b", ("conv",), CFG)),
@@ -120,7 +120,7 @@ PLATFORMS = [
         "TargetPlatformCapabilities.operator_sets(name twice)",
         lambda: _tpc(w_set, OperatorSet("w", ("relu",), CFG)),
         ("named 'w'",),
-    ),  # fmt: skip
+    ),
     *_cases(
         TargetPlatformCapabilities,
         "fusing_patterns",
@@ -129,17 +129,17 @@ PLATFORMS = [
         name="mine",
         default_config=CFG,
         operator_sets=(w_set, a_set),
-    ),  # fmt: skip
+    ),
     Case(
         "TargetPlatformCapabilities.fusing_patterns('w', 'activaton')",
         lambda: _tpc(w_set, OperatorSet("activation", ("relu",), CFG), patterns=(("w", "activaton"),)),
         ("'activaton'", "Did you mean 'activation'"),
-    ),  # fmt: skip
+    ),
     Case(
         "OperatorSet.kinds=('Conv2D',)",
         lambda: OperatorSet("w", ("Conv2D",), CFG),
         ("'Conv2D'", "Did you mean 'conv'"),
-    ),  # fmt: skip
+    ),
     *_cases(
         TargetPlatformCapabilities,
         "shifted_activations",
@@ -147,7 +147,7 @@ PLATFORMS = [
         ("shifted_activations",),
         name="mine",
         default_config=CFG,
-    ),  # fmt: skip
+    ),
 ]
 
 IN_PTQ = [
