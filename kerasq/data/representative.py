@@ -204,7 +204,8 @@ class RepresentativeData:
             missing = [s.name for s in self.specs if s.name not in batch]
             if missing:
                 raise DataError(f"{where}: dict has keys {sorted(batch)} but the model's inputs are "
-                                 f"{[s.name for s in self.specs]} (missing {missing}).")  # fmt: skip
+                                 f"{[s.name for s in self.specs]} (missing {missing}). Key each array by the name "
+                                 "of the model input it feeds, or pass a list in the order of model.inputs.")  # fmt: skip
             items = [batch[s.name] for s in self.specs]
         elif isinstance(batch, (list, tuple)):
             items = list(batch)
@@ -223,6 +224,11 @@ class RepresentativeData:
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise DataTypeError(
                 f"{where}: input {spec.name!r} has non-numeric dtype {array.dtype}; pass numbers."
+            )
+        if np.issubdtype(array.dtype, np.complexfloating):
+            raise DataTypeError(
+                f"{where}: input {spec.name!r} has complex dtype {array.dtype}, which the model cannot read; pass "
+                "real values (e.g. np.abs(x) or np.real(x), whichever the model was trained on)."
             )
         return array
 

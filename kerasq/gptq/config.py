@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,16 @@ class GradientPTQConfig:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigError(f"GradientPTQConfig.{name} must be callable or None, got {value!r}.")
+        for name in (
+            "use_hessian_based_weights",
+            "use_hessian_sample_attention",
+            "train_bias",
+            "train_scales",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"GradientPTQConfig.{name} must be True or False, got {getattr(self, name)!r}."
+                )
         if self.use_hessian_sample_attention and not self.use_hessian_based_weights:
             raise ConfigError(
                 "GradientPTQConfig.use_hessian_sample_attention needs use_hessian_based_weights=True (it refines "
@@ -88,10 +99,10 @@ class GradientPTQConfig:
                 f"GradientPTQConfig.hessian_num_samples must be an integer >= 1, got {self.hessian_num_samples!r}."
             )
         if self.regularization_factor is not None and not (
-            isinstance(self.regularization_factor, int | float) and self.regularization_factor >= 0
+            isinstance(self.regularization_factor, int | float) and 0 <= self.regularization_factor < math.inf
         ):
             raise ConfigError(
-                "GradientPTQConfig.regularization_factor must be a number >= 0 or None, "
+                "GradientPTQConfig.regularization_factor must be a finite number >= 0 or None, "
                 f"got {self.regularization_factor!r}."
             )
         if not (isinstance(self.rounding_warmup, int | float) and 0 <= self.rounding_warmup < 1):

@@ -1,9 +1,9 @@
 """The bad-input matrix: each case is one call that must fail with a kerasq error naming what is wrong.
 
 ``Case(id, call, names)``: ``call()`` must raise a ``kerasq.KerasqError`` whose message matches every regex in
-``names`` (the argument, field or layer at fault) and says what to do (a word from ``_FIX``). A case in code
-another area owns and still failing there carries ``owner`` and ``reason``: it runs as a strict xfail, so the
-day that area is fixed the XPASS fails the run and the mark has to go.
+``names`` (the argument, field or layer at fault) and says what to do (a word from ``_FIX``). A case that
+failed before the issue-13 fixes in code outside the area that wrote it records that area (``owner``) and how
+it failed (``reason``, ``before``): the history the closing matrix reports; every case passes now.
 """
 
 from __future__ import annotations
@@ -39,42 +39,19 @@ class NotKerasqError(AssertionError):
     """The error is not a ``kerasq.KerasqError`` (a builtin or third-party exception escaped)."""
 
 
-# how a case of another area fails today -> the failure its strict xfail expects (any other failure fails)
-TODAY = {"builtin": NotKerasqError, "silent": NoError, "unclear": Unclear}
-
-
-# Cases of other areas that still fail after the issue-13 fixes landed (every other owned case now passes).
-STILL_FAILING = frozenset({
-    "GradientPTQConfig.use_hessian_based_weights='yes'", "GradientPTQConfig.regularization_factor=inf",
-    "GradientPTQConfig.train_bias='no'", "GradientPTQConfig.train_scales='no'",
-    "data=complex", "data=dict with unknown keys",
-})  # fmt: skip
-
-
 @dataclass(frozen=True)
 class Case:
     id: str
     call: Callable[[], object]
     names: tuple[str, ...]
-    owner: str | None = None  # the area whose code has to change for this case to pass
-    reason: str = ""  # what that code does today
-    today: str = "builtin"  # how it fails today (a key of TODAY)
+    owner: str | None = None  # the area whose code had to change for this case to pass
+    reason: str = ""  # what that code did before the fix
+    today: str = "builtin"  # how it failed before: "builtin" error, "silent" (no error) or "unclear" message
 
 
 def params(cases: Sequence[Case]) -> list:
-    """``pytest.param`` per case; a case of another area is a strict xfail that expects exactly its failure of
-    today, so a different failure (say a message that stopped naming the argument) still fails the run."""
-    out = []
-    for case in cases:
-        marks = []
-        if case.owner is not None and case.id in STILL_FAILING:
-            marks.append(
-                pytest.mark.xfail(
-                    strict=True, raises=TODAY[case.today], reason=f"owned by {case.owner}: {case.reason}"
-                )
-            )
-        out.append(pytest.param(case, id=case.id, marks=marks))
-    return out
+    """One ``pytest.param`` per case, with the case's id."""
+    return [pytest.param(case, id=case.id) for case in cases]
 
 
 def check(case: Case) -> kerasq.KerasqError:
