@@ -106,3 +106,17 @@ def test_sqnr_and_compare():
     assert result.max_abs_error == pytest.approx(0.5) and result.sqnr_db < 20.0
     with pytest.raises(kerasq.KerasqError, match="2 outputs"):
         compare([ref], [ref, ref], samples=1)
+
+
+def test_a_float_lambda_between_quantized_layers_is_refused_by_name(tmp_path):
+    # The second case: Lambda(t * 2 + 1) kept float between quantized convolutions (17 steps off once).
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Lambda(lambda t: t * 2.0 + 1.0, name="affine_lambda")(x)
+    x = layers.Conv2D(8, 3, padding="same")(x)
+    model = keras.Model(inputs, layers.Dense(5)(layers.GlobalAveragePooling2D()(x)))
+    data = np.random.default_rng(0).uniform(0, 1, (32, 16, 16, 3)).astype("float32")
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(model, data, target_platform_capabilities=TFLITE)
+    with pytest.raises(kerasq.KerasqError, match="'affine_lambda'"):
+        _int8(q_model, tmp_path / "lambda.tflite")
+    assert not (tmp_path / "lambda.tflite").exists()
