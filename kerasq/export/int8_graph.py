@@ -23,7 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from kerasq.errors import ExportError
-from kerasq.export.lowering import AFFINE_THEN_CLIP, CLIPPED_RANGE, LOWERINGS, LoweredActivation
+from kerasq.export.lowering import (
+    AFFINE_THEN_CLIP,
+    CLIPPED_RANGE,
+    LOWERINGS,
+    AveragePoolAsDepthwise,
+    LoweredActivation,
+)
 from kerasq.export.report import Requantization
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, fresh_inputs, resolve_refs
@@ -468,6 +474,8 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
                     node.name, f"{node.kind} is lowered to an affine op clipped by its output grid, which is not "
                     f"inside [{low:g}, {high:g}] here",
                 ))  # fmt: skip
+        elif node.kind == "avg_pool" and _pool_as_depthwise(node, producers, consumers):
+            twin = AveragePoolAsDepthwise(op.pool_size, op.strides, name=node.name)
         else:
             twin = op
         twins[id(op)] = twin
@@ -505,6 +513,20 @@ def _carried_grid(
         return None
     source = producers.get(node.inputs[0]) if node.inputs else None
     return source.op if source is not None and isinstance(source.op, ActivationQuantizer) else None
+
+
+def _pool_as_depthwise(node: Node, producers: dict[int, Node], consumers: dict[int, list[Node]]) -> bool:
+    """A 'valid' AveragePooling2D whose output grid differs from its input grid (see ``lowering``)."""
+    op = node.op
+    if not isinstance(op, keras.layers.AveragePooling2D) or op.padding != "valid":
+        return False
+    if op.data_format != "channels_last":
+        return False
+    source = producers.get(node.inputs[0]) if node.inputs else None
+    grid, own = (source.op if source is not None else None), _output_quantizer(node, consumers)
+    if not isinstance(grid, ActivationQuantizer) or own is None or grid.n_bits > 8:
+        return False
+    return grid.grid() != own.grid() or storage_range(grid) != storage_range(own)
 
 
 def _kept_float(node: Node) -> bool:

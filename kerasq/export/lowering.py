@@ -5,6 +5,12 @@ depthwise convolution with kernel 1/6 (exact in int8: level 127 of the per-chann
 1/2, so the file rounds once, onto the output grid, as the Keras model does. The clip is the output grid's own
 range, which lies inside [0, 1] for every grid kerasq chooses for a hard-sigmoid output (its values are in
 [0, 1]); the exporter checks that and reports it otherwise.
+
+A 2D average pool whose output grid differs from its input grid (imx500 gives pools grids of their own) is a
+depthwise convolution with kernel 1/(kh * kw), exact in int8 the same way. TFLite's AVERAGE_POOL_2D keeps its
+input scale, and the converter's requantization around it fails on some graphs ("violate the same scale
+constraint": DenseNet's transitions); a DEPTHWISE_CONV_2D rescales onto the output grid itself, rounding once
+as the Keras model does.
 """
 
 from __future__ import annotations
@@ -22,18 +28,48 @@ def _affine_per_channel(x: tf.Tensor, factor: float, offset: float) -> tf.Tensor
     shape = x.shape
     channels = int(shape[-1])
     x4 = x if shape.rank == 4 else tf.reshape(x, [-1, 1, int(np.prod(shape[1:-1])), channels])
-    step = np.full(channels, abs(factor) / 127.0, np.float32)
-    kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-        tf.constant(np.full((1, 1, 1, channels), factor, np.float32)),
-        -127 * step,
-        127 * step,
-        narrow_range=True,
-    )
+    kernel = _exact_kernel(factor, (1, 1, 1, channels), channels)
     y = tf.raw_ops.DepthwiseConv2dNative(
         input=x4, filter=tf.reshape(kernel, [1, 1, channels, 1]), strides=[1, 1, 1, 1], padding="VALID"
     )
     y = y + tf.constant(np.full(channels, offset, np.float32))
     return y if shape.rank == 4 else tf.reshape(y, [-1, *shape[1:]])
+
+
+def _exact_kernel(value: float, shape: tuple[int, ...], channels: int) -> tf.Tensor:
+    """A constant kernel of ``value`` fake-quantized per channel so that it is int8 level 127, exactly."""
+    step = np.full(channels, abs(value) / 127.0, np.float32)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        tf.constant(np.full(shape, value, np.float32)), -127 * step, 127 * step, narrow_range=True
+    )
+
+
+def average_pool_as_depthwise(
+    x: tf.Tensor, pool_size: tuple[int, int], strides: tuple[int, int]
+) -> tf.Tensor:
+    """A 'valid' 2D average pool (NHWC) as one DEPTHWISE_CONV_2D with the exact int8 kernel 1/(kh * kw)."""
+    (kh, kw), channels = pool_size, int(x.shape[-1])
+    kernel = _exact_kernel(1.0 / (kh * kw), (kh, kw, 1, channels), channels)
+    return tf.raw_ops.DepthwiseConv2dNative(
+        input=x, filter=tf.reshape(kernel, [kh, kw, channels, 1]), strides=[1, *strides, 1], padding="VALID"
+    )
+
+
+class AveragePoolAsDepthwise(keras.layers.Layer):
+    """Export-only: a 'valid' AveragePooling2D computed by ``average_pool_as_depthwise``."""
+
+    def __init__(self, pool_size: tuple[int, int], strides: tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool_size, self.strides = tuple(pool_size), tuple(strides)
+
+    def call(self, x: Any) -> Any:
+        return average_pool_as_depthwise(x, self.pool_size, self.strides)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        n, h, w, c = input_shape
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        size = [None if d is None else (d - k) // s + 1 for d, k, s in ((h, kh, sh), (w, kw, sw))]
+        return (n, *size, c)
 
 
 # Activations that are ``clip(factor * x + offset, low, high)``: kind -> (factor, offset, (low, high)).
