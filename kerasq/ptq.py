@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasq.builder import build_model
+from kerasq.builder import BuiltModel, build_model
 from kerasq.core.config import CoreConfig, QuantizationConfig
 from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.core.resource_utilization import ResourceUtilization
@@ -116,10 +116,15 @@ def prepare(
     data = RepresentativeData(
         representative_data_gen, input_specs_from_model(model), max_batches=core_config.n_iter
     )
-    stats = _observe(graph, plan, data, qc.num_histogram_bins)
+    float_model = build_model(
+        graph
+    )  # one float replay for both passes unless shift-negative changes the graph
+    stats = _observe(graph, plan, data, qc.num_histogram_bins, float_model)
     constant = _constant_warning(graph, plan, stats)
-    graph, plan, warnings = apply_shift_negative(graph, plan, stats, qc, tpc)
-    input_means = _input_means(graph, plan, data) if qc.weights_bias_correction else {}
+    corrected_graph, plan, warnings = apply_shift_negative(graph, plan, stats, qc, tpc)
+    if corrected_graph is not graph:
+        graph, float_model = corrected_graph, build_model(corrected_graph)
+    input_means = _input_means(graph, plan, data, float_model) if qc.weights_bias_correction else {}
     importance = None
     if qc.weights_error_method is QuantizationErrorMethod.HMSE:
         n_images = core_config.mixed_precision_config.num_of_images
@@ -205,17 +210,15 @@ def _observe(
     plan: QuantizationPlan,
     data: RepresentativeData,
     bins: int,
-    tensors: list[int] | None = None,
+    built: BuiltModel,
 ) -> dict[int, TensorStats]:
-    """Histogram every tensor the plan quantizes (or just ``tensors``), in one pass of the float model."""
+    """Histogram every tensor the plan quantizes, in one pass of the float model ``built`` (of ``graph``)."""
     ids = [t for t, spec in plan.activations.items() if spec.fixed_range is None]  # shared too: for reports
     ids += sorted(plan.fused)  # for runtimes that store what the platform fuses (FusedTensorRange)
-    ids = ids if tensors is None else list(tensors)
     if not ids:
         return {}
     position = {t: i for i, t in enumerate(_graph_order(graph))}
     ids = sorted(ids, key=lambda t: position.get(t, len(position)))  # errors name the earliest tensor first
-    built = build_model(graph)
     probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids])
     names = _tensor_names(graph, plan, ids)
     stats = collect_statistics(probe, names, data, bins, locate=_first_non_finite(graph, built))
@@ -276,12 +279,14 @@ def rewrite_graph(graph: Graph, qc: QuantizationConfig) -> Graph:
     return graph
 
 
-def _input_means(graph: Graph, plan: QuantizationPlan, data: RepresentativeData) -> dict[str, np.ndarray]:
-    """The input of every quantized conv / depthwise / dense node, averaged over samples (float model)."""
+def _input_means(
+    graph: Graph, plan: QuantizationPlan, data: RepresentativeData, built: BuiltModel
+) -> dict[str, np.ndarray]:
+    """The input of every quantized conv / depthwise / dense node, averaged over samples (float model ``built``
+    of ``graph``)."""
     nodes = [n for n in graph.nodes if n.name in plan.weights and n.kind in CORRECTED_KINDS]
     if not nodes:
         return {}
-    built = build_model(graph)
     probe = keras.Model(built.model.inputs, [built.tensors[n.inputs[0]] for n in nodes])
     return dict(zip([n.name for n in nodes], collect_mean_maps(probe, data), strict=True))
 
