@@ -78,6 +78,7 @@ class GridCache:
         self.importance = importance or {}
         self._activations: dict[tuple[int, int], QuantParams] = {}
         self._weights: dict[tuple[str, str, int], QuantParams] = {}
+        self._consumers = graph.consumers()
 
     def activation(self, spec: ActivationSpec, n_bits: int) -> QuantParams:
         key = (spec.tensor, n_bits)
@@ -92,7 +93,9 @@ class GridCache:
         """The 8-bit grid a runtime that stores fused ``tensor`` should use (``fused_tensor_params``)."""
         key = (tensor, -8)
         if key not in self._activations:
-            self._activations[key] = fused_tensor_params(self.stats[tensor])
+            readers = self._consumers.get(tensor, [])
+            consumer = readers[0].kind if len(readers) == 1 else None
+            self._activations[key] = fused_tensor_params(self.stats[tensor], consumer)
         return self._activations[key]
 
     def weight(self, spec: WeightSpec, n_bits: int) -> QuantParams:
