@@ -179,6 +179,12 @@ def _layers_of(tensor_names: list[str], model: keras.Model) -> list[str]:
     return found
 
 
+def _listed(names: list[str], limit: int = 6) -> str:
+    """``names`` joined, the first ``limit`` of them and a count of the rest."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 def check_integer(flatbuffer: bytes, graph: ExportGraph, width: int) -> None:
     """Raise unless LiteRT can run the model and every tensor inside it is an integer one."""
     name = graph.model.name
@@ -193,6 +199,14 @@ def check_integer(flatbuffer: bytes, graph: ExportGraph, width: int) -> None:
         )
         raise ExportError(f"LiteRT cannot run the converted {name!r}: {err}. {hint}") from err
     leftovers = float_tensors(flatbuffer)
+    if leftovers and graph.float_layers:  # the likely cause: layers kerasq could not quantize
+        raise ExportError(
+            f"INT8 export of {name!r} left {len(leftovers)} float tensors: kerasq keeps "
+            f"{_listed(graph.float_layers)} in float (no quantizer for that kind of layer, see the warnings of "
+            "the quantization report), and TFLite's converter then computes them, and the quantized layers "
+            "next to them, in float. Replace them with layers kerasq quantizes (Keras built-in layers or "
+            "keras.ops calls), or export FAKELY_QUANT (float TFLite graph)."
+        )
     if leftovers:
         layers = _layers_of(leftovers, graph.model) or [", ".join(leftovers[:4])]
         raise ExportError(

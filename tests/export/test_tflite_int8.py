@@ -416,3 +416,14 @@ def test_a_layer_applied_twice_exports_with_one_kernel(platform):
     assert len(kernels) == 1  # the shared convolution's kernel is stored once
     np.testing.assert_allclose(_litert(flatbuffer, data[:8]), q_model.predict(data[:8], verbose=0),
                                atol=1.01 * _output_step(q_model))  # fmt: skip
+
+
+def test_a_layer_kerasq_keeps_float_is_named_when_the_file_is_not_integer():
+    inputs = keras.Input((8, 8, 4))
+    x = layers.Conv2D(8, 3, padding="same")(inputs)
+    x = layers.LayerNormalization(name="block_norm")(x)
+    model = keras.Model(inputs, layers.Conv2D(4, 1)(x))
+    data = np.random.default_rng(0).normal(size=(16, 8, 8, 4)).astype("float32")
+    q_model = _quantize(model, data)
+    with pytest.raises(ExportError, match=r"kerasq keeps 'block_norm' \(LayerNormalization\) in float"):
+        convert_to_tflite(q_model, QuantizationFormat.INT8)
