@@ -28,6 +28,7 @@ from kerasq.graph.rewrites import (
     fold_batch_norms,
     lower_affines,
     split_activations,
+    split_layer_norms,
     split_separable_convs,
 )
 from kerasq.info import QuantizationInfo, build_info
@@ -269,6 +270,7 @@ def rewrite_graph(graph: Graph, qc: QuantizationConfig) -> Graph:
     """The float-equivalent rewrites, in order: BN fold, standalone affines (BN, Normalization, Rescaling,
     constant add / multiply) to 1x1 depthwise convolutions, separable split, activation split, then the optional
     collapsing / ReLU-bound rewrites."""
+    graph = split_layer_norms(graph)
     graph = split_activations(split_separable_convs(lower_affines(fold_batch_norms(graph))))
     if qc.linear_collapsing:
         graph = collapse_linear(graph)

@@ -28,6 +28,7 @@ from kerasq.export.lowering import (
     CLIPPED_RANGE,
     LOWERINGS,
     AveragePoolAsDepthwise,
+    InverseSqrtOfGrid,
     LoweredActivation,
 )
 from kerasq.export.report import Requantization
@@ -474,6 +475,12 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
                     node.name, f"{node.kind} is lowered to an affine op clipped by its output grid, which is not "
                     f"inside [{low:g}, {high:g}] here",
                 ))  # fmt: skip
+        elif node.kind == "rsqrt":
+            twin = InverseSqrtOfGrid(name=node.name)
+            requantized.append(Requantization(node.name, (
+                "rsqrt without the epsilon added first (TFLite's int8 RSQRT has none); differs only where the "
+                "variance rounds to 0, and there both give the top of the output grid"
+            )))  # fmt: skip
         elif node.kind == "avg_pool" and _pool_as_depthwise(node, producers, consumers):
             twin = AveragePoolAsDepthwise(op.pool_size, op.strides, name=node.name)
         else:

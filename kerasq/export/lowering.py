@@ -72,6 +72,20 @@ class AveragePoolAsDepthwise(keras.layers.Layer):
         return (n, *size, c)
 
 
+class InverseSqrtOfGrid(keras.layers.Layer):
+    """Export-only twin of ``kerasq.layers.InverseSqrt``: ``rsqrt(x)``, one int8 RSQRT.
+
+    The Keras layer adds its epsilon first; an int8 tensor cannot carry that sum without a grid of its own, and
+    on a grid it changes nothing except at 0, where both give the top of the output grid (rsqrt(epsilon) is far
+    above any grid kerasq picks from calibration data)."""
+
+    def call(self, x: Any) -> Any:
+        return tf.math.rsqrt(x)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
 # Activations that are ``clip(factor * x + offset, low, high)``: kind -> (factor, offset, (low, high)).
 AFFINE_THEN_CLIP: dict[str, tuple[float, float, tuple[float, float]]] = {
     "hard_sigmoid": (1 / 6, 0.5, (0.0, 1.0))

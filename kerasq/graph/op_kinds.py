@@ -60,6 +60,8 @@ _LAYER_KINDS = {
     "Rescaling": "rescaling",
     "Normalization": "normalization",
     "Identity": "identity",
+    "ChannelMean": "mean",  # kerasq.layers: the parts of a split layer normalization
+    "InverseSqrt": "rsqrt",
 }
 
 # Names of activation functions (``activation=`` arguments and ``Activation`` layers) -> kind.

@@ -3,6 +3,7 @@
 from kerasq.graph.rewrites.activation_split import split_activations
 from kerasq.graph.rewrites.affine_depthwise import lower_affines
 from kerasq.graph.rewrites.bn_fold import fold_batch_norms
+from kerasq.graph.rewrites.layer_norm_split import split_layer_norms
 from kerasq.graph.rewrites.linear_collapse import collapse_linear
 from kerasq.graph.rewrites.relu_bound import bound_relu_to_power_of_2
 from kerasq.graph.rewrites.residual_collapse import collapse_residual
@@ -15,5 +16,6 @@ __all__ = [
     "fold_batch_norms",
     "lower_affines",
     "split_activations",
+    "split_layer_norms",
     "split_separable_convs",
 ]

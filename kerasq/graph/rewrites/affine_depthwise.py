@@ -122,7 +122,7 @@ def compose(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.n
     return first[0] * second[0], first[1] * second[0] + second[1]
 
 
-def _depthwise_nodes(
+def depthwise_affine_nodes(
     name: str, source: int, target: int, affine: tuple, graph: Graph, new_id: int
 ) -> tuple[list[Node], dict[int, TensorInfo]]:
     """Nodes computing ``affine`` from tensor ``source`` into tensor ``target`` (and any new tensors)."""
@@ -175,7 +175,7 @@ def lower_affines(graph: Graph) -> Graph:
             affine = affines[chain[0].name]
             for later in chain[1:]:
                 affine = compose(affine, affines[later.name])
-            new, infos = _depthwise_nodes(
+            new, infos = depthwise_affine_nodes(
                 chain[-1].name, node.inputs[0], chain[-1].outputs[0], affine, graph, max(tensors) + 1
             )
             nodes += new
