@@ -13,9 +13,12 @@ included) the file stays at 28 dB or more (most files are identical to Keras or 
 kernel, gives 9-10 dB. Untrained, randomly initialised networks amplify one-step rounding differences layer
 after layer, so their files can fall below the bound without a fault: the Keras model itself is then as far
 from the same network without rounding (``unrounded_twin``) as the file is. A file below ``MIN_SQNR_DB`` is
-therefore refused only when it is also more than ``CLOSER_DB`` farther from the unrounded network than the
-Keras model is (DenseNet121 with random weights on imx500: file vs Keras 13.6 dB, but the file is at 16.5 dB
-from the unrounded network and Keras at 14.5 dB: kept). ``verify=False`` skips the check.
+therefore refused only when the comparison can tell: the Keras model is itself within ``MIN_SQNR_DB`` of the
+unrounded network, and the file is more than ``CLOSER_DB`` farther from it than Keras is. (The float ``x * 2``:
+Keras 36.6 dB from the unrounded network, the file 9.0 dB: refused. EfficientNetV2B0 with random weights on
+imx500: Keras 4.5 dB from its unrounded network on the 4 samples, the file 0.8 dB, and on 64 held-out images
+3.7 and 3.1 dB: rounding noise dominates both, the check is inconclusive and says so.) ``verify=False`` skips
+the check.
 """
 
 from __future__ import annotations
@@ -53,9 +56,20 @@ class Verification:
     keras_vs_float_db: float = float("nan")
     skipped: str = ""  # why nothing was compared (samples == 0)
 
+    @property
+    def conclusive(self) -> bool:
+        """The Keras model is close enough to its unrounded network for a difference to mean a fault."""
+        return bool(self.keras_vs_float_db >= MIN_SQNR_DB)
+
     def summary(self) -> str:
         if not self.samples:
             return f"not checked against the Keras model: {self.skipped}"
+        if self.sqnr_db < MIN_SQNR_DB and not self.conclusive:
+            return (
+                f"checked against the Keras model on {self.samples} calibration sample(s): inconclusive, the Keras "
+                f"model is itself only {self.keras_vs_float_db:.1f} dB from the network without rounding (file "
+                f"vs Keras {self.sqnr_db:.1f} dB, file vs unrounded {self.file_vs_float_db:.1f} dB)"
+            )
         return (
             f"checked against the Keras model on {self.samples} calibration sample(s): SQNR {self.sqnr_db:.1f} dB, "
             f"largest difference {self.max_abs_error:.4g} (against the unrounded model: file "
@@ -139,7 +153,11 @@ def verify_file(
         file_vs_float_db=compare(unrounded, got, result.samples).sqnr_db,
         keras_vs_float_db=compare(unrounded, expected, result.samples).sqnr_db,
     )  # fmt: skip
-    if result.sqnr_db < MIN_SQNR_DB and result.file_vs_float_db < result.keras_vs_float_db - CLOSER_DB:
+    if (
+        result.sqnr_db < MIN_SQNR_DB
+        and result.conclusive
+        and result.file_vs_float_db < (result.keras_vs_float_db - CLOSER_DB)
+    ):
         where = (
             f" Layers it computes differently or that kerasq keeps in float: {', '.join(suspects)}."
             if suspects

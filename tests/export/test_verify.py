@@ -9,7 +9,7 @@ import pytest
 
 import kerasq
 from kerasq.export import KerasExportSerializationFormat, QuantizationFormat, keras_export_model
-from kerasq.export.verify import MIN_SQNR_DB, compare, sqnr_db
+from kerasq.export.verify import MIN_SQNR_DB, Verification, compare, sqnr_db
 from kerasq.ptq import REFERENCE_SAMPLES
 
 layers = keras.layers
@@ -120,3 +120,14 @@ def test_a_float_lambda_between_quantized_layers_is_refused_by_name(tmp_path):
     with pytest.raises(kerasq.KerasqError, match="'affine_lambda'"):
         _int8(q_model, tmp_path / "lambda.tflite")
     assert not (tmp_path / "lambda.tflite").exists()
+
+
+def test_a_model_dominated_by_its_own_rounding_is_inconclusive_not_refused():
+    noisy = Verification(
+        samples=4, sqnr_db=1.1, max_abs_error=0.2, file_vs_float_db=0.8, keras_vs_float_db=4.5
+    )
+    assert not noisy.conclusive and "inconclusive" in noisy.summary()
+    faulty = Verification(
+        samples=4, sqnr_db=9.0, max_abs_error=1.4, file_vs_float_db=9.0, keras_vs_float_db=36.6
+    )
+    assert faulty.conclusive and "inconclusive" not in faulty.summary()
