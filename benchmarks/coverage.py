@@ -130,14 +130,6 @@ def images(name: str, size: int, n_samples: int, eval_samples: int, data: str):
     return prepare(calib), prepare(held)
 
 
-def sqnr_db(reference, other) -> float:
-    import numpy as np
-
-    noise = float(np.sum((reference.astype(np.float64) - other) ** 2))
-    signal_ = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * np.log10(signal_ / noise)
-
-
 def float_report(info, flatbuffer: bytes | None) -> str:
     """Layers kerasq kept float, counted by kerasq's reason, and float tensors left in the file."""
     from collections import Counter
@@ -181,7 +173,7 @@ def worker(
         from kerasq.export import QuantizationFormat
         from kerasq.export.runtimes import predict_litert
         from kerasq.export.tflite import convert
-        from kerasq.export.verify import unrounded_twin
+        from kerasq.export.verify import sqnr_db, unrounded_twin
 
         model = build(name, size)
         row["params"] = int(model.count_params())

@@ -29,6 +29,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasq.data.representative import input_specs_from_model
 from kerasq.errors import ExportError
 from kerasq.export.runtime_imports import litert_interpreter_module
 from kerasq.graph import read_model
@@ -133,7 +134,7 @@ def verify_file(
 ) -> Verification:
     """Compare the file with ``q_model`` on ``references`` (model input name -> samples); ``ExportError``
     naming ``suspects`` (the layers the file is likeliest to compute differently) below ``MIN_SQNR_DB``."""
-    names = _input_names(q_model)
+    names = [spec.name for spec in input_specs_from_model(q_model)]
     if not references or sorted(references) != sorted(names):
         return _skipped("it keeps no calibration samples (quantize it again with this kerasq version)")
     signature = litert_interpreter_module().Interpreter(model_content=flatbuffer).get_signature_runner()
@@ -194,7 +195,3 @@ def unrounded_twin(q_model: keras.Model) -> keras.Model:
 
 def _skipped(reason: str) -> Verification:
     return Verification(samples=0, sqnr_db=float("nan"), max_abs_error=float("nan"), skipped=reason)
-
-
-def _input_names(model: keras.Model) -> list[str]:
-    return [(t.name or f"input_{i}").split(":")[0] for i, t in enumerate(model.inputs)]
