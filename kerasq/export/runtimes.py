@@ -191,16 +191,21 @@ def _run_batch(interpreter: Any, details: list[dict], out: dict, batches: list[n
         interpreter.resize_tensor_input(detail["index"], batch.shape)
     interpreter.allocate_tensors()
     for detail, batch in zip(details, batches, strict=True):
-        interpreter.set_tensor(detail["index"], _to_input(batch, detail))
+        interpreter.set_tensor(detail["index"], to_file_dtype(batch, detail))
     interpreter.invoke()
-    result = interpreter.get_tensor(out["index"]).astype(np.float32)
-    if out["dtype"] != np.float32:
-        scale, zero_point = out["quantization"]
-        result = (result - zero_point) * scale
-    return result
+    return from_file_dtype(interpreter.get_tensor(out["index"]), out)
 
 
-def _to_input(batch: np.ndarray, detail: dict) -> np.ndarray:
+def from_file_dtype(value: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor as float32: integer outputs dequantized with the file's scale and zero point."""
+    value = value.astype(np.float32)
+    if detail["dtype"] != np.float32:
+        scale, zero_point = detail["quantization"]
+        value = (value - zero_point) * scale
+    return value
+
+
+def to_file_dtype(batch: np.ndarray, detail: dict) -> np.ndarray:
     """``batch`` in the input's dtype: float as is, integer inputs quantized with the file's scale and zero point."""
     if detail["dtype"] != np.float32:
         scale, zero_point = detail["quantization"]

@@ -32,6 +32,7 @@ import numpy as np
 from kerasq.data.representative import input_specs_from_model
 from kerasq.errors import ExportError
 from kerasq.export.runtime_imports import litert_interpreter_module
+from kerasq.export.runtimes import from_file_dtype, to_file_dtype
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import fresh_inputs, resolve_refs
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
@@ -91,26 +92,14 @@ def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
 def run_signature(flatbuffer: bytes, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The file's outputs (in the Keras model's output order) on float ``inputs`` keyed by model input name;
     integer inputs and outputs are (de)quantized with the file's own scale and zero point."""
-    interpreter = litert_interpreter_module().Interpreter(model_content=flatbuffer)
-    runner = interpreter.get_signature_runner()
-    feed = {}
-    for name, detail in runner.get_input_details().items():
-        value = inputs[name]
-        if detail["dtype"] != np.float32:
-            scale, zero_point = detail["quantization"]
-            info = np.iinfo(detail["dtype"])
-            value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
-        feed[name] = value.astype(detail["dtype"])
-    results = runner(**feed)
-    outputs = []
-    details = runner.get_output_details()
-    for name in sorted(results, key=lambda key: int(key.rsplit("_", 1)[-1]) if key[-1].isdigit() else 0):
-        value = results[name].astype(np.float32)
-        if details[name]["dtype"] != np.float32:
-            scale, zero_point = details[name]["quantization"]
-            value = (value - zero_point) * scale
-        outputs.append(value)
-    return outputs
+    runner = litert_interpreter_module().Interpreter(model_content=flatbuffer).get_signature_runner()
+    inputs_detail, outputs_detail = runner.get_input_details(), runner.get_output_details()
+    results = runner(**{name: to_file_dtype(inputs[name], d) for name, d in inputs_detail.items()})
+    # several outputs are output_0, output_1, ... (verify_file checks); a single one may have any name
+    order = (
+        list(results) if len(results) == 1 else sorted(results, key=lambda key: int(key.rsplit("_", 1)[-1]))
+    )
+    return [from_file_dtype(results[name], outputs_detail[name]) for name in order]
 
 
 def compare(reference: list[np.ndarray], got: list[np.ndarray], samples: int) -> Verification:
