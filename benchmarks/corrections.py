@@ -22,11 +22,10 @@ KNOBS = (
     ("defaults", {}),
     ("weights_bias_correction=False", {"weights_bias_correction": False}),
     ("z_threshold=8", {"z_threshold": 8.0}),
-    ("shift_negative_activation_correction=True", {"shift_negative_activation_correction": True}),
+    ("shift_negative_activation_correction=False", {"shift_negative_activation_correction": False}),
     (
         "shift_negative + params_search + threshold_recalculation",
         {
-            "shift_negative_activation_correction": True,
             "shift_negative_params_search": True,
             "shift_negative_threshold_recalculation": True,
         },

@@ -49,7 +49,8 @@ class QuantizationConfig:
         shift_negative_activation_correction: activations with a negative tail (swish, gelu, elu, leaky relu,
             PReLU, hard swish, selu) that feed a conv / depthwise / dense layer are shifted up by their negative
             minimum and quantized unsigned (one more bit of resolution); the next layer's bias absorbs the shift
-            (padding made explicit so borders stay exact). Default off, as in MCT.
+            (padding made explicit so borders stay exact). Default on, as in MCT 2.6.1; platforms that cannot apply an
+            activation and a shift in one kernel (``tflite``) skip it.
         shift_negative_ratio: shift only a small negative tail: ``|min| / threshold <= ratio`` (default 0.05).
         shift_negative_threshold_recalculation: choose the shifted tensor's threshold again on the shifted
             values (default: keep the threshold chosen before the shift, as MCT does; at 6 bits and below the
@@ -74,7 +75,7 @@ class QuantizationConfig:
     num_histogram_bins: int = 4096
     weights_bias_correction: bool = True
     z_threshold: float | None = None
-    shift_negative_activation_correction: bool = False
+    shift_negative_activation_correction: bool = True
     shift_negative_ratio: float = 0.05
     shift_negative_threshold_recalculation: bool = False
     shift_negative_params_search: bool = False

@@ -108,6 +108,8 @@ def apply_shift_negative(
     if not qc.shift_negative_activation_correction:
         return graph, plan, []
     if not tpc.shifted_activations:
+        if not snc_candidates(graph):  # nothing it would shift: the default setting stays silent
+            return graph, plan, []
         note = (f"shift_negative_activation_correction skipped: platform {tpc.name!r} cannot apply an activation and "
                 "a shift in one kernel (its activations are requantized separately)")  # fmt: skip
         return graph, plan, [note]

@@ -30,10 +30,12 @@ from kerasq.export.lowering import (
     AveragePoolAsDepthwise,
     InverseSqrtOfGrid,
     LoweredActivation,
+    ShiftedActivationOnGrid,
 )
 from kerasq.export.report import Requantization
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, fresh_inputs, resolve_refs
+from kerasq.layers import ShiftedActivation
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
 
@@ -481,6 +483,16 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
                 "rsqrt without the epsilon added first (TFLite's int8 RSQRT has none); differs only where the "
                 "variance rounds to 0, and there both give the top of the output grid"
             )))  # fmt: skip
+        elif isinstance(op, ShiftedActivation) and (after := _output_quantizer(node, consumers)) is not None:
+            lo, hi, bits = storage_range(after)
+            twin = ShiftedActivationOnGrid(op, lo, hi, bits, name=node.name)
+            steps = op.shift / float(np.max(after.grid()[0]))
+            if abs(steps - round(steps)) > 1e-3:
+                requantized.append(Requantization(node.name, (
+                    f"shift-negative correction's shift {op.shift:.4g} is {steps:.3f} steps of the output grid "
+                    "(not a whole number: the grid's width changed after the shift was chosen); the activation is "
+                    "rounded onto the moved grid, then once more onto the output grid"
+                )))  # fmt: skip
         elif node.kind == "avg_pool" and _pool_as_depthwise(node, producers, consumers):
             twin = AveragePoolAsDepthwise(op.pool_size, op.strides, name=node.name)
         else:
@@ -539,7 +551,7 @@ def _pool_as_depthwise(node: Node, producers: dict[int, Node], consumers: dict[i
 def _kept_float(node: Node) -> bool:
     """A layer kerasq does not know (so it has no grid of its own), not one of kerasq's quantizers."""
     return node.kind is None and not isinstance(
-        node.op, (ActivationQuantizer, FusedTensorRange, QuantizeWrapper)
+        node.op, (ActivationQuantizer, FusedTensorRange, QuantizeWrapper, ShiftedActivation)
     )
 
 

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasq.layers import ShiftedActivation
+
 
 def _affine_per_channel(x: tf.Tensor, factor: float, offset: float) -> tf.Tensor:
     """``x * factor + offset`` as one DEPTHWISE_CONV_2D (1x1, per-channel int8 kernel at level 127)."""
@@ -84,6 +86,34 @@ class InverseSqrtOfGrid(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
+
+
+class ShiftedActivationOnGrid(keras.layers.Layer):
+    """Export-only twin of ``ShiftedActivation`` (shift-negative correction): ``act(x)``, its padding, ``+ shift``.
+
+    The shifted tensor ``y = pad(act(x)) + s`` is stored on its output grid ``[lo, hi]``. The activation alone,
+    ``y - s``, is put on the same grid moved down by ``s``: with ``s`` a whole number of steps (kerasq chooses it
+    so), both grids have the same scale and their integer levels are the same numbers, only the zero points
+    differ. TFLite then runs the activation's own int8 kernel onto the moved grid, pads with its zero point (the
+    real value 0, which is ``s`` once shifted, as in Keras) and adds the constant ``s``, which maps each level
+    onto itself: the file rounds once, where the Keras model does.
+    """
+
+    def __init__(self, source: ShiftedActivation, lo: float, hi: float, n_bits: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.lo, self.hi, self.n_bits = float(lo) - source.shift, float(hi) - source.shift, int(n_bits)
+
+    def call(self, x: Any) -> Any:
+        a = tf.quantization.fake_quant_with_min_max_vars(
+            self.source.activate(x), self.lo, self.hi, num_bits=self.n_bits
+        )
+        if self.source.padding is not None:
+            a = tf.pad(a, [(0, 0), *self.source.padding, (0, 0)])
+        return a + tf.constant(self.source.shift, a.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.source.compute_output_shape(input_shape)
 
 
 # Activations that are ``clip(factor * x + offset, low, high)``: kind -> (factor, offset, (low, high)).

@@ -87,8 +87,12 @@ class ShiftedActivation(keras.layers.Layer):
         if self.sublayer is not None and not self.sublayer.built:
             self.sublayer.build(input_shape)
 
+    def activate(self, inputs: Any) -> Any:
+        """The activation alone: no padding, no shift."""
+        return self.sublayer(inputs) if self.sublayer is not None else self._function(inputs)
+
     def call(self, inputs: Any) -> Any:
-        outputs = self.sublayer(inputs) if self.sublayer is not None else self._function(inputs)
+        outputs = self.activate(inputs)
         if self.padding is not None:
             outputs = keras.ops.pad(outputs, [(0, 0), *self.padding, (0, 0)])
         return outputs + keras.ops.cast(self.shift, outputs.dtype)

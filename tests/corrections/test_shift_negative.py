@@ -84,7 +84,9 @@ def _pinned(bits: int, **snc) -> CoreConfig:
 def test_recalculation_and_search_options(data):
     model = _swish_net()
     calibration, test = data
-    q, _ = kerasq.ptq.keras_post_training_quantization(model, calibration, core_config=_pinned(4))
+    q, _ = kerasq.ptq.keras_post_training_quantization(
+        model, calibration, core_config=_pinned(4, shift_negative_activation_correction=False)
+    )
     baseline = _error(model, q, test)
     for recalc, search in ((False, False), (True, False), (True, True)):
         core = _pinned(4, shift_negative_activation_correction=True, shift_negative_threshold_recalculation=recalc,

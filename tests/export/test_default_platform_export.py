@@ -235,3 +235,30 @@ def test_an_average_pool_as_depthwise_equals_the_pool():
         lowered = keras.ops.convert_to_numpy(AveragePoolAsDepthwise(pool, strides)(x))
         np.testing.assert_allclose(lowered, expected, rtol=1e-6, atol=1e-6)
         assert AveragePoolAsDepthwise(pool, strides).compute_output_shape(x.shape) == expected.shape
+
+
+def test_shift_negative_corrected_swish_exports_fully_integer():
+    # Shift-negative correction is on by default (as in MCT): a swish with a small negative tail becomes a
+    # ShiftedActivation (swish + shift, unsigned grid; the 'same' padding of the depthwise after it moved into
+    # it). The file runs the swish onto the grid moved down by the shift, pads and adds the shift back.
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = layers.Activation("swish", name="s1")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = layers.Activation("swish", name="s2")(x)
+    x = layers.Conv2D(8, 1, name="c2")(x)
+    model = keras.Model(inputs, layers.Dense(4, name="head")(layers.GlobalAveragePooling2D()(x)))
+    rng = np.random.default_rng(0)
+    for layer in (model.get_layer("c1"), model.get_layer("dw")):  # swish outputs reach ~10: a tail of 3%
+        layer.set_weights([w * 6.0 + (0.5 if w.ndim == 1 else 0.0) for w in layer.get_weights()])
+    data = rng.uniform(0, 1, (64, 12, 12, 3)).astype("float32")
+    q_model, info = kerasq.ptq.keras_post_training_quantization(model, data)  # imx500, default config
+    shifted = [layer for layer in q_model.layers if isinstance(layer, kerasq.layers.ShiftedActivation)]
+    assert {layer.name for layer in shifted} == {"s1", "s2"}
+    assert shifted[0].padding is not None and shifted[0].shift > 0
+    conversion = convert(q_model, QuantizationFormat.INT8)
+    assert float_tensors(conversion.flatbuffer) == []
+    assert not {"s1", "s2"} & {r.tensor for r in conversion.requantized}
+    keras_out, file_out = q_model.predict(data, verbose=0), predict_litert(conversion.flatbuffer, data)
+    sqnr = 10 * np.log10(np.sum(keras_out**2) / np.sum((file_out - keras_out) ** 2))
+    assert sqnr >= 35.0
