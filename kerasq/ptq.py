@@ -10,17 +10,17 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasq.builder import BuiltModel, build_model
+from kerasq.builder import build_model
 from kerasq.core.config import CoreConfig, QuantizationConfig
 from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases, correct_biases
 from kerasq.corrections.concat_report import concat_range_warnings
-from kerasq.corrections.shift_negative import apply_shift_negative
+from kerasq.corrections.shift_negative import apply_shift_negative, shifted_input_means
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.errors import BackendError, ConfigError
 from kerasq.graph import read_model
-from kerasq.graph.model_graph import Graph
+from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.rewrites import (
     bound_relu_to_power_of_2,
     collapse_linear,
@@ -39,8 +39,7 @@ from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capabilities
 from kerasq.platform.assign import QuantizationPlan, assign_quantization
 from kerasq.platform.manual_bits import pin_bit_widths
-from kerasq.statistics import TensorStats, collect_statistics
-from kerasq.statistics.channel_means import collect_mean_maps
+from kerasq.statistics import TensorStats, observe
 from kerasq.statistics.constant import constant_tensor_warning
 
 logger = logging.getLogger(__name__)
@@ -117,15 +116,13 @@ def prepare(
     data = RepresentativeData(
         representative_data_gen, input_specs_from_model(model), max_batches=core_config.n_iter
     )
-    float_model = build_model(
-        graph
-    )  # one float replay for both passes unless shift-negative changes the graph
-    stats = _observe(graph, plan, data, qc.num_histogram_bins, float_model)
+    corrected = _corrected_nodes(graph, plan) if qc.weights_bias_correction else []
+    stats, means = _observe(graph, plan, data, qc.num_histogram_bins, [n.inputs[0] for n in corrected])
+    input_means = dict(zip([n.name for n in corrected], means, strict=True))
     constant = _constant_warning(graph, plan, stats)
     corrected_graph, plan, warnings = apply_shift_negative(graph, plan, stats, qc, tpc)
-    if corrected_graph is not graph:
-        graph, float_model = corrected_graph, build_model(corrected_graph)
-    input_means = _input_means(graph, plan, data, float_model) if qc.weights_bias_correction else {}
+    if corrected_graph is not graph:  # the means of the shifted inputs follow from those before the shift
+        graph, input_means = corrected_graph, shifted_input_means(corrected_graph, input_means)
     importance = None
     if qc.weights_error_method is QuantizationErrorMethod.HMSE:
         n_images = core_config.mixed_precision_config.num_of_images
@@ -207,23 +204,21 @@ def plan_model(
 
 
 def _observe(
-    graph: Graph,
-    plan: QuantizationPlan,
-    data: RepresentativeData,
-    bins: int,
-    built: BuiltModel,
-) -> dict[int, TensorStats]:
-    """Histogram every tensor the plan quantizes, in one pass of the float model ``built`` (of ``graph``)."""
+    graph: Graph, plan: QuantizationPlan, data: RepresentativeData, bins: int, averaged: list[int]
+) -> tuple[dict[int, TensorStats], list[np.ndarray]]:
+    """Histogram every tensor the plan quantizes, and average the tensors ``averaged`` over samples, in one
+    pass of the float model of ``graph``."""
     ids = [t for t, spec in plan.activations.items() if spec.fixed_range is None]  # shared too: for reports
     ids += sorted(plan.fused)  # for runtimes that store what the platform fuses (FusedTensorRange)
-    if not ids:
-        return {}
+    if not ids and not averaged:
+        return {}, []
     position = {t: i for i, t in enumerate(_graph_order(graph))}
     ids = sorted(ids, key=lambda t: position.get(t, len(position)))  # errors name the earliest tensor first
-    probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids])
+    built = build_model(graph)
+    probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids + averaged])
     names = _tensor_names(graph, plan, ids)
-    stats = collect_statistics(probe, names, data, bins, locate=_first_non_finite(graph, built))
-    return dict(zip(ids, stats, strict=True))
+    seen = observe(probe, names, data, bins, locate=_first_non_finite(graph, built))
+    return dict(zip(ids, seen.stats, strict=True)), seen.means
 
 
 def _graph_order(graph: Graph) -> list[int]:
@@ -281,16 +276,9 @@ def rewrite_graph(graph: Graph, qc: QuantizationConfig) -> Graph:
     return graph
 
 
-def _input_means(
-    graph: Graph, plan: QuantizationPlan, data: RepresentativeData, built: BuiltModel
-) -> dict[str, np.ndarray]:
-    """The input of every quantized conv / depthwise / dense node, averaged over samples (float model ``built``
-    of ``graph``)."""
-    nodes = [n for n in graph.nodes if n.name in plan.weights and n.kind in CORRECTED_KINDS]
-    if not nodes:
-        return {}
-    probe = keras.Model(built.model.inputs, [built.tensors[n.inputs[0]] for n in nodes])
-    return dict(zip([n.name for n in nodes], collect_mean_maps(probe, data), strict=True))
+def _corrected_nodes(graph: Graph, plan: QuantizationPlan) -> list[Node]:
+    """The quantized conv / depthwise / dense nodes bias correction adjusts (it needs their mean inputs)."""
+    return [n for n in graph.nodes if n.name in plan.weights and n.kind in CORRECTED_KINDS]
 
 
 def _float_bytes(model: keras.Model) -> int:

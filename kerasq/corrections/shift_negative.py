@@ -17,6 +17,7 @@ import numpy as np
 from kerasq.core.config import QuantizationConfig
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.rewrites.shift_negative import shift_negative, snc_candidates
+from kerasq.layers import ShiftedActivation
 from kerasq.params.search import fixed_activation_params
 from kerasq.params.selection import activation_params
 from kerasq.platform.assign import ActivationSpec, QuantizationPlan
@@ -123,3 +124,22 @@ def apply_shift_negative(
         spec = plan.activations[tensor]
         new_plan.activations[tensor] = replace(spec, signedness="unsigned", fixed_range=(0.0, threshold))
     return new_graph, new_plan, []
+
+
+def shifted_input_means(graph: Graph, means: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The mean inputs of ``graph``'s nodes (after ``shift_negative``) from ``means``, those before the shift.
+
+    A reader of a ``ShiftedActivation`` sees ``pad(a) + s`` where it saw ``a``: its mean input is the mean of
+    ``a`` (one value per position and channel), zero padded the same way, plus ``s``. Every other mean is
+    unchanged."""
+    producers = graph.producers()
+    shifted = dict(means)
+    for node in graph.nodes:
+        source = producers.get(node.inputs[0]) if node.name in means and node.inputs else None
+        if source is None or not isinstance(source.op, ShiftedActivation):
+            continue
+        mean = means[node.name]
+        if source.op.padding is not None:
+            mean = np.pad(mean, [*source.op.padding, (0, 0)])
+        shifted[node.name] = mean + source.op.shift
+    return shifted

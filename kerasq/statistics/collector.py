@@ -1,8 +1,10 @@
-"""One streaming pass over the representative data: a histogram and min/max for every observed tensor.
+"""One streaming pass over the representative data: a histogram and min/max for every observed tensor, and
+the mean over samples of the tensors bias correction needs.
 
-A probe model returns the tensors to observe; a step computes each tensor's batch histogram on the running
-power-of-two range inside TensorFlow, so only small count vectors come back to numpy. The step runs eagerly
-for the first batches and compiled after (``batch_runner``).
+A probe model returns the tensors to observe, then the tensors to average; a step computes each observed
+tensor's batch histogram on the running power-of-two range and each averaged tensor's sum over the batch inside
+TensorFlow, so only small vectors come back to numpy. The step runs eagerly for the first batches and compiled
+after (``batch_runner``). Both results come from the same model call: one pass, one trace.
 
 Non-finite values (NaN, +-inf, or magnitudes whose power-of-two range overflows float32) never reach a
 histogram op: TensorFlow's ``histogram_fixed_width`` crashes the process on an infinite range. The step skips
@@ -12,6 +14,7 @@ every histogram of a batch that holds any, and the batch is reported as a ``Data
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -30,12 +33,30 @@ SHOWN = 3  # tensors named in an error or warning; the rest are counted
 Locate = Callable[[list[np.ndarray]], str | None]  # batch -> where its first non-finite value arises
 
 
-def _make_step(probe: keras.Model, num_bins: int) -> Callable[..., tuple]:
-    """The per-batch statistics of every ``probe`` output. Ranges are computed for all tensors at once, so
-    each tensor adds only its own reductions and histogram to the graph (a few ops, not two dozen)."""
+@dataclass(frozen=True)
+class Observation:
+    """What one pass saw: ``stats[i]`` of the i-th observed tensor, ``means[j]`` of the j-th averaged one (its
+    mean over samples: one value per position and channel, so border effects of padded convolutions stay
+    exact)."""
+
+    stats: list[TensorStats]
+    means: list[np.ndarray]
+
+
+def _make_step(probe: keras.Model, num_bins: int, observed: int) -> Callable[..., tuple]:
+    """The per-batch statistics of the first ``observed`` ``probe`` outputs and the batch sums of the others.
+    Ranges are computed for all tensors at once, so each tensor adds only its own reductions and histogram to
+    the graph (a few ops, not two dozen)."""
 
     def step(inputs: list[tf.Tensor], ranges: tf.Tensor) -> tuple:
-        outputs = [tf.cast(t, tf.float32) for t in call_model(probe, inputs)]
+        results = call_model(probe, inputs)
+        sums = [tf.reduce_sum(tf.cast(t, tf.float64), axis=0) for t in results[observed:]]
+        outputs = [tf.cast(t, tf.float32) for t in results[:observed]]
+        if not outputs:  # only means were asked for
+            empty = tf.zeros((0,), tf.float32)
+            return tf.zeros((0, num_bins), tf.int32), empty, empty, empty, tf.zeros((0,), tf.bool), tf.zeros(
+                (0,), tf.int32
+            ), sums
         lows = tf.stack([tf.reduce_min(t) for t in outputs])
         highs = tf.stack([tf.reduce_max(t) for t in outputs])
         finite = tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in outputs])
@@ -56,8 +77,8 @@ def _make_step(probe: keras.Model, num_bins: int) -> Callable[..., tuple]:
             return tf.zeros((len(outputs), num_bins), tf.int32)
 
         counts = tf.cond(tf.reduce_all(finite), histograms, skipped)
-        # Stacked, so each batch costs six device-to-host copies whatever the number of tensors.
-        return counts, hist_range, lows, highs, finite, sizes
+        # Stacked, so each batch costs six device-to-host copies (plus the sums) whatever the number of tensors.
+        return counts, hist_range, lows, highs, finite, sizes, sums
 
     return step
 
@@ -72,13 +93,32 @@ def collect_statistics(
     """Run ``probe`` (outputs = tensors to observe, named ``names``: their layers) over ``data``; one
     ``TensorStats`` each. ``locate``, given a batch with non-finite values, names where they first arise (for
     the error message)."""
+    return observe(probe, names, data, num_bins, locate).stats
+
+
+def observe(
+    probe: keras.Model,
+    names: Sequence[str],
+    data: RepresentativeData,
+    num_bins: int = 4096,
+    locate: Locate | None = None,
+) -> Observation:
+    """``collect_statistics`` of the first ``len(names)`` outputs of ``probe``, and the mean over samples of
+    every further output, in the same pass."""
     signature = input_signature(probe)
-    step = BatchRunner(_make_step(probe, num_bins), [signature, tf.TensorSpec((len(names),), tf.float32)])
+    step = BatchRunner(
+        _make_step(probe, num_bins, len(names)), [signature, tf.TensorSpec((len(names),), tf.float32)]
+    )
     stats: list[TensorStats | None] = [None] * len(names)
+    sums: list[np.ndarray] | None = None
+    count = 0
     ranges = np.zeros(len(names), np.float32)
     for index, batch in enumerate(progress(data, desc="kerasq: statistics")):
-        results = [r.numpy() for r in step(as_tensors(batch, signature), tf.convert_to_tensor(ranges))]
-        counts, hist_ranges, lows, highs, finite, sizes = results
+        *results, batch_sums = step(as_tensors(batch, signature), tf.convert_to_tensor(ranges))
+        counts, hist_ranges, lows, highs, finite, sizes = [r.numpy() for r in results]
+        batch_sums = [t.numpy() for t in batch_sums]
+        sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums, strict=True)]
+        count += len(batch[0])
         if not finite.all():
             bad = np.flatnonzero(~finite)
             where = locate(batch) if locate is not None else None
@@ -86,9 +126,9 @@ def collect_statistics(
         for i, row in enumerate(zip(counts, hist_ranges, lows, highs, sizes, strict=True)):
             stats[i] = merge_batch(stats[i], row[0], float(row[1]), float(row[2]), float(row[3]), int(row[4]))
             ranges[i] = stats[i].hist_range
-    if any(s is None for s in stats):
+    if sums is None or any(s is None for s in stats):
         raise DataError("representative data produced no batches; statistics cannot be collected.")
-    return stats
+    return Observation(stats=stats, means=[total / count for total in sums])
 
 
 def describe_values(low: float, high: float) -> str:

@@ -104,3 +104,26 @@ def test_saved_model_with_shifted_activations_loads(data, tmp_path):
     q.save(tmp_path / "snc.keras")
     loaded = keras.models.load_model(tmp_path / "snc.keras")
     np.testing.assert_array_equal(loaded.predict(test[:16], verbose=0), q.predict(test[:16], verbose=0))
+
+
+def test_bias_correction_means_of_shifted_inputs_are_those_of_the_corrected_graph(data):
+    # One statistics pass serves bias correction too: the mean input of a reader of a shifted activation is
+    # derived (zero padded like the activation, plus the shift), not measured again on the rewritten graph.
+    from kerasq.builder import build_model
+    from kerasq.data import RepresentativeData, input_specs_from_model
+    from kerasq.ptq import prepare
+
+    model = _swish_net()
+    calibration, _ = data
+    prepared = prepare(model, calibration, CoreConfig(), None)
+    shifted = {n.name for n in prepared.graph.nodes if isinstance(n.op, ShiftedActivation)}
+    assert shifted == {"s1", "s2"}
+    built = build_model(prepared.graph)
+    names = sorted(prepared.input_means)
+    probe = keras.Model(built.model.inputs, [built.tensors[prepared.graph.node(n).inputs[0]] for n in names])
+    reps = RepresentativeData(calibration, input_specs_from_model(model))
+    measured = [np.mean(np.concatenate([np.asarray(o) for o in outs]), axis=0) for outs in
+                zip(*[keras.tree.flatten(probe([b[0]], training=False)) for b in reps], strict=True)]  # fmt: skip
+    assert {"c2", "dw"} <= set(names)  # the readers of s1 and s2 (with their padding moved into the shift)
+    for name, want in zip(names, measured, strict=True):
+        np.testing.assert_allclose(prepared.input_means[name], want, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -9,9 +9,8 @@ import tensorflow as tf
 from keras import layers
 
 from kerasq.data import RepresentativeData, input_specs_from_model
-from kerasq.statistics import batch_runner, collect_statistics
+from kerasq.statistics import batch_runner, collect_statistics, observe
 from kerasq.statistics.batch_runner import BatchRunner
-from kerasq.statistics.channel_means import collect_mean_maps
 
 
 def test_runner_is_eager_first_then_traces_once_for_every_batch_size():
@@ -54,5 +53,17 @@ def test_compiled_batches_give_the_eager_statistics(data, monkeypatch):
         np.testing.assert_array_equal(got.counts, want.counts)
         assert (got.min, got.max, got.num_values) == (float(values.min()), float(values.max()), values.size)
         assert got.counts.sum() == values.size
-    means = collect_mean_maps(probe, reps)
-    np.testing.assert_allclose(means[1], b.mean(axis=0), rtol=1e-5, atol=1e-6)
+    seen = observe(probe, ["a"], reps, num_bins=64)  # histogram of a, mean of b, in the same pass
+    np.testing.assert_array_equal(seen.stats[0].counts, compiled[0].counts)
+    np.testing.assert_allclose(seen.means[0], b.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert len(seen.means) == 1 and seen.means[0].shape == b.shape[1:]
+
+
+def test_means_alone_need_no_observed_tensor(data):
+    probe = _probe()
+    reps = RepresentativeData(data, input_specs_from_model(probe), batch_size=8)
+    seen = observe(probe, [], reps, num_bins=64)
+    a, b = probe.predict(data, verbose=0)
+    assert seen.stats == []
+    for got, want in zip(seen.means, (a, b), strict=True):
+        np.testing.assert_allclose(got, want.mean(axis=0), rtol=1e-5, atol=1e-6)
