@@ -54,9 +54,12 @@ def _make_step(probe: keras.Model, num_bins: int, observed: int) -> Callable[...
         outputs = [tf.cast(t, tf.float32) for t in results[:observed]]
         if not outputs:  # only means were asked for
             empty = tf.zeros((0,), tf.float32)
-            return tf.zeros((0, num_bins), tf.int32), empty, empty, empty, tf.zeros((0,), tf.bool), tf.zeros(
-                (0,), tf.int32
-            ), sums
+            no_counts, no_flags, no_sizes = (
+                tf.zeros((0, num_bins), tf.int32),
+                tf.zeros((0,), tf.bool),
+                tf.zeros((0,), tf.int32),
+            )
+            return no_counts, empty, empty, empty, no_flags, no_sizes, sums
         lows = tf.stack([tf.reduce_min(t) for t in outputs])
         highs = tf.stack([tf.reduce_max(t) for t in outputs])
         finite = tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in outputs])
