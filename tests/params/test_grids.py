@@ -139,8 +139,9 @@ def test_histogram_error_is_the_sample_error_at_any_ratio_of_step_to_bin_width()
     counts, r = _histogram(x)
     lower, upper, occupied = histogram_bins(counts, r, float(x.min()), float(x.max()))
     scale = np.geomspace(0.5, 16, 200)[:, None] * (2 * r / counts.size)
-    model = binned_lp_error(lower, upper, occupied, scale, np.zeros_like(scale), -128, 127, 2.0)[:, 0]
-    true = np.array([np.mean((x - np.clip(np.round(x / s), -128, 127) * s) ** 2) for s in scale[:, 0]])
+    qmin, qmax = -(2**15), 2**15 - 1  # enough levels that rounding, not clipping, makes the error
+    model = binned_lp_error(lower, upper, occupied, scale, np.zeros_like(scale), qmin, qmax, 2.0)[:, 0]
+    true = np.array([np.mean((x - np.clip(np.round(x / s), qmin, qmax) * s) ** 2) for s in scale[:, 0]])
     np.testing.assert_allclose(model, true, rtol=0.01)
 
 
@@ -193,17 +194,23 @@ def test_kl_threshold_is_close_to_mse_s_on_swish_outputs():
 
 
 def test_kl_gives_an_empty_edge_bin_that_receives_clipped_mass_its_level_s_share():
-    """Values fill [0, 0.28); a few lie beyond the grid. The grid's top level reaches an empty bin, where P
-    collects the clipped mass: Q there is a share of the top levels' mass, not 0."""
+    """Values fill bins 0..43 (100 each, bin width 1); 20 lie far beyond. On the unsigned 4-bit grid of step 3
+    the window is [-1.5, 46.5]: levels 0..14 hold uniform data (Q = P), the top level [43.5, 46.5] holds 50
+    values on [43.5, 44) and P's folded mass on the window's last bin width [45.5, 46.5] (10 in bins 45 and
+    46). Q spreads the level's 50 over its occupied length 0.5 + 1 + 0.5 (bin 44 is empty; bin 45 counts
+    whole): 12.5 to bin 43, 25 to bin 45, 12.5 to bin 46. An empty bin left at Q = 0 would cost about 17 p."""
     counts = np.zeros(256)
-    counts[128:164] = 100.0
-    counts[185] = 20.0  # clipped
+    counts[128:172] = 100.0
+    counts[200] = 20.0
     width = 1.0 / 128
     centres = (-1 + (np.arange(256) + 0.5) * width)[None]
-    scale = np.array([[0.0195]])  # unsigned 4 bits: top level 0.2925, window end 0.302
+    scale = np.array([[3 * width]])
     kl = float(kl_error(centres, counts[None], scale, np.zeros_like(scale), 0, 15, np.array([width]))[0, 0])
-    clipped = 20.0 / counts.sum()
-    assert kl < 3 * clipped  # a Q of 0 for the folded mass costs p log(p / 1e-10), 17 p here
+    p, q = (
+        np.array([100.0] * 43 + [100.0, 10.0, 10.0]) / 4420,
+        np.array([100.0] * 43 + [62.5, 25.0, 12.5]) / 4400,
+    )
+    assert kl == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-9)
 
 
 # -- HMSE: the Hessian scores decide which weights the grid serves -----------------------------------------------
