@@ -34,6 +34,15 @@ def lp_error(
     return (err * w).sum(-1) / np.maximum(w.sum(-1), 1e-30)
 
 
+def _signed_power(r: np.ndarray, q: float) -> np.ndarray:
+    """``sign(r) |r|^q`` (products for the common exponents)."""
+    if q == 3.0:
+        return r * r * r
+    if q == 2.0:
+        return r * np.abs(r)
+    return np.sign(r) * np.abs(r) ** q
+
+
 def _error_integral(t: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: float):
     """``(periods, local)`` with ``integral_0^t |x - x_hat(x)|^p dx = (periods * 2 (s/2)^(p+1) + local) / (p+1)``
     on the grid of step ``s`` spanning ``[lo, hi]`` (multiples of ``s``): rounding error inside, the distance to
@@ -41,9 +50,8 @@ def _error_integral(t: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.ndarray
     cancel large numbers."""
     c = np.clip(t, lo, hi)
     periods = np.round(c / s)
-    r = c - periods * s  # in [-s/2, s/2]
-    local = np.sign(r) * np.abs(r) ** (p + 1.0)
-    local += np.maximum(t - hi, 0.0) ** (p + 1.0) - np.maximum(lo - t, 0.0) ** (p + 1.0)
+    local = _signed_power(c - periods * s, p + 1.0)  # rounding error in [-s/2, s/2]
+    local += _signed_power(t - c, p + 1.0)  # beyond an end: the distance to it
     return periods, local
 
 
@@ -56,28 +64,35 @@ def binned_lp_error(
     width, and for a bin with ``lower == upper`` (a point mass) the error at that value."""
     s = scale[..., None]
     lo, hi = (qmin - zero_point[..., None]) * s, (qmax - zero_point[..., None]) * s
-    k_a, g_a = _error_integral(lower, s, lo, hi, p)
-    k_b, g_b = _error_integral(upper, s, lo, hi, p)
     width = upper - lower
     point = width <= 0.0
-    integral = ((k_b - k_a) * (2.0 * (s / 2.0) ** (p + 1.0)) + (g_b - g_a)) / (p + 1.0)
-    err = np.where(point, 0.0, integral / np.where(point, 1.0, width))
+    per_width = np.where(point, 0.0, w / np.where(point, 1.0, width))  # a bin's count over its width
+    k_a, g_a = _error_integral(lower, s, lo, hi, p)
+    k_b, g_b = _error_integral(upper, s, lo, hi, p)
+    integral = (k_b - k_a) * (2.0 * (s / 2.0) ** (p + 1.0)) + (g_b - g_a)
+    total = (integral * per_width).sum(-1) / (p + 1.0)
     if np.any(point):
-        at = np.abs(lower - quantize(lower, scale, zero_point, qmin, qmax)) ** p
-        err = np.where(point, at, err)
-    return (err * w).sum(-1) / np.maximum(w.sum(-1), 1e-30)
+        cols = point[0] if point.shape[0] == 1 else slice(None)  # one histogram: just its point masses
+        at = np.abs(lower[:, cols] - quantize(lower[:, cols], scale, zero_point, qmin, qmax)) ** p
+        total += (at * np.where(point, w, 0.0)[:, cols]).sum(-1)
+    return total / np.maximum(w.sum(-1), 1e-30)
+
+
+def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table`` [K or 1, C, m] at integer positions ``index`` [K, C, j] of its last axis."""
+    k, c, m = index.shape[0], index.shape[1], table.shape[-1]
+    rows = np.arange(c) * m if table.shape[0] == 1 else np.arange(k * c).reshape(k, c) * m
+    return table.reshape(-1)[index + rows[..., None]]
 
 
 def _interpolate(table: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """``table`` [..., n+1] (cumulative values at bin edges 0..n) at fractional edge positions [..., m],
+    """``table`` [1, C, n+1] (cumulative values at bin edges 0..n) at fractional edge positions [K, C, j],
     linearly within each bin and constant beyond the ends."""
     n = table.shape[-1] - 1
     position = np.clip(position, 0.0, float(n))
     i = np.minimum(np.floor(position).astype(np.int64), n - 1)
-    frac = position - i
-    left = np.take_along_axis(table, i, axis=-1)
-    right = np.take_along_axis(table, i + 1, axis=-1)
-    return left + frac * (right - left)
+    left, right = _gather(table, i), _gather(table, i + 1)
+    return left + (position - i) * (right - left)
 
 
 def kl_error(
@@ -93,10 +108,10 @@ def kl_error(
     ``w``: counts) and its quantized version, as TensorRT's calibrator defines them, without bin aliasing.
 
     The grid's window is the union of its levels' rounding intervals. P is the histogram inside the window with
-    the mass outside it folded into the window's two edge bins; Q spreads the in-window mass of each level
-    evenly over the occupied part (P > 0, so an edge bin holding only folded mass counts) of the level's
-    interval. Values are uniform within bins, so a level covering 2.5 bins takes 2.5 bins' worth of mass and
-    the divergence is a smooth function of the step. Clipping heavy tails (edge bins of P far above Q) and grids
+    the mass beyond each end folded onto the window's last bin width at that end (where an end falls within a
+    bin then changes nothing); Q spreads the in-window mass of each level evenly over the occupied part (P > 0,
+    so an empty bin holding only folded mass counts) of the level's interval. Values are uniform within bins,
+    so a level covering 2.5 bins takes 2.5 bins' worth of mass and the divergence has no bin-aliasing jumps. Clipping heavy tails (edge bins of P far above Q) and grids
     too coarse for the bulk of the distribution both raise it. Q is smoothed as TensorRT does (an occupied bin
     Q leaves empty gets probability 1e-4). Ranges spanning fewer histogram bins than there are levels (capped
     at a quarter of the bins) cannot be compared this way and score +inf.
@@ -113,7 +128,7 @@ def kl_error(
     w_lo, w_hi = (qmin - z - 0.5) * s, (qmax - z + 0.5) * s
 
     def cp(t: np.ndarray) -> np.ndarray:  # the histogram's cumulative mass at points t
-        return _interpolate(np.broadcast_to(cum, (k, c, n + 1)), (t - first) / width)
+        return _interpolate(cum, (t - first) / width)
 
     # P: in-window mass per bin, the mass beyond either window end spread over the window's last bin width
     # at that end (the bins it overlaps, in proportion), so that where an end falls within a bin changes nothing
@@ -130,10 +145,9 @@ def kl_error(
     def cs(t: np.ndarray) -> np.ndarray:  # occupied length of the window below t (t inside the window)
         pos = (t - first) / width
         i = np.clip(np.floor(pos).astype(np.int64), 0, n - 1)
-        left = np.take_along_axis(inside, i, axis=-1)
-        right = np.take_along_axis(inside, i + 1, axis=-1)
-        extra = np.take_along_axis(p_ref > 0, i, axis=-1) * np.clip(t - left, 0.0, right - left)
-        return np.take_along_axis(occupied_cum, i, axis=-1) + extra
+        left, right = _gather(inside, i), _gather(inside, i + 1)
+        extra = _gather(p_ref > 0, i) * np.clip(t - left, 0.0, right - left)
+        return _gather(occupied_cum, i) + extra
 
     # Q cumulative at each edge: the mass of the levels below plus the share of the edge's own level
     level = np.clip(np.round(inside / s), qmin - z, qmax - z)
