@@ -49,7 +49,7 @@ _UNIFORM_WEIGHT_SHRINK = np.linspace(1.0, 0.4, 10)
 _UNIFORM_ACT_SHRINK = np.unique(np.concatenate([np.geomspace(2.0**-8, 0.3, 12), np.linspace(0.3, 1.0, 22)]))[
     ::-1
 ]
-_MAX_ELEMENTS = 2**24  # candidates x values evaluated per chunk (KL)
+_KL_ELEMENTS = 2**19  # candidates x bins per chunk of the KL divergence (a few MB per temporary)
 _BLOCK_ELEMENTS = 2**17  # candidates x values per block of the Lp errors: 1 MB buffers stay in cache
 _LP_POWER = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0}  # as candidate_errors maps them (LP: l_p_value)
 
@@ -129,7 +129,7 @@ def _evaluate(method: E, values: _Values, scale: np.ndarray, zero_point: np.ndar
     v, w = values.v, values.w
     if method is E.KL:  # per-channel bin widths and whole-histogram bookkeeping: blocks of candidates only
         w = np.ones_like(v) if w is None else w
-        step = max(1, _MAX_ELEMENTS // (8 * max(v.size, 1)))
+        step = max(1, _KL_ELEMENTS // max(v.size, 1))
         parts = [
             candidate_errors(
                 method, v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, p, values.bin_width
