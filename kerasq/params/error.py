@@ -1,8 +1,14 @@
 """Error measures between float values and their quantized versions, vectorized over candidate grids.
 
-Values come as ``v`` [C, n] with non-negative weights ``w`` [C, n] (ones for raw weights, bin counts for
-histograms, Hessian scores for HMSE); grids as ``scale``/``zero_point`` [K, C]. Every function returns the
-weighted mean error per candidate and channel, [K, C].
+Values come as ``v`` [C, n] with non-negative weights ``w`` [C, n] (ones for raw weights, Hessian scores for
+HMSE); grids as ``scale``/``zero_point`` [K, C]. Every function returns the weighted mean error per candidate
+and channel, [K, C].
+
+Histograms are not reduced to their bin centres: the Lp error of a bin is the exact integral of
+``|x - x_hat|^p`` over the bin, values taken as uniform within it (``binned_lp_error``), so the error is a
+smooth function of the grid at any ratio of step to bin width; a bin of zero width is a point mass (exact
+zeros of a ReLU, values saturated at the observed maximum). KL compares the histogram with its quantized
+version the same way, with each level's mass spread over the occupied part of its interval (``kl_error``).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from kerasq.core.enums import QuantizationErrorMethod as E
+
+_KL_EPS = 1e-4  # probability given to an occupied bin the quantized distribution leaves empty (TensorRT's)
 
 
 def quantize(v: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
@@ -19,24 +27,72 @@ def quantize(v: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int
 
 
 def lp_error(
-    v: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, p: float,
-    bin_width: float | None = None,
-) -> np.ndarray:  # fmt: skip
-    """Weighted mean |v - x_hat|**p.
-
-    With ``bin_width`` (histogram input), rounding error inside the range is modelled as uniform noise
-    (E|e|^p = (s/2)^p / (p+1)) wherever the grid is finer than 4 bins, so bin centres never alias with the grid.
-    """
-    x_hat = quantize(v, scale, zero_point, qmin, qmax)
-    err = np.abs(v - x_hat) ** p
-    if bin_width is not None and np.ndim(bin_width) == 0:
-        s = scale[..., None]
-        lo, hi = (qmin - zero_point[..., None]) * s, (qmax - zero_point[..., None]) * s
-        inside = (v >= lo) & (v <= hi)
-        noise = (s / 2.0) ** p / (p + 1.0)
-        fine = s < 4.0 * bin_width
-        err = np.where(inside & fine, noise, err)
+    v: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, p: float
+) -> np.ndarray:
+    """Weighted mean |v - x_hat|**p over exact values ``v``."""
+    err = np.abs(v - quantize(v, scale, zero_point, qmin, qmax)) ** p
     return (err * w).sum(-1) / np.maximum(w.sum(-1), 1e-30)
+
+
+def _signed_power(r: np.ndarray, q: float) -> np.ndarray:
+    """``sign(r) |r|^q`` (products for the common exponents)."""
+    if q == 3.0:
+        return r * r * r
+    if q == 2.0:
+        return r * np.abs(r)
+    return np.sign(r) * np.abs(r) ** q
+
+
+def _error_integral(t: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: float):
+    """``(periods, local)`` with ``integral_0^t |x - x_hat(x)|^p dx = (periods * 2 (s/2)^(p+1) + local) / (p+1)``
+    on the grid of step ``s`` spanning ``[lo, hi]`` (multiples of ``s``): rounding error inside, the distance to
+    the nearer end outside. Whole periods are counted apart so that differences between nearby points do not
+    cancel large numbers."""
+    c = np.clip(t, lo, hi)
+    periods = np.round(c / s)
+    local = _signed_power(c - periods * s, p + 1.0)  # rounding error in [-s/2, s/2]
+    local += _signed_power(t - c, p + 1.0)  # beyond an end: the distance to it
+    return periods, local
+
+
+def binned_lp_error(
+    lower: np.ndarray, upper: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
+    qmin: int, qmax: int, p: float,
+) -> np.ndarray:  # fmt: skip
+    """Weighted mean ``|x - x_hat|^p`` of values spread uniformly over the bins ``[lower, upper]`` [C, n]
+    (weights ``w`` [C, n]: the counts), exactly: per bin the integral of the error over the bin divided by its
+    width, and for a bin with ``lower == upper`` (a point mass) the error at that value."""
+    s = scale[..., None]
+    lo, hi = (qmin - zero_point[..., None]) * s, (qmax - zero_point[..., None]) * s
+    width = upper - lower
+    point = width <= 0.0
+    per_width = np.where(point, 0.0, w / np.where(point, 1.0, width))  # a bin's count over its width
+    k_a, g_a = _error_integral(lower, s, lo, hi, p)
+    k_b, g_b = _error_integral(upper, s, lo, hi, p)
+    integral = (k_b - k_a) * (2.0 * (s / 2.0) ** (p + 1.0)) + (g_b - g_a)
+    total = (integral * per_width).sum(-1) / (p + 1.0)
+    if np.any(point):
+        cols = point[0] if point.shape[0] == 1 else slice(None)  # one histogram: just its point masses
+        at = np.abs(lower[:, cols] - quantize(lower[:, cols], scale, zero_point, qmin, qmax)) ** p
+        total += (at * np.where(point, w, 0.0)[:, cols]).sum(-1)
+    return total / np.maximum(w.sum(-1), 1e-30)
+
+
+def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table`` [K or 1, C, m] at integer positions ``index`` [K, C, j] of its last axis."""
+    k, c, m = index.shape[0], index.shape[1], table.shape[-1]
+    rows = np.arange(c) * m if table.shape[0] == 1 else np.arange(k * c).reshape(k, c) * m
+    return table.reshape(-1)[index + rows[..., None]]
+
+
+def _interpolate(table: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """``table`` [1, C, n+1] (cumulative values at bin edges 0..n) at fractional edge positions [K, C, j],
+    linearly within each bin and constant beyond the ends."""
+    n = table.shape[-1] - 1
+    position = np.clip(position, 0.0, float(n))
+    i = np.minimum(np.floor(position).astype(np.int64), n - 1)
+    left, right = _gather(table, i), _gather(table, i + 1)
+    return left + (position - i) * (right - left)
 
 
 def kl_error(
@@ -48,54 +104,84 @@ def kl_error(
     qmax: int,
     bin_width: np.ndarray | float,
 ) -> np.ndarray:
-    """KL(P || Q) between the histogram P (``v`` sorted bin centres, ``w`` counts) and its quantized version.
+    """KL(P || Q) between a histogram (``v`` [C, n]: the centres of uniform bins of ``bin_width``, ascending;
+    ``w``: counts) and its quantized version, as TensorRT's calibrator defines them, without bin aliasing.
 
-    As in TensorRT's calibrator: the reference P moves clipped mass onto the edge bins of the represented
-    range; Q takes only the in-range mass and spreads each quantization level's mass evenly over the non-empty
-    bins mapping to it. Clipping heavy tails (edge bins of P far above Q) and grids too coarse for the bulk of
-    the distribution both raise the divergence. Ranges spanning fewer histogram bins than there are levels
-    (capped at a quarter of the bins) cannot be compared this way and score +inf.
+    The grid's window is the union of its levels' rounding intervals. P is the histogram inside the window with
+    the mass beyond each end folded onto the window's last bin width at that end (where an end falls within a
+    bin then changes nothing); Q spreads the in-window mass of each level evenly over the occupied part (P > 0,
+    so an empty bin holding only folded mass counts) of the level's interval. Values are uniform within bins,
+    so a level covering 2.5 bins takes 2.5 bins' worth of mass and the divergence has no bin-aliasing jumps. Clipping heavy tails (edge bins of P far above Q) and grids
+    too coarse for the bulk of the distribution both raise it. Q is smoothed as TensorRT does (an occupied bin
+    Q leaves empty gets probability 1e-4). Ranges spanning fewer histogram bins than there are levels (capped
+    at a quarter of the bins) cannot be compared this way and score +inf.
     """
     k, c = scale.shape
     n = v.shape[-1]
-    s, z = scale[..., None], zero_point[..., None]
-    level = np.clip(np.round(v / s) + z, qmin, qmax)  # [K, C, n]
-    lo, hi = (qmin - z) * s, (qmax - z) * s
-    inside = (v >= lo) & (v <= hi)
-    first = np.argmax(inside, axis=-1)
-    last = n - 1 - np.argmax(inside[..., ::-1], axis=-1)
-    idx = np.broadcast_to(np.arange(n), level.shape)
-    target = np.where(v < lo, first[..., None], np.where(v > hi, last[..., None], idx))
-    rows = np.arange(k * c).reshape(k, c, 1) * n
-    weights = np.broadcast_to(w, level.shape)
-    p_ref = np.bincount((target + rows).ravel(), weights.ravel(), minlength=k * c * n).reshape(k, c, n)
-    p_in = np.where(inside, weights, 0.0)
-    # Runs of equal levels are contiguous because bin centres are sorted.
-    new_run = np.concatenate([np.ones((k, c, 1), bool), np.diff(level, axis=-1) != 0], axis=-1)
-    run = np.cumsum(new_run, axis=-1) - 1 + rows
-    mass = np.bincount(run.ravel(), p_in.ravel(), minlength=k * c * n)
-    nonzero = np.bincount(run.ravel(), (p_in > 0).ravel().astype(np.float64), minlength=k * c * n)
-    q = np.where(p_in > 0, mass[run] / np.maximum(nonzero[run], 1.0), 0.0)
-    p_norm = p_ref / np.maximum(p_ref.sum(-1, keepdims=True), 1e-30)
+    width = np.broadcast_to(np.asarray(bin_width, np.float64), (c,))[None, :, None]  # [1, C, 1]
+    first = v[None, :, :1] - width / 2.0  # [1, C, 1]: the lower edge of bin 0
+    edges = first + np.arange(n + 1) * width  # [1, C, n+1]
+    counts = np.broadcast_to(w, (c, n))[None]
+    cum = np.concatenate([np.zeros((1, c, 1)), np.cumsum(counts, axis=-1)], axis=-1)  # [1, C, n+1]
+    total = cum[..., -1:]
+    s, z = scale[..., None], zero_point[..., None]  # [K, C, 1]
+    w_lo, w_hi = (qmin - z - 0.5) * s, (qmax - z + 0.5) * s
+
+    def cp(t: np.ndarray) -> np.ndarray:  # the histogram's cumulative mass at points t
+        return _interpolate(cum, (t - first) / width)
+
+    # P: in-window mass per bin, the mass beyond either window end spread over the window's last bin width
+    # at that end (the bins it overlaps, in proportion), so that where an end falls within a bin changes nothing
+    inside = np.clip(edges, w_lo, w_hi)  # [K, C, n+1]
+    below, above = cp(w_lo), total - cp(w_hi)
+    ramp_lo = np.clip((inside - w_lo) / width, 0.0, 1.0)
+    ramp_hi = np.clip((inside - w_hi) / width + 1.0, 0.0, 1.0)
+    p_cum = cp(inside) - below + below * ramp_lo + above * ramp_hi
+    p_ref = np.maximum(np.diff(p_cum, axis=-1), 0.0)
+    # occupied length of the window, cumulative at the bin edges
+    occupied = (p_ref > 0) * np.diff(inside, axis=-1)
+    occupied_cum = np.concatenate([np.zeros((k, c, 1)), np.cumsum(occupied, axis=-1)], axis=-1)
+
+    def cs(t: np.ndarray) -> np.ndarray:  # occupied length of the window below t (t inside the window)
+        pos = (t - first) / width
+        i = np.clip(np.floor(pos).astype(np.int64), 0, n - 1)
+        left, right = _gather(inside, i), _gather(inside, i + 1)
+        extra = _gather(p_ref > 0, i) * np.clip(t - left, 0.0, right - left)
+        return _gather(occupied_cum, i) + extra
+
+    # Q cumulative at each edge: the mass of the levels below plus the share of the edge's own level
+    level = np.clip(np.round(inside / s), qmin - z, qmax - z)
+    lo_l, hi_l = (level - 0.5) * s, (level + 0.5) * s
+    start, stop = cp(lo_l), cp(hi_l)
+    cs_lo = cs(lo_l)
+    support = cs(hi_l) - cs_lo
+    share = np.where(support > 0, (cs(inside) - cs_lo) / np.where(support > 0, support, 1.0), 0.0)
+    q_cum = start - below + (stop - start) * np.clip(share, 0.0, 1.0)
+    q = np.maximum(np.diff(q_cum, axis=-1), 0.0)
+    p_norm = p_ref / np.maximum(total, 1e-30)
     q_norm = q / np.maximum(q.sum(-1, keepdims=True), 1e-30)
-    eps = 1e-10
-    kl = np.where(p_norm > 0, p_norm * np.log((p_norm + eps) / (q_norm + eps)), 0.0).sum(-1)
+    q_norm = np.where((p_norm > 0) & (q_norm <= 0), _KL_EPS, q_norm)
+    safe_p = np.where(p_norm > 0, p_norm, 1.0)
+    kl = (p_norm * np.log(safe_p / np.where(p_norm > 0, q_norm, 1.0))).sum(-1)
     min_bins = min(qmax - qmin + 1, n // 4)
-    too_narrow = (hi - lo)[..., 0] < min_bins * np.broadcast_to(bin_width, (c,))[None, :]
+    too_narrow = (w_hi - w_lo - s)[..., 0] < min_bins * width[..., 0]
     return np.where(too_narrow, np.inf, kl)
 
 
 def candidate_errors(
     method: E, v: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
-    l_p_value: float, bin_width: np.ndarray | float | None = None,
+    l_p_value: float, bin_width: np.ndarray | float | None = None, upper: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Error of each candidate grid [K, C] under ``method`` (NOCLIPPING is handled by the caller).
 
-    ``bin_width`` marks ``v`` as histogram bin centres (scalar, or one width per channel); KL needs it.
+    KL needs histogram input: ``v`` the bin centres and ``bin_width`` (scalar, or one width per channel). For
+    the Lp errors ``upper`` marks ``v`` as the lower ends of histogram bins ending at ``upper``.
     """
     if method is E.KL:
         if bin_width is None:
             raise ValueError("the KL error needs histogram input (bin_width)")
         return kl_error(v, w, scale, zero_point, qmin, qmax, bin_width)
     p = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0, E.LP: float(l_p_value)}[method]
-    return lp_error(v, w, scale, zero_point, qmin, qmax, p, bin_width)
+    if upper is not None:
+        return binned_lp_error(v, upper, w, scale, zero_point, qmin, qmax, p)
+    return lp_error(v, w, scale, zero_point, qmin, qmax, p)

@@ -118,6 +118,17 @@ def symmetric_grid(
     return np.maximum(threshold / levels, MIN_SCALE), qmin, qmax
 
 
+def no_clipping_scale(neg: np.ndarray, pos: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    """The smallest step of a zero-centred grid [qmin, qmax] (zero point 0) that represents ``-neg`` and
+    ``pos`` (the magnitudes of the most negative and most positive values, >= 0) without clipping: ``pos`` is
+    at most the top level ``qmax * scale`` and ``-neg`` at least the bottom level ``qmin * scale`` (an unsigned
+    grid, ``qmin = 0``, ignores ``neg``)."""
+    scale = np.asarray(pos, np.float64) / qmax
+    if qmin < 0:
+        scale = np.maximum(scale, np.asarray(neg, np.float64) / -qmin)
+    return np.maximum(scale, MIN_SCALE)
+
+
 def uniform_grid(lo: np.ndarray, hi: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(scale, zero_point, qmin, qmax) of an asymmetric grid covering [lo, hi] (lo <= 0 <= hi)."""
     qmin, qmax = 0, 2**n_bits - 1

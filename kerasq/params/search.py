@@ -1,29 +1,69 @@
 """Threshold / range search: evaluate a grid of candidates for all channels at once, keep the best.
 
-Symmetric grids try thresholds ``alpha * max|x|``; power-of-two grids try ``2**k`` below the no-clipping
-power; uniform grids try shrunk ``(lo, hi)`` pairs. Errors come from ``kerasq.params.error``.
+Symmetric grids try steps ``factor * s0`` around the no-clipping step ``s0 = max / qmax`` (the largest value
+exactly on the top level; factors from 1/32 to 1.2, since a slightly coarser step can round the bulk better at
+low bits), then refine around the best; power-of-two grids try ``2**k`` from one power above the no-clipping
+one down; uniform grids try shrunk ``(lo, hi)`` pairs. The no-clipping candidate comes first and wins ties, so
+a search never does worse than max scaling on its own objective. Errors come from ``kerasq.params.error``:
+exact values for kernels, histogram bins (integrated, not reduced to their centres) for activations.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from kerasq.core.enums import QuantizationErrorMethod as E
 from kerasq.core.enums import QuantizationMethod as M
 from kerasq.errors import ConfigError, DataError
-from kerasq.params.error import candidate_errors
-from kerasq.params.quant_params import MIN_SCALE, QuantParams, symmetric_grid, uniform_grid
+from kerasq.params.error import binned_lp_error, candidate_errors
+from kerasq.params.quant_params import (
+    MIN_SCALE,
+    QuantParams,
+    integer_range,
+    no_clipping_scale,
+    symmetric_grid,
+    uniform_grid,
+)
 
-_WEIGHT_ALPHAS = np.unique(np.concatenate([np.geomspace(1 / 32, 0.25, 8), np.linspace(0.25, 1.0, 61)]))[::-1]
-_ACT_ALPHAS = np.unique(np.concatenate([np.geomspace(2.0**-10, 0.3, 48), np.linspace(0.3, 1.0, 71)]))[::-1]
-_POT_STEPS = 12  # powers of two tried below the no-clipping one
+
+def _factors(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Candidate step factors: 1 (no clipping) first, then the others, largest first."""
+    rest = np.unique(np.concatenate([low, high]))[::-1]
+    return np.concatenate([[1.0], rest[~np.isclose(rest, 1.0, rtol=0.0, atol=1e-12)]])
+
+
+def _offsets(spread: float, steps: int) -> np.ndarray:
+    """Relative refinements around a first choice: 0 (the choice itself) first."""
+    offsets = np.linspace(-spread, spread, 2 * steps + 1)
+    return np.concatenate([[0.0], offsets[offsets != 0.0]])
+
+
+_WEIGHT_FACTORS = _factors(np.geomspace(1 / 32, 0.3, 8), np.linspace(0.3, 1.2, 46))
+_WEIGHT_REFINE = _offsets(0.03, 6)  # +-3% in steps of 0.5% around the best coarse factor (0.02 apart)
+_ACT_FACTORS = _factors(np.geomspace(2.0**-10, 0.3, 48), np.linspace(0.3, 1.2, 91))
+_ACT_REFINE = _offsets(0.015, 3)
+_POT_OFFSETS = np.concatenate([[0], [1], -np.arange(1, 12)])  # powers tried around the no-clipping one
 _UNIFORM_WEIGHT_SHRINK = np.linspace(1.0, 0.4, 10)
 _UNIFORM_ACT_SHRINK = np.unique(np.concatenate([np.geomspace(2.0**-8, 0.3, 12), np.linspace(0.3, 1.0, 22)]))[
     ::-1
 ]
-_MAX_ELEMENTS = 2**24  # candidates x values evaluated per chunk (KL)
+_KL_ELEMENTS = 2**19  # candidates x bins per chunk of the KL divergence (a few MB per temporary)
 _BLOCK_ELEMENTS = 2**17  # candidates x values per block of the Lp errors: 1 MB buffers stay in cache
 _LP_POWER = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0}  # as candidate_errors maps them (LP: l_p_value)
+
+
+@dataclass(frozen=True)
+class _Values:
+    """What candidates are evaluated on: exact values ``v`` [C, n] weighted by ``w`` (None: unit weights), or
+    histogram bins weighted by their counts: for KL their centres ``v`` and widths ``bin_width``, for the Lp
+    errors their ends ``[v, upper]``."""
+
+    v: np.ndarray
+    w: np.ndarray | None
+    bin_width: np.ndarray | float | None = None
+    upper: np.ndarray | None = None
 
 
 def _finite_number(value: object) -> bool:
@@ -82,23 +122,32 @@ def _best(errors: np.ndarray) -> np.ndarray:
     return np.argmin(np.where(np.isfinite(errors), errors, np.inf), axis=0)
 
 
-def _evaluate(
-    method: E, v: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
-    p: float, bin_width: np.ndarray | float | None,
-) -> np.ndarray:  # fmt: skip
+def _evaluate(method: E, values: _Values, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
+              p: float) -> np.ndarray:  # fmt: skip
     """``candidate_errors`` of every candidate [K, C], in blocks of candidates and channels small enough for
     the temporaries to stay in cache (whole rows of ``v``, so every sum is the one of a single call)."""
+    v, w = values.v, values.w
     if method is E.KL:  # per-channel bin widths and whole-histogram bookkeeping: blocks of candidates only
         w = np.ones_like(v) if w is None else w
-        step = max(1, _MAX_ELEMENTS // max(v.size, 1))
+        step = max(1, _KL_ELEMENTS // max(v.size, 1))
         parts = [
             candidate_errors(
-                method, v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, p, bin_width
+                method, v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, p, values.bin_width
             )
             for i in range(0, scale.shape[0], step)
         ]
         return np.concatenate(parts, axis=0)
     power = _LP_POWER.get(method, float(p))
+    if values.upper is not None:  # histogram bins: one row of counts, blocks of candidates
+        w = np.ones_like(v) if w is None else w
+        step = max(1, _BLOCK_ELEMENTS // max(v.size, 1))
+        parts = [
+            binned_lp_error(
+                v, values.upper, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, power
+            )
+            for i in range(0, scale.shape[0], step)
+        ]
+        return np.concatenate(parts, axis=0)
     channels, n = v.shape
     rows = max(1, min(channels, _BLOCK_ELEMENTS // max(n, 1)))
     step = max(1, _BLOCK_ELEMENTS // (rows * max(n, 1)))
@@ -107,14 +156,14 @@ def _evaluate(
         cols = slice(c, c + rows)
         for k in range(0, scale.shape[0], step):
             block = (slice(k, k + step), cols)
-            errors[block] = lp_errors(v[cols], None if w is None else w[cols], scale[block], zero_point[block], qmin, qmax, power,
-                                      bin_width)  # fmt: skip
+            errors[block] = lp_errors(v[cols], None if w is None else w[cols], scale[block], zero_point[block],
+                                      qmin, qmax, power)  # fmt: skip
     return errors
 
 
 def lp_errors(
     v: np.ndarray, w: np.ndarray | None, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
-    p: float, bin_width: float | None = None,
+    p: float,
 ) -> np.ndarray:  # fmt: skip
     """``kerasq.params.error.lp_error`` (``w=None``: unit weights), value for value, computed in one buffer
     and without the steps that change no bit (adding a zero zero-point, ``abs`` before squaring, multiplying
@@ -137,60 +186,48 @@ def lp_errors(
         np.abs(err, out=err)
         if p != 1.0:
             np.power(err, p, out=err)
-    if bin_width is not None and np.ndim(bin_width) == 0:  # histogram input: lp_error's noise model
-        _noise_in_range(err, v, scale, zero_point, qmin, qmax, p, bin_width)
     if w is None:
         return err.sum(-1) / float(v.shape[-1])
     np.multiply(err, w, out=err)
     return err.sum(-1) / np.maximum(w.sum(-1), 1e-30)
 
 
-def _noise_in_range(
-    err: np.ndarray, v: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, p: float,
-    bin_width: float,
-) -> None:  # fmt: skip
-    """lp_error's noise model, in place: where a grid is finer than 4 bins, values inside its range take the
-    uniform-noise error (s/2)^p / (p+1). Histogram centres are sorted, so each candidate's in-range values
-    are one slice of its row (found by bisection) rather than a mask over every value."""
-    lo, hi = (qmin - zero_point) * scale, (qmax - zero_point) * scale
-    noise = (scale / 2.0) ** p / (p + 1.0)
-    fine = scale < 4.0 * bin_width
-    if v.shape[0] != 1 or np.any(np.diff(v[0]) < 0):  # not one sorted row: the mask
-        inside = (v >= lo[..., None]) & (v <= hi[..., None]) & fine[..., None]
-        np.copyto(err, np.broadcast_to(noise[..., None], err.shape), where=inside)
-        return
-    start, stop = np.searchsorted(v[0], lo, side="left"), np.searchsorted(v[0], hi, side="right")
-    for k, c in zip(*np.nonzero(fine & (stop > start)), strict=True):
-        err[k, c, start[k, c] : stop[k, c]] = noise[k, c]
-
-
-def _symmetric_candidates(tmax: np.ndarray, method: M, alphas: np.ndarray) -> np.ndarray:
-    """Thresholds [K, C], widest first."""
-    if method is M.POWER_OF_TWO:
-        top = np.ceil(np.log2(tmax))
-        return 2.0 ** (top[None, :] - np.arange(_POT_STEPS)[:, None])
-    return alphas[:, None] * tmax[None, :]
+def _pick(method: E, values: _Values, scale: np.ndarray, qmin: int, qmax: int, p: float) -> np.ndarray:
+    """The best of the candidate steps [K, C] per channel [C]."""
+    errors = _evaluate(method, values, scale, np.zeros_like(scale), qmin, qmax, p)
+    return scale[_best(errors), np.arange(scale.shape[1])]
 
 
 def _search_symmetric(
-    v: np.ndarray, w: np.ndarray, tmax: np.ndarray, *, n_bits: int, method: M, error_method: E, signed: bool,
-    narrow_range: bool, p: float, alphas: np.ndarray, bin_width: np.ndarray | float | None,
+    values: _Values, neg: np.ndarray, pos: np.ndarray, *, n_bits: int, method: M, error_method: E, signed: bool,
+    narrow_range: bool, p: float, factors: np.ndarray, refine: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
-    tmax = np.maximum(tmax, MIN_SCALE)
-    candidates = _symmetric_candidates(tmax, method, alphas)
-    if error_method is E.NOCLIPPING:
-        threshold = candidates[0]
+    """(threshold, scale, qmin, qmax) per channel. ``neg`` / ``pos``: the magnitudes of each channel's most
+    negative and most positive values; the candidates are steps relative to the no-clipping one."""
+    qmin, qmax = integer_range(n_bits, signed, narrow_range)
+    levels = 2 ** (n_bits - 1) if signed else 2**n_bits  # threshold = levels * scale
+    base = no_clipping_scale(neg, pos, qmin, qmax)
+    if method is M.POWER_OF_TWO:
+        top = np.ceil(np.log2(base * levels))  # the smallest power-of-two threshold that clips nothing
+        scale = 2.0 ** (top[None, :] + _POT_OFFSETS[:, None]) / levels
     else:
-        scale, qmin, qmax = symmetric_grid(candidates, n_bits, signed, narrow_range)
-        errors = _evaluate(error_method, v, w, scale, np.zeros_like(scale), qmin, qmax, p, bin_width)
-        threshold = candidates[_best(errors), np.arange(candidates.shape[1])]
+        scale = factors[:, None] * base[None, :]
+    if error_method is E.NOCLIPPING:
+        chosen = scale[0]
+    else:
+        chosen = _pick(error_method, values, np.maximum(scale, MIN_SCALE), qmin, qmax, p)
+        if method is not M.POWER_OF_TWO and error_method is not E.KL:
+            # a finer look around the coarse choice (not for KL: it would chase where features fall between levels)
+            fine = chosen[None, :] * (1.0 + refine[:, None])
+            chosen = _pick(error_method, values, np.maximum(fine, MIN_SCALE), qmin, qmax, p)
+    threshold = np.maximum(chosen, MIN_SCALE) * levels
     scale, qmin, qmax = symmetric_grid(threshold, n_bits, signed, narrow_range)
     return threshold, scale, qmin, qmax
 
 
 def _search_uniform(
-    v: np.ndarray, w: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, n_bits: int, error_method: E, p: float,
-    shrink: np.ndarray, bin_width: np.ndarray | float | None,
+    values: _Values, lo: np.ndarray, hi: np.ndarray, *, n_bits: int, error_method: E, p: float,
+    shrink: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
     lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
     if error_method is E.NOCLIPPING:
@@ -201,7 +238,7 @@ def _search_uniform(
                        indexing="ij")  # fmt: skip
     a, b = a.ravel(), b.ravel()
     scale, zero_point, qmin, qmax = uniform_grid(a[:, None] * lo[None], b[:, None] * hi[None], n_bits)
-    errors = _evaluate(error_method, v, w, scale, zero_point, qmin, qmax, p, bin_width)
+    errors = _evaluate(error_method, values, scale, zero_point, qmin, qmax, p)
     best = _best(errors)
     cols = np.arange(scale.shape[1])
     return scale[best, cols], zero_point[best, cols], qmin, qmax
@@ -234,21 +271,20 @@ def search_weight_params(
     v = _channels_last(w.astype(np.float64), axes)
     # None: every weight counts the same (the fast path then skips multiplying by ones)
     weights = None if importance is None else _channels_last(np.asarray(importance, np.float64), axes)
-    bin_width = None
-    if error_method is E.KL:
-        v, weights, bin_width = _channel_histograms(v)
+    values = _Values(*_channel_histograms(v)) if error_method is E.KL else _Values(v, weights)
     axis_out = None if not axes else (axes[0] if len(axes) == 1 else axes)
     if method is M.UNIFORM:
         scale, zero_point, qmin, qmax = _search_uniform(
-            v, weights, v.min(-1), v.max(-1), n_bits=n_bits, error_method=error_method, p=l_p_value,
-            shrink=_UNIFORM_WEIGHT_SHRINK, bin_width=bin_width,
+            values, v.min(-1), v.max(-1), n_bits=n_bits, error_method=error_method, p=l_p_value,
+            shrink=_UNIFORM_WEIGHT_SHRINK,
         )  # fmt: skip
         return _params(
             scale, zero_point, qmin, qmax, n_bits, method, True, axis_out, None, per_channel=bool(axes)
         )
     threshold, scale, qmin, qmax = _search_symmetric(
-        v, weights, np.abs(v).max(-1), n_bits=n_bits, method=method, error_method=error_method, signed=True,
-        narrow_range=narrow_range, p=l_p_value, alphas=_WEIGHT_ALPHAS, bin_width=bin_width,
+        values, np.maximum(-v.min(-1), 0.0), np.maximum(v.max(-1), 0.0), n_bits=n_bits, method=method,
+        error_method=error_method, signed=True, narrow_range=narrow_range, p=l_p_value,
+        factors=_WEIGHT_FACTORS, refine=_WEIGHT_REFINE,
     )  # fmt: skip
     return _params(
         scale, np.zeros_like(scale), qmin, qmax, n_bits, method, True, axis_out, threshold, bool(axes)
@@ -263,6 +299,28 @@ def _channel_histograms(v: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.
     counts = np.bincount((idx + np.arange(c)[:, None] * bins).ravel(), minlength=c * bins).reshape(c, bins)
     centres = (-1.0 + (np.arange(bins) + 0.5) * 2.0 / bins)[None, :] * tmax
     return centres, counts.astype(np.float64), 2.0 * tmax[:, 0] / bins
+
+
+def histogram_bins(
+    counts: np.ndarray, hist_range: float, observed_min: float, observed_max: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The occupied bins of a histogram over [-hist_range, hist_range] as value intervals ``(lower, upper,
+    counts)``, each [1, m], for ``binned_lp_error``: bins cut to the observed range (the values at its ends are
+    in the end bins), so a bin that starts at the observed maximum (values saturated there) is a point mass;
+    and where the observed minimum is exactly 0 (a ReLU's output), the bin starting at 0 is a point mass at 0:
+    its values are the exact zeros, which every grid represents without error."""
+    n = counts.size
+    width = 2.0 * hist_range / n
+    edges = -hist_range + np.arange(n + 1) * width
+    lower = np.clip(edges[:-1], observed_min, observed_max)
+    upper = np.clip(edges[1:], observed_min, observed_max)
+    if observed_min == 0.0:
+        upper = np.where(edges[:-1] == 0.0, 0.0, upper)
+    tiny = upper - lower < 1e-3 * width  # cut to a sliver: the interval would only add rounding noise
+    middle = (lower + upper) / 2.0
+    lower, upper = np.where(tiny, middle, lower), np.where(tiny, middle, upper)
+    occupied = counts > 0
+    return lower[None, occupied], upper[None, occupied], counts[None, occupied]
 
 
 def search_activation_params(
@@ -300,27 +358,27 @@ def search_activation_params(
         raise ConfigError(
             "HMSE applies to weights only; choose MSE, MAE, LP, KL or NOCLIPPING for activations."
         )
-    n = counts.size
-    width = 2.0 * hist_range / n
-    centres = (-hist_range + (np.arange(n) + 0.5) * width)[None, :]
-    # Bin centres may lie just outside the observed range; clamp them so the extremes stay exact.
-    centres = np.clip(centres, min(observed_min, 0.0), max(observed_max, 0.0))
-    weights = counts[None, :]
-    if error_method is not E.KL:  # empty bins add nothing to a weighted mean: evaluate occupied bins only
-        occupied = counts > 0
-        centres, weights = centres[:, occupied], weights[:, occupied]
+    observed_min, observed_max = float(observed_min), float(observed_max)
+    if error_method is E.KL:
+        n = counts.size
+        width = 2.0 * hist_range / n
+        values = _Values((-hist_range + (np.arange(n) + 0.5) * width)[None, :], counts[None, :], width)
+    else:
+        lower, upper, occupied = histogram_bins(counts, hist_range, observed_min, observed_max)
+        values = _Values(lower, occupied, upper=upper)
     if method is M.UNIFORM:
         scale, zero_point, qmin, qmax = _search_uniform(
-            centres, weights, np.array([observed_min]), np.array([observed_max]), n_bits=n_bits,
-            error_method=error_method, p=l_p_value, shrink=_UNIFORM_ACT_SHRINK, bin_width=width,
+            values, np.array([observed_min]), np.array([observed_max]), n_bits=n_bits,
+            error_method=error_method, p=l_p_value, shrink=_UNIFORM_ACT_SHRINK,
         )  # fmt: skip
         signed = bool(observed_min < 0)
         return _params(scale, zero_point, qmin, qmax, n_bits, method, signed, None, None, per_channel=False)
     is_signed = bool(observed_min < 0) if signed is None else bool(signed)
-    tmax = np.array([max(abs(observed_min), abs(observed_max)) if is_signed else max(observed_max, 0.0)])
+    neg = np.array([max(-observed_min, 0.0) if is_signed else 0.0])
     threshold, scale, qmin, qmax = _search_symmetric(
-        centres, weights, tmax, n_bits=n_bits, method=method, error_method=error_method, signed=is_signed,
-        narrow_range=False, p=l_p_value, alphas=_ACT_ALPHAS, bin_width=width,
+        values, neg, np.array([max(observed_max, 0.0)]), n_bits=n_bits, method=method,
+        error_method=error_method, signed=is_signed, narrow_range=False, p=l_p_value, factors=_ACT_FACTORS,
+        refine=_ACT_REFINE,
     )  # fmt: skip
     return _params(scale, np.zeros_like(scale), qmin, qmax, n_bits, method, is_signed, None, threshold, False)
 
