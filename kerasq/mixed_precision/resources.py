@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasq.builder.model_builder import build_model
 from kerasq.core.config import CoreConfig
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.errors import ConfigError
@@ -84,8 +85,6 @@ def _inferred_shapes(graph: Graph, inputs: dict[int, tuple[int, ...]]) -> dict[i
     for tensors, k, shapes in _INFERRED:
         if tensors is graph.tensors and k == key:
             return shapes
-    from kerasq.builder.model_builder import build_model  # the builder imports the quantizers; keep it lazy
-
     concrete = dict(graph.tensors)
     for tid, shape in inputs.items():
         concrete[tid] = TensorInfo((None, *shape), graph.tensors[tid].dtype)
