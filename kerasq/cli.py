@@ -207,6 +207,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if path.suffix == ".tflite":
         return _info_tflite(path)
     model = _load_model(args.model)
+    from kerasq.mixed_precision.resources import kernel_bytes
     from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
 
     total = 0
@@ -216,7 +217,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         if isinstance(layer, QuantizeWrapper):
             kernels = {n: int(getattr(layer.layer, n).numpy().size) for n in layer.kernel_quantizers}
             bits = "/".join(str(s["n_bits"]) for s in layer.kernel_quantizers.values())
-            size = sum(-(-kernels[n] * s["n_bits"] // 8) for n, s in layer.kernel_quantizers.items())
+            size = sum(
+                int(kernel_bytes(kernels[n], s["n_bits"], packed=True))
+                for n, s in layer.kernel_quantizers.items()
+            )
             size += (params - sum(kernels.values())) * 4
             name, kind = layer.layer.name, type(layer.layer).__name__
         elif isinstance(layer, ActivationQuantizer):

@@ -1,7 +1,14 @@
-"""``QuantizationInfo``: what was quantized, how, what stayed float and why, and the memory it takes."""
+"""``QuantizationInfo``: what was quantized, how, what stayed float and why, and the memory it takes.
+
+Two weight figures: ``weights_memory_bytes`` counts the quantized kernels at their bit widths, as MCT's
+``ResourceUtilization.weights_memory`` does (what mixed-precision budgets limit); ``stored_weights_bytes`` is
+what the device holds: those kernels bit-packed, plus every bias (int32, including the zero biases bias
+correction adds) and every weight left float (float32). A layer applied several times counts once.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -9,7 +16,8 @@ import numpy as np
 
 from kerasq.builder.model_builder import quantizer_name
 from kerasq.graph.model_graph import Graph
-from kerasq.mixed_precision.resources import layer_weight_bytes
+from kerasq.mixed_precision.resources import layer_kernel_bytes, stored_layer_bytes
+from kerasq.mixed_precision.units import layer_calls
 from kerasq.params.quant_params import QuantParams
 from kerasq.params.selection import QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
@@ -49,13 +57,18 @@ class GridInfo:
 
 @dataclass
 class LayerInfo:
+    """One node (call of a layer). A layer applied several times reports its bytes at its first call only and
+    names that call in ``weights_of`` at the others."""
+
     name: str
     kind: str | None
     layer_type: str
     weights: dict[str, GridInfo] = field(default_factory=dict)  # kernel name -> grid
     activation: GridInfo | None = None  # grid of the layer's output, if it has its own quantizer
     activation_quantizer: str | None = None
-    weights_bytes: int = 0
+    kernel_bytes: float = 0.0  # quantized kernels at their bits (its share of weights_memory_bytes)
+    stored_bytes: int = 0  # packed kernels + int32 bias + float weights (its share of stored_weights_bytes)
+    weights_of: str | None = None  # the first call of the same layer, which holds its weights
 
 
 @dataclass
@@ -66,8 +79,9 @@ class QuantizationInfo:
     layers: dict[str, LayerInfo]
     inputs: dict[str, GridInfo]
     float_layers: dict[str, str]  # layer name -> reason it stays float
-    weights_memory_bytes: int
-    float_weights_memory_bytes: int
+    weights_memory_bytes: float  # quantized kernels at their bits: MCT's weights_memory
+    float_weights_memory_bytes: int  # every weight of the float model at 4 bytes
+    stored_weights_bytes: int = 0  # on the device: packed kernels + int32 biases + weights left float
     resource_utilization: ResourceUtilization | None = None  # of the quantized model, at its bit widths
     mixed_precision: MixedPrecisionReport | None = None  # set when mixed precision chose the widths
     warnings: list[str] = field(default_factory=list)  # findings to act on (bad data, unbalanced concats)
@@ -75,14 +89,16 @@ class QuantizationInfo:
 
     @property
     def compression_ratio(self) -> float:
-        return self.float_weights_memory_bytes / max(self.weights_memory_bytes, 1)
+        """Float weight bytes over the stored bytes (what the device saves)."""
+        return self.float_weights_memory_bytes / max(self.stored_weights_bytes, 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
         lines = [
-            f"kerasq quantization ({self.platform}): weights {self.weights_memory_bytes:,} B "
+            f"kerasq quantization ({self.platform}): quantized kernels {self.weights_memory_bytes:,.0f} B; "
+            f"stored weights {self.stored_weights_bytes:,} B with biases and float weights "
             f"(float {self.float_weights_memory_bytes:,} B, x{self.compression_ratio:.2f})",
             f"{'layer':40s} {'kind':16s} {'weight bits':>12s} {'act bits':>9s}",
         ]
@@ -117,13 +133,17 @@ def build_info(
 ) -> QuantizationInfo:
     """Assemble the report from the graph, the plan and the chosen grids."""
     layers: dict[str, LayerInfo] = {}
-    total = 0
+    first_call = {call: first for first, calls in layer_calls(graph).items() for call in calls}
     for node in graph.nodes:
         info = LayerInfo(name=node.name, kind=node.kind, layer_type=type(node.op).__name__)
         kernels = params.weights.get(node.name, {})
         info.weights = {name: GridInfo.from_params(p) for name, p in kernels.items()}
-        info.weights_bytes = layer_weight_bytes(node, {name: p.n_bits for name, p in kernels.items()})
-        total += info.weights_bytes
+        if first_call[node.name] == node.name:
+            bits = {name: p.n_bits for name, p in kernels.items()}
+            info.kernel_bytes = layer_kernel_bytes(node, bits)
+            info.stored_bytes = stored_layer_bytes(node, bits)
+        else:
+            info.weights_of = first_call[node.name]
         produced = [t for t in node.outputs if t in params.activations]
         if produced:
             info.activation = GridInfo.from_params(params.activations[produced[0]])
@@ -138,6 +158,8 @@ def build_info(
     }
     return QuantizationInfo(
         platform=platform, layers=layers, inputs=inputs, float_layers=dict(plan.float_nodes),
-        weights_memory_bytes=total, float_weights_memory_bytes=float_weights_bytes,
+        weights_memory_bytes=math.fsum(layer.kernel_bytes for layer in layers.values()),
+        float_weights_memory_bytes=float_weights_bytes,
+        stored_weights_bytes=sum(layer.stored_bytes for layer in layers.values()),
         resource_utilization=resources, mixed_precision=mixed_precision, warnings=list(warnings or []),
     )  # fmt: skip

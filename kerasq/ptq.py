@@ -33,7 +33,7 @@ from kerasq.graph.rewrites import (
 )
 from kerasq.info import QuantizationInfo, build_info
 from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport, allocate_bits
-from kerasq.mixed_precision.resources import resource_utilization
+from kerasq.mixed_precision.resources import resource_utilization, with_sample_shapes
 from kerasq.params.hmse import kernel_importance
 from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capabilities
@@ -116,6 +116,7 @@ def prepare(
     data = RepresentativeData(
         representative_data_gen, input_specs_from_model(model), max_batches=core_config.n_iter
     )
+    graph = with_sample_shapes(graph, data.first_batch())  # sizes of dims the model leaves open
     corrected = _corrected_nodes(graph, plan) if qc.weights_bias_correction else []
     stats, means = _observe(graph, plan, data, qc.num_histogram_bins, [n.inputs[0] for n in corrected])
     input_means = dict(zip([n.name for n in corrected], means, strict=True))
@@ -194,8 +195,9 @@ def plan_model(
     """The folded graph and its quantization plan at the platform's (and manual) bit widths."""
     core_config, tpc = _resolve(core_config, tpc)
     graph = read_model(model)
-    if representative_data_gen is not None:  # validated against the model's inputs
-        RepresentativeData(representative_data_gen, input_specs_from_model(model))
+    if representative_data_gen is not None:  # validated; its sample shapes size dims the model leaves open
+        data = RepresentativeData(representative_data_gen, input_specs_from_model(model))
+        graph = with_sample_shapes(graph, data.first_batch())
     graph = rewrite_graph(graph, core_config.quantization_config)
     plan = assign_quantization(graph, tpc, core_config.quantization_config)
     if core_config.quantization_config.weights_bias_correction:  # the corrected bias is stored: count it

@@ -3,6 +3,10 @@
 One builder serves every stage: with no parameters it yields the (folded) float model used to observe
 statistics; with parameters it yields the quantized model. Quantized weighted layers are wrapped in
 ``QuantizeWrapper``; every planned activation tensor gets an ``ActivationQuantizer`` right after it.
+
+A layer applied several times (nodes calling the same operation) stays one layer: one clone, one wrapper, one
+quantized kernel, whose grid is its first call's. Its calls must agree on the kernel's bits (mixed precision
+gives them one unit); grids that disagree are refused rather than mixed into a corrupt kernel.
 """
 
 from __future__ import annotations
@@ -176,7 +180,37 @@ def build_model(
     for layer, node in weights_to_load:
         if node.layer_weights:
             layer.set_weights(node.layer_weights)
-    for node_name, kernels in weight_params.items():
+    for node_name, kernels in _kernel_params_per_layer(graph, weight_params).items():
         for kernel_name, kernel_params in kernels.items():
             layers[node_name].set_params(kernel_name, kernel_params)
     return BuiltModel(model=model, tensors=raw, layers=layers)
+
+
+def _kernel_params_per_layer(
+    graph: Graph, weight_params: dict[str, dict[str, QuantParams]]
+) -> dict[str, dict[str, QuantParams]]:
+    """The kernel grids of each layer, from its first call; refuses calls of one layer whose grids disagree on
+    which kernels are quantized or at how many bits (one kernel cannot hold two grids)."""
+    calls: dict[int, list[Node]] = {}
+    for node in graph.nodes:
+        calls.setdefault(id(node.op), []).append(node)
+    per_layer = {}
+    for nodes in calls.values():
+        first = nodes[0]
+        grids = weight_params.get(first.name, {})
+        for other in nodes[1:]:
+            theirs = weight_params.get(other.name, {})
+            if {k: p.n_bits for k, p in theirs.items()} != {k: p.n_bits for k, p in grids.items()}:
+                raise ModelError(
+                    f"Layer {type(first.op).__name__} {getattr(first.op, 'name', first.name)!r} is applied "
+                    f"{len(nodes)} times (nodes {[n.name for n in nodes]}) with different kernel bits "
+                    f"({_bits_text(grids)} at {first.name!r}, {_bits_text(theirs)} at {other.name!r}), but it has "
+                    "one kernel: give every call of the layer the same kernel widths in the plan."
+                )
+        if grids:
+            per_layer[first.name] = grids
+    return per_layer
+
+
+def _bits_text(grids: dict[str, QuantParams]) -> str:
+    return ", ".join(f"{k} {p.n_bits} bits" for k, p in grids.items()) or "float"

@@ -1,15 +1,23 @@
 """``ResourceUtilization``: the memory / compute figures mixed precision budgets and reports.
 
-Definitions (all per inference of one sample, batch size 1):
+Definitions (all per inference of one sample, batch size 1), as MCT 2.6.1 counts them:
 
-- ``weights_memory`` (bytes): sum over quantized kernels of ``ceil(params * bits / 8)``, plus 4 bytes for every
-  weight that stays float (biases, float layers).
+- ``weights_memory`` (bytes): the quantized kernels at their bit widths, ``sum(params * bits / 8)`` over every
+  quantized kernel (fixed-width and configurable alike; a fraction of a byte is kept, as in MCT). Biases, the
+  zero biases bias correction adds, and the weights of layers kept float do not count. A layer applied several
+  times (shared, or inside a nested model called twice) has one kernel and counts once. Kernels are counted as
+  the graph holds them, so a batch-norm folded into a convolution adds nothing.
 - ``activation_memory`` (bytes): the peak, over the best execution order kerasq finds, of the bytes of the
   tensors alive at once, each at its bit width (float tensors at 32 bits; tensors inside a fused chain are never
-  materialized and count 0).
+  materialized and count 0). Dimensions the model leaves open (``Input((None, None, 3))``) take the calibration
+  data's sample shape; with no data they are refused (``ConfigError``).
 - ``total_memory``: weights memory + activation memory.
-- ``bops`` (bit operations): sum over conv / depthwise / dense / transposed-conv layers of
-  ``MACs * weight bits * input activation bits``.
+- ``bops`` (bit operations): sum over conv / depthwise / dense / transposed-conv calls of
+  ``MACs * weight bits * input activation bits`` (every call of a shared layer counts).
+
+The bytes the weights take on the device are a different figure: ``QuantizationInfo.stored_weights_bytes``
+(quantized kernels bit-packed to whole bytes per kernel, plus 4 bytes per bias, int32, and per weight left
+float). Budgets (``target_resource_utilization``) limit the MCT figures above.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         f"kerasq W8A8 ({args.platform}): {accuracy(q_model, x_test, y_test):6.2f}%  (quantized in {seconds:.1f} s)"
     )
     print(
-        f"weights: {info.float_weights_memory_bytes:,} B float -> {info.weights_memory_bytes:,} B quantized"
+        f"weights: {info.float_weights_memory_bytes:,} B float -> {info.stored_weights_bytes:,} B quantized"
     )
     if args.out:
         q_model.save(args.out)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 
+from kerasq.mixed_precision.resources import kernel_bytes
 from kerasq.quantizers import QuantizeWrapper
 
 
@@ -18,7 +17,7 @@ def sub_byte_savings(q_model: keras.Model) -> int:
         for name, spec in layer.kernel_quantizers.items():
             if spec["n_bits"] < 8:
                 size = int(getattr(layer.layer, name).shape.num_elements())
-                saved += size - math.ceil(size * spec["n_bits"] / 8)
+                saved += size - int(kernel_bytes(size, spec["n_bits"], packed=True))
     return saved
 
 

@@ -84,6 +84,8 @@ class Graph:
     outputs: Any  # nested structure of TensorRef, mirroring the model's outputs
     nodes: list[Node]
     tensors: dict[int, TensorInfo] = field(default_factory=dict)
+    # model input id -> per-sample shape in the calibration data (sizes the dims the model leaves open)
+    sample_shapes: dict[int, tuple[int, ...]] | None = None
 
     def output_ids(self) -> list[int]:
         return [ref.id for ref in keras.tree.flatten(self.outputs)]

@@ -5,32 +5,139 @@ execution order), total memory and BOPs; definitions are in ``kerasq.core.resour
 ``resource_rows(graph, plan, units)`` expresses each resource as rows of the mixed-precision integer program:
 weights memory and BOPs are one row each, activation memory one row per cut of the execution schedule (its
 peak is a maximum over cuts), total memory one row per cut plus the weights.
+
+Weight bytes are counted by one function, ``kernel_bytes``: as MCT counts ``weights_memory`` (quantized kernels,
+``params * bits / 8``) or as the device stores them (``packed=True``: whole bytes per kernel;
+``stored_layer_bytes`` adds 4 bytes per bias and per weight left float, ``QuantizationInfo.stored_weights_bytes``
+sums it). A layer applied several times counts its weights once.
+
+Tensor sizes need every dimension but the batch. Dimensions the model leaves open (``Input((None, None, 3))``)
+come from the calibration data's sample shapes, which ``with_sample_shapes`` records on the graph.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from kerasq.builder.model_builder import build_model
 from kerasq.core.config import CoreConfig
 from kerasq.core.resource_utilization import ResourceUtilization
-from kerasq.graph.model_graph import Graph, Node
+from kerasq.errors import ConfigError
+from kerasq.graph.model_graph import Graph, Node, TensorInfo
 from kerasq.graph.op_kinds import is_weighted
 from kerasq.graph.weights import named_weights
 from kerasq.mixed_precision.schedule import Schedule, Step, best_schedule
 from kerasq.mixed_precision.solver import ResourceRow
-from kerasq.mixed_precision.units import Unit, unit_tensors
+from kerasq.mixed_precision.units import Unit, layer_calls, unit_tensors
 from kerasq.platform.assign import QuantizationPlan, grid_source
 
 FLOAT_BITS = 32
+BIAS_BITS = 32  # biases are int32 on the device (and float32 in float layers)
 
 
-def tensor_elements(graph: Graph) -> dict[int, int]:
-    """Elements per sample of every tensor (batch dimension excluded)."""
-    return {tid: int(np.prod([d or 1 for d in info.shape[1:]])) for tid, info in graph.tensors.items()}
+def kernel_bytes(params: Any, bits: Any, *, packed: bool = False) -> Any:
+    """Bytes of ``params`` values of ``bits`` bits (broadcasts over arrays).
+
+    ``packed=False``: ``params * bits / 8``, fractions kept, as MCT counts ``weights_memory``.
+    ``packed=True``: whole bytes, as one kernel is stored bit-packed on the device.
+    """
+    size = np.multiply(params, bits, dtype=np.float64) / 8
+    return np.ceil(size) if packed else size
+
+
+# -- tensor shapes ---------------------------------------------------------------------------------------------
+
+
+def with_sample_shapes(graph: Graph, batch: Sequence[np.ndarray]) -> Graph:
+    """``graph`` with the per-sample shape of each model input in ``batch`` (one array per input: the first
+    calibration batch): the sizes resource figures use where the model leaves dimensions open."""
+    shapes = {tid: tuple(int(d) for d in np.shape(a)[1:]) for tid, a in zip(graph.inputs, batch, strict=True)}
+    return replace(graph, sample_shapes=shapes)
+
+
+def _used_tensors(graph: Graph) -> list[int]:
+    """Model inputs and every tensor a node reads or writes (rewrites may leave unused entries behind)."""
+    used = dict.fromkeys(graph.inputs)
+    for node in graph.nodes:
+        used.update(dict.fromkeys(node.inputs))
+        used.update(dict.fromkeys(node.outputs))
+    return list(used)
+
+
+def _is_open(shape: Sequence[int | None]) -> bool:
+    return any(d is None for d in shape[1:])
+
+
+# (graph.tensors, input shapes, inferred shapes) of the last few replays, newest last
+_INFERRED: list[tuple[dict, tuple, dict[int, tuple[int, ...]]]] = []
+_INFERRED_KEPT = 4
+
+
+def _inferred_shapes(graph: Graph, inputs: dict[int, tuple[int, ...]]) -> dict[int, tuple[int | None, ...]]:
+    """Per-sample shape of every tensor when the model inputs have the ``inputs`` shapes (one symbolic replay of
+    the graph, cached per tensor table: rewrites that change shapes give the graph a new one)."""
+    key = tuple(sorted(inputs.items()))
+    for tensors, k, shapes in _INFERRED:
+        if tensors is graph.tensors and k == key:
+            return shapes
+    concrete = dict(graph.tensors)
+    for tid, shape in inputs.items():
+        concrete[tid] = TensorInfo((None, *shape), graph.tensors[tid].dtype)
+    built = build_model(replace(graph, tensors=concrete))
+    shapes = {tid: tuple(t.shape[1:]) for tid, t in built.tensors.items()}
+    _INFERRED.append((graph.tensors, key, shapes))
+    del _INFERRED[:-_INFERRED_KEPT]
+    return shapes
+
+
+def sample_shapes(graph: Graph) -> dict[int, tuple[int, ...]]:
+    """Shape of every used tensor for one sample (batch dimension excluded), every dimension known.
+
+    Open dimensions are inferred from ``graph.sample_shapes`` (the calibration data's input shapes). Raises
+    ``ConfigError`` naming the input when the model leaves a dimension open and no data shape is known.
+    """
+    used = _used_tensors(graph)
+    if not any(_is_open(graph.tensors[t].shape) for t in used):
+        return {t: tuple(graph.tensors[t].shape[1:]) for t in used}
+    known = graph.sample_shapes or {}
+    open_inputs = [
+        (name, graph.tensors[t].shape)
+        for t, name in zip(graph.inputs, graph.input_names, strict=True)
+        if _is_open(graph.tensors[t].shape) and t not in known
+    ]
+    if open_inputs:
+        name, shape = open_inputs[0]
+        example = tuple(32 if d is None else d for d in shape[1:])
+        raise ConfigError(
+            f"Model input {name!r} has per-sample shape {shape[1:]}: its size is open, so activation memory "
+            "and BOPs cannot be counted. Pass calibration data (keras_resource_utilization_data(model, "
+            "representative_data_gen); quantization uses the representative data's sample shapes) or build the "
+            f"model with a fixed input size, e.g. keras.Input({example})."
+        )
+    shapes = _inferred_shapes(graph, {t: known[t] for t in graph.inputs if t in known})
+    result = {t: shapes.get(t, tuple(graph.tensors[t].shape[1:])) for t in used}
+    still_open = [t for t in used if any(d is None for d in result[t])]
+    if still_open:
+        producer = graph.producers().get(still_open[0])
+        where = f"the output of layer {producer.name!r}" if producer else f"tensor {still_open[0]}"
+        raise ConfigError(
+            f"{where} has shape {result[still_open[0]]} even at the calibration data's input shapes "
+            f"{[known[t] for t in graph.inputs if t in known]}: its size depends on the data, so activation "
+            "memory and BOPs cannot be counted. Give the layer a fixed output size (e.g. pad or crop to a fixed "
+            "shape)."
+        )
+    return result
+
+
+def tensor_elements(graph: Graph, shapes: Mapping[int, tuple[int, ...]] | None = None) -> dict[int, int]:
+    """Elements per sample of every used tensor (batch dimension excluded)."""
+    shapes = sample_shapes(graph) if shapes is None else shapes
+    return {tid: int(np.prod(shape, dtype=np.int64)) for tid, shape in shapes.items()}
 
 
 def _dtype_bits(dtype: str) -> int:
@@ -85,39 +192,50 @@ def activation_schedule(
     """The minimum-peak execution order for the plan's tensor widths (or ``bits``)."""
     bits = bits if bits is not None else tensor_bits(graph, plan)
     elements = tensor_elements(graph)
-    sizes = {tid: elements[tid] * bits[tid] / 8 for tid in graph.tensors}
+    sizes = {tid: elements[tid] * bits[tid] / 8 for tid in elements}
     return best_schedule(execution_steps(graph, plan), sizes, graph.inputs, graph.output_ids())
 
 
-def macs(node: Node, graph: Graph) -> int:
-    """Multiply-accumulates of one weighted node per sample."""
+def macs(node: Node, graph: Graph, shapes: Mapping[int, tuple[int, ...]] | None = None) -> int:
+    """Multiply-accumulates of one weighted node per sample (``shapes``: ``sample_shapes(graph)``)."""
+    shapes = sample_shapes(graph) if shapes is None else shapes
     kernel = named_weights(node)
     size = sum(w.size for name, w in kernel.items() if name != "bias")
-    spatial_of = graph.tensors[node.inputs[0] if node.kind == "conv_transpose" else node.outputs[0]].shape
+    spatial_of = shapes[node.inputs[0] if node.kind == "conv_transpose" else node.outputs[0]]
     channels_first = node.layer_config.get("data_format") == "channels_first"
-    spatial = spatial_of[2:] if channels_first else spatial_of[1:-1]
-    return int(size * np.prod([d or 1 for d in spatial]))
+    spatial = spatial_of[1:] if channels_first else spatial_of[:-1]
+    return int(size * np.prod(spatial, dtype=np.int64))
 
 
-def _kernel_sizes(graph: Graph, plan: QuantizationPlan, node: str) -> list[int]:
-    weights = named_weights(graph.node(node))
-    return [weights[k].size for k in plan.weights[node]]
+def _kernel_bits(plan: QuantizationPlan, node: str) -> dict[str, int]:
+    return {k: spec.n_bits for k, spec in plan.weights.get(node, {}).items()}
 
 
-def layer_weight_bytes(node: Node, kernel_bits: Mapping[str, int]) -> int:
-    """Bytes of one node's weights: quantized kernels packed at their bits, everything else float32."""
-    if not kernel_bits:
-        return sum(int(w.size) for w in node.layer_weights) * FLOAT_BITS // 8
-    weights = named_weights(node)
-    packed = sum(math.ceil(weights[k].size * bits / 8) for k, bits in kernel_bits.items())
-    return packed + sum(int(w.size) for k, w in weights.items() if k not in kernel_bits) * FLOAT_BITS // 8
+def layer_kernel_bytes(node: Node, kernel_bits: Mapping[str, int]) -> float:
+    """MCT's ``weights_memory`` of one layer: its quantized kernels (``kernel_bits``: name -> bits) at their
+    bits; its bias and any float weight do not count."""
+    weights = named_weights(node) if kernel_bits else {}
+    return float(sum(kernel_bytes(weights[k].size, b) for k, b in kernel_bits.items()))
 
 
-def weights_bytes(graph: Graph, plan: QuantizationPlan) -> int:
-    return sum(
-        layer_weight_bytes(node, {k: s.n_bits for k, s in plan.weights.get(node.name, {}).items()})
-        for node in graph.nodes
+def weights_memory(graph: Graph, plan: QuantizationPlan) -> float:
+    """Bytes of the quantized kernels at their bit widths, each layer once (MCT's ``weights_memory``)."""
+    nodes = {node.name: node for node in graph.nodes}
+    return math.fsum(
+        layer_kernel_bytes(nodes[name], _kernel_bits(plan, name)) for name in layer_calls(graph, plan.weights)
     )
+
+
+def stored_layer_bytes(node: Node, kernel_bits: Mapping[str, int]) -> int:
+    """Bytes one node's weights take on the device: quantized kernels bit-packed, biases int32, any other
+    weight (of a float layer, or not quantized) float32."""
+    weights: dict[Any, np.ndarray] = (
+        named_weights(node) if kernel_bits else dict(enumerate(node.layer_weights))
+    )
+    packed = sum(kernel_bytes(weights[k].size, b, packed=True) for k, b in kernel_bits.items())
+    bias = weights["bias"].size if kernel_bits and "bias" in weights else 0
+    rest = sum(int(w.size) for k, w in weights.items() if k not in kernel_bits and k != "bias")
+    return int(packed + kernel_bytes(bias, BIAS_BITS) + kernel_bytes(rest, FLOAT_BITS))
 
 
 def _weight_bits(plan: QuantizationPlan, node: Node) -> int:
@@ -125,11 +243,13 @@ def _weight_bits(plan: QuantizationPlan, node: Node) -> int:
     return next(iter(kernels.values())).n_bits if kernels else FLOAT_BITS
 
 
-def bops(graph: Graph, plan: QuantizationPlan) -> int:
+def bops(graph: Graph, plan: QuantizationPlan, shapes: Mapping[int, tuple[int, ...]] | None = None) -> int:
+    """Bit operations of every weighted node (every call of a shared layer)."""
+    shapes = sample_shapes(graph) if shapes is None else shapes
     bits = tensor_bits(graph, plan)
     return int(
         sum(
-            macs(node, graph) * _weight_bits(plan, node) * bits[node.inputs[0]]
+            macs(node, graph, shapes) * _weight_bits(plan, node) * bits[node.inputs[0]]
             for node in graph.nodes
             if is_weighted(node.kind)
         )
@@ -138,13 +258,14 @@ def bops(graph: Graph, plan: QuantizationPlan) -> int:
 
 def resource_utilization(graph: Graph, plan: QuantizationPlan) -> ResourceUtilization:
     """The four resource figures of ``plan`` at its bit widths."""
-    weights = weights_bytes(graph, plan)
+    shapes = sample_shapes(graph)
+    weights = weights_memory(graph, plan)
     activations = activation_schedule(graph, plan).peak
     return ResourceUtilization(
         weights_memory=weights,
         activation_memory=activations,
         total_memory=weights + activations,
-        bops=bops(graph, plan),
+        bops=bops(graph, plan, shapes),
     )
 
 
@@ -157,23 +278,22 @@ def resource_rows(
 ) -> tuple[list[ResourceRow], Schedule]:
     """Rows of every resource as functions of the units' candidate indices (others fixed at plan bits)."""
     cand = [np.asarray(u.candidates, np.float64) for u in units]
-    weight_unit = {u.node: i for i, u in enumerate(units) if u.kind == "weights"}
+    weight_unit = {name: i for i, u in enumerate(units) if u.kind == "weights" for name in u.nodes}
     source_unit = {t: i for i, u in enumerate(units) if u.kind == "activation" for t in unit_tensors(plan, u)}
-    elements = tensor_elements(graph)
+    shapes = sample_shapes(graph)
+    elements = tensor_elements(graph, shapes)
     bits = tensor_bits(graph, plan)
 
-    # weights memory
+    # weights memory: each layer once (a unit holds every call of its layer)
     w_terms: dict[int, np.ndarray] = {}
-    w_const = float(weights_bytes(graph, plan))
-    for node, i in weight_unit.items():
-        sizes = _kernel_sizes(graph, plan, node)
-        w_const -= sum(
-            math.ceil(s * plan.weights[node][k].n_bits / 8)
-            for s, k in zip(sizes, plan.weights[node], strict=True)
-        )
-        w_terms[i] = np.array(
-            [sum(math.ceil(s * b / 8) for s in sizes) for b in units[i].candidates], np.float64
-        )
+    w_const = weights_memory(graph, plan)
+    nodes = {node.name: node for node in graph.nodes}
+    for i, unit in enumerate(units):
+        if unit.kind != "weights":
+            continue
+        node = nodes[unit.node]
+        w_const -= layer_kernel_bytes(node, _kernel_bits(plan, unit.node))
+        w_terms[i] = layer_kernel_bytes(node, dict.fromkeys(plan.weights[unit.node], 1)) * cand[i]
     rows = [ResourceRow("weights_memory", w_const, w_terms)]
 
     # activation memory: schedule at the highest candidate widths, one row per distinct cut
@@ -201,7 +321,7 @@ def resource_rows(
     for node in graph.nodes:
         if not is_weighted(node.kind):
             continue
-        m = float(macs(node, graph))
+        m = float(macs(node, graph, shapes))
         wu, au = weight_unit.get(node.name), tensor_unit.get(node.inputs[0])
         wb, ab = _weight_bits(plan, node), bits[node.inputs[0]]
         if wu is not None and au is not None:
@@ -225,8 +345,9 @@ def keras_resource_utilization_data(
 ) -> ResourceUtilization:
     """Resource figures of ``in_model`` quantized at the platform's default bit widths (and manual bits).
 
-    The figures depend only on the model, the platform and the configs: ``representative_data_gen`` is
-    accepted for MCT compatibility and only checked against the model's inputs.
+    The figures depend only on the model, the platform and the configs. ``representative_data_gen`` is checked
+    against the model's inputs; its sample shapes size the dimensions the model leaves open (without it, a model
+    input such as ``Input((None, None, 3))`` is refused with a ``ConfigError``).
     """
     from kerasq.ptq import plan_model  # the pipeline's first stages
 

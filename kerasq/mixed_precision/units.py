@@ -1,12 +1,16 @@
 """Configurable units: the choices mixed precision makes (a layer's kernels, or one activation grid).
 
+A layer applied several times (a shared layer, or the layers of a nested model called twice) has one kernel, so
+its calls form one weights unit: one bit width for all of them, named after the first call.
+
 Order (what ``configuration_overwrite`` indexes): model inputs first, then graph order; for each node its
-kernels' unit, then the unit of each output tensor with its own grid. Candidate index 0 is the highest width.
+kernels' unit (at the layer's first call only), then the unit of each output tensor with its own grid.
+Candidate index 0 is the highest width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from kerasq.graph.model_graph import Graph
@@ -18,10 +22,12 @@ class Unit:
     """One bit-width choice.
 
     Attributes:
-        kind: "weights" (all kernels of ``node``) or "activation" (the grid of ``tensor`` and of the tensors
-            that share it).
+        kind: "weights" (all kernels of ``node``, at every call of its layer) or "activation" (the grid of
+            ``tensor`` and of the tensors that share it).
         name: node name (weights) or producer name (activation), as users see it in reports.
         candidates: bit widths, highest first.
+        node: the layer's first call (weights units).
+        calls: every node calling the layer, ``node`` first (weights units; empty: just ``node``).
     """
 
     kind: str
@@ -29,10 +35,29 @@ class Unit:
     candidates: tuple[int, ...]
     node: str | None = None
     tensor: int | None = None
+    calls: tuple[str, ...] = ()
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The nodes whose kernels a weights unit sets (``calls``, or just ``node``)."""
+        return self.calls or ((self.node,) if self.node is not None else ())
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.kind})"
+
+
+def layer_calls(graph: Graph, among: Collection[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """First call -> every call (in graph order) of each operation, over the nodes named in ``among`` (all
+    nodes when None; e.g. ``plan.weights``: the layers with quantized kernels).
+
+    Nodes calling the same operation (``id(node.op)``) share its weights; the builder gives them one layer.
+    """
+    calls: dict[int, list[str]] = {}
+    for node in graph.nodes:
+        if among is None or node.name in among:
+            calls.setdefault(id(node.op), []).append(node.name)
+    return {names[0]: tuple(names) for names in calls.values()}
 
 
 def configurable_units(
@@ -40,6 +65,7 @@ def configurable_units(
 ) -> list[Unit]:
     """Units with more than one candidate, of the requested kinds, in the documented order."""
     units = []
+    calls = layer_calls(graph, plan.weights) if weights else {}
 
     def add_activation(tensor: int) -> None:
         spec = plan.activations.get(tensor)
@@ -49,11 +75,10 @@ def configurable_units(
     for tensor in graph.inputs:
         add_activation(tensor)
     for node in graph.nodes:
-        kernels = plan.weights.get(node.name)
-        if weights and kernels:
-            candidates = next(iter(kernels.values())).bit_candidates
+        if node.name in calls and plan.weights[node.name]:  # a layer's first call (its calls share widths)
+            candidates = next(iter(plan.weights[node.name].values())).bit_candidates
             if len(candidates) > 1:
-                units.append(Unit("weights", node.name, candidates, node=node.name))
+                units.append(Unit("weights", node.name, candidates, node=node.name, calls=calls[node.name]))
         for tensor in node.outputs:
             add_activation(tensor)
     return units
@@ -66,7 +91,8 @@ def apply_bits(plan: QuantizationPlan, units: Sequence[Unit], bits: Sequence[int
     new = replace(plan, activations=dict(plan.activations), weights=dict(plan.weights))
     for unit, b in zip(units, bits, strict=True):
         if unit.kind == "weights":
-            new.weights[unit.node] = {k: replace(s, n_bits=b) for k, s in new.weights[unit.node].items()}
+            for name in unit.nodes:  # every call of the layer: one kernel, one width
+                new.weights[name] = {k: replace(s, n_bits=b) for k, s in new.weights[name].items()}
         else:
             new.activations[unit.tensor] = replace(new.activations[unit.tensor], n_bits=b)
     for tid, spec in new.activations.items():

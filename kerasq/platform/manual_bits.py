@@ -31,7 +31,9 @@ def _apply_rule(graph: Graph, plan: QuantizationPlan, rule: ManualBitWidth) -> l
         if not rule.matches(node.name, type(node.op), node.kind):
             continue
         if rule.target == "weights" and node.name in plan.weights:
-            _pin_weights(plan, node.name, rule.bits)
+            for call in graph.nodes:  # every call of the layer: it has one kernel
+                if call.op is node.op and call.name in plan.weights:
+                    _pin_weights(plan, call.name, rule.bits)
             matched.append(node.name)
         elif rule.target == "activation" and _pin_activations(plan, node.name, rule.bits):
             matched.append(node.name)

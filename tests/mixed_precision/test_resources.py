@@ -41,8 +41,8 @@ def _concat() -> keras.Model:
 
 def test_chain_figures_by_hand():
     ru = kerasq.core.keras_resource_utilization_data(_chain())
-    # kernels 108 + 8 params at 8 bits, biases 4 + 2 floats at 4 B
-    assert ru.weights_memory == 108 + 8 + (4 + 2) * 4
+    # kernels 108 + 8 params at 8 bits; biases do not count (MCT's weights_memory)
+    assert ru.weights_memory == 108 + 8
     # input 192 B; conv1+relu fused (its conv output is never stored); relu out 256 B; output 128 B
     assert ru.activation_memory == max(192 + 256, 256 + 128)
     assert ru.total_memory == ru.weights_memory + ru.activation_memory
@@ -61,10 +61,10 @@ def test_concat_live_set():
     assert ru.activation_memory == 512 + 128 + 640
 
 
-def test_float_tensors_count_32_bits():
+def test_weights_memory_at_4_bits():
     core = kerasq.core.CoreConfig(kerasq.core.QuantizationConfig(weights_n_bits=4))
     ru4 = kerasq.core.keras_resource_utilization_data(_chain(), core_config=core)
-    assert ru4.weights_memory == 54 + 4 + (4 + 2) * 4
+    assert ru4.weights_memory == (108 + 8) / 2
 
 
 @pytest.fixture(scope="module")
