@@ -43,9 +43,12 @@ from kerasq.quantizers.kernel_ops import weighted_forward
 _EPS = 1e-12
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Sensitivity:
-    """Per unit, per candidate: increase of the weighted distance over the reference (candidate 0 = 0)."""
+    """Per unit, per candidate: increase of the weighted distance over the reference (candidate 0 = 0).
+
+    Keyword-only: ``input_means`` must reach the joint check, or it compares candidates without the bias
+    correction the final model has."""
 
     values: list[np.ndarray]
     interest_points: list[str]
@@ -282,7 +285,14 @@ def compute_sensitivity(
             if t in dirty:
                 d[:, i] = _nmse(dirty[t], f, len(others))
         result.append(np.concatenate([[0.0], d @ weights - reference]))
-    tensors = [t for t, _ in points]
     return Sensitivity(
-        result, labels, weights, reference, time.perf_counter() - start, tensors, floats, samples
+        values=result,
+        interest_points=labels,
+        point_weights=weights,
+        reference_distance=reference,
+        seconds=time.perf_counter() - start,
+        tensors=[t for t, _ in points],
+        floats=floats,
+        samples=samples,
+        input_means=input_means,  # the joint check corrects biases as the final model does
     )

@@ -110,3 +110,20 @@ def test_last_layer_weighting_protects_the_output():
     assert bits[MpDistanceWeighting.AVG]["head_activation (activation)"] == 4
     assert bits[MpDistanceWeighting.LAST_LAYER]["head_activation (activation)"] == 8
     assert errors[MpDistanceWeighting.LAST_LAYER] < errors[MpDistanceWeighting.AVG]
+
+
+def test_joint_check_measures_the_model_ptq_builds(prepared, trained_cnn):
+    """The joint check (``Sensitivity.joint_distance``, which ``_best_of`` ranks candidates by) runs the model
+    PTQ returns: biases corrected for the candidate's grids, as ``finish`` corrects them."""
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    assert prepared.input_means  # bias correction is on by default
+    units = configurable_units(graph, plan, activations=False)
+    samples = prepared.data.take(16)
+    mp = MixedPrecisionQuantizationConfig(distance_weighting_method=MpDistanceWeighting.LAST_LAYER)
+    sens = compute_sensitivity(graph, plan, units, grids, samples, mp, prepared.input_means)
+    mixed = apply_bits(plan, units, [u.candidates[-1 - i % 2] for i, u in enumerate(units)])  # 2 and 4 bits
+    quantized, _ = kerasq.ptq.finish(prepared, mixed)
+    f = np.asarray(trained_cnn.predict(samples, verbose=0), np.float64)
+    q = np.asarray(quantized.predict(samples, verbose=0), np.float64)
+    expected = np.mean(np.sum((q - f) ** 2, 1) / np.sum(f**2, 1))
+    assert sens.joint_distance(graph, mixed, grids) == pytest.approx(expected, rel=1e-4)
