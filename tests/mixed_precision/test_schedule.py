@@ -279,7 +279,7 @@ def _exhaustive_peak(steps, sizes, inputs, outputs) -> float:
 
 
 @st.composite
-def _series_parallel(draw, max_steps: int = 8):
+def _series_parallel(draw, max_steps: int = 10):
     """A random series-parallel network on one input: single steps, series compositions, and forks whose
     branches join in one step that may also read the fork's tensor (a residual skip). Some inner tensors are
     graph outputs too; step indices are shuffled."""
@@ -431,3 +431,18 @@ def test_four_long_branches_are_scheduled_optimally_in_milliseconds(length):
             assert s.peak == _liu_optimum(chains, sizes[0], sizes[out])
         elif length == 25:
             assert s.peak == _grid_optimum(chains, sizes[0], sizes[out])
+
+
+def test_chain_pauses_where_it_dips_below_its_head_output():
+    """x(100) feeds a1 and b1 and dies once both ran. Branch A dips after a2 (ta2 = 1 < ta1 = 10), so the best
+    order runs a1, a2 and then b1 (peak 111 while a2 runs); without the pause after a2, b1 runs next to ta1
+    (115) or a later step of A next to x (121)."""
+    steps = [
+        Step("a1", (0,), (1,)), Step("a2", (1,), (2,)), Step("a3", (2,), (3,)), Step("a4", (3,), (4,)),
+        Step("b1", (0,), (5,)), Step("b2", (5,), (6,)), Step("b3", (6,), (7,)),
+        Step("join", (4, 7), (8,)),
+    ]  # fmt: skip
+    sizes = {0: 100, 1: 10, 2: 1, 3: 20, 4: 1, 5: 5, 6: 30, 7: 1, 8: 1}
+    s = best_schedule(steps, sizes, [0], [8])
+    assert s.peak == 111.0 == _exhaustive_peak(steps, sizes, [0], [8])
+    assert s.order[:3] == (0, 1, 4)
