@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import keras
 import numpy as np
 import pytest
 from helpers import accuracy
@@ -15,8 +18,11 @@ from kerasq.core import (
     QuantizationErrorMethod,
     ResourceUtilization,
 )
+from kerasq.mixed_precision.bit_allocation import BitAllocator
 from kerasq.mixed_precision.budget_search import keras_accuracy_target_search
-from kerasq.mixed_precision.solver import InfeasibleTargetError
+from kerasq.mixed_precision.resources import resource_utilization
+from kerasq.mixed_precision.solver import InfeasibleTargetError, MixedPrecisionProblem, evaluate, solve
+from kerasq.ptq import prepare
 
 ptq = kerasq.ptq.keras_post_training_quantization
 
@@ -151,3 +157,63 @@ def test_other_distance_weightings(trained_cnn, calibration, default_ru, method)
     assert all(
         s[0] == 0 and s[-1] > 0 for s in sensitivity
     )  # 2 bits always hurts more than the 8-bit reference
+
+
+def test_activation_budget_met_in_the_order_of_the_solved_widths():
+    """x(20) feeds branch A (one Dense, its output ``a`` the only configurable tensor, 25 values) and branch B
+    (two Dense, 26 and 25 values), added. At 8 bits B runs first (peak 75 bytes); in that order ``a`` is
+    resident with x, b1 and b2's outputs, so even at 2 bits the peak is 71 bytes. Run A first and ``a`` at 2
+    bits peaks at 57.25 bytes: a budget of 60 is reachable, and the order found at the highest widths alone
+    refused it as below 71."""
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((20,), name="x")
+    a = layers.Dense(25, activation="relu", name="a")(x)
+    b = layers.Dense(26, activation="relu", name="b1")(x)
+    b = layers.Dense(25, activation="relu", name="b2")(b)
+    model = keras.Model(inputs, layers.Add(name="add")([a, b]))
+    pins = BitWidthConfig().set_manual_activation_bit_width(8, name="x")
+    pins.set_manual_activation_bit_width(8, name_regex="b1.*|b2.*|add")
+    core = CoreConfig(bit_width_config=pins)
+    data = np.random.default_rng(0).normal(size=(64, 20)).astype("float32")
+    assert kerasq.core.keras_resource_utilization_data(model, data, core_config=core).activation_memory == 75
+    _, info = ptq(model, data, ResourceUtilization(activation_memory=60), core_config=core)
+    assert info.mixed_precision.units == ["a_activation (activation)"]
+    assert info.mixed_precision.bits == [2]
+    assert info.resource_utilization.activation_memory == 57.25
+    with pytest.raises(InfeasibleTargetError) as err:
+        ptq(model, data, ResourceUtilization(activation_memory=57), core_config=core)
+    assert err.value.reachable == 57.25
+
+
+def test_re_scheduling_at_the_solution_finds_a_cheaper_choice():
+    """x(11) feeds a0 (18 values) and the chain b0 (20) -> b1 (15) -> b2 (18), added; a0 and b0 are configurable.
+    With these sensitivities and a budget of 45.48 bytes, the order best at 8 bits forces both to 4 bits
+    (summed sensitivity 0.78); in the order best at those widths, b0 at 8 bits and a0 at 4 fit (0.49)."""
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((11,), name="x")
+    a = layers.Dense(18, activation="relu", name="a0")(x)
+    b = layers.Dense(20, activation="relu", name="b0")(x)
+    b = layers.Dense(18, activation="relu", name="b2")(layers.Dense(15, activation="relu", name="b1")(b))
+    model = keras.Model(inputs, layers.Add(name="add")([a, b]))
+    pins = BitWidthConfig().set_manual_activation_bit_width(8, name="x")
+    pins.set_manual_activation_bit_width(8, name_regex="b1.*|b2.*|add")
+    data = np.random.default_rng(0).normal(size=(16, 11)).astype("float32")
+    prepared = prepare(model, data, CoreConfig(bit_width_config=pins), None)
+    allocator = BitAllocator.create(prepared, ["activation_memory"])
+    names = [u.name for u in allocator.units]
+    assert sorted(names) == ["a0_activation", "b0_activation"]
+    table = {"a0_activation": [0.0, 0.49, 1.4], "b0_activation": [0.0, 0.29, 1.37]}
+    values = [np.array(table[name]) for name in names]
+    allocator.sensitivity = SimpleNamespace(values=values)
+    problem = MixedPrecisionProblem(values, allocator.problem.rows, {"activation_memory": 45.48})
+
+    def bits(choice):
+        return {u.name: u.candidates[c] for u, c in zip(allocator.units, choice, strict=True)}
+
+    assert bits(solve(problem)) == {"a0_activation": 4, "b0_activation": 4}  # the order at 8 bits alone
+    choice, own = allocator._solve_rescheduled(problem)
+    assert bits(choice) == {"a0_activation": 4, "b0_activation": 8}
+    assert evaluate(own, choice)["activation_memory"] <= 45.48
+    assert resource_utilization(prepared.graph, allocator.plan_for(choice)).activation_memory <= 45.48
