@@ -186,34 +186,57 @@ def test_activation_budget_met_in_the_order_of_the_solved_widths():
     assert err.value.reachable == 57.25
 
 
-def test_re_scheduling_at_the_solution_finds_a_cheaper_choice():
-    """x(11) feeds a0 (18 values) and the chain b0 (20) -> b1 (15) -> b2 (18), added; a0 and b0 are configurable.
-    With these sensitivities and a budget of 45.48 bytes, the order best at 8 bits forces both to 4 bits
-    (summed sensitivity 0.78); in the order best at those widths, b0 at 8 bits and a0 at 4 fit (0.49)."""
+def _branches_model(n_inputs: int, branches: dict[str, list[int]]) -> keras.Model:
+    """x -> one chain of Dense + ReLU per branch (layer ``<branch><k>`` with the given widths) -> Add."""
     layers = keras.layers
     keras.utils.set_random_seed(0)
-    x = inputs = keras.Input((11,), name="x")
-    a = layers.Dense(18, activation="relu", name="a0")(x)
-    b = layers.Dense(20, activation="relu", name="b0")(x)
-    b = layers.Dense(18, activation="relu", name="b2")(layers.Dense(15, activation="relu", name="b1")(b))
-    model = keras.Model(inputs, layers.Add(name="add")([a, b]))
+    x = inputs = keras.Input((n_inputs,), name="x")
+    ends = []
+    for name, widths in branches.items():
+        h = x
+        for k, width in enumerate(widths):
+            h = layers.Dense(width, activation="relu", name=f"{name}{k}")(h)
+        ends.append(h)
+    return keras.Model(inputs, layers.Add(name="add")(ends))
+
+
+@pytest.mark.parametrize(
+    "n_inputs, branches, table, budget, at_8_bit_order, best",
+    [
+        # the order best at the lowest widths already holds the best choice
+        (11, {"a": [18], "b": [20, 15, 18]}, {"a0": [0, 0.49, 1.4], "b0": [0, 0.29, 1.37]}, 45.48,
+         {"a0": 4, "b0": 4}, {"a0": 4, "b0": 8}),
+        # neither the order at the highest nor at the lowest widths: the order of a solution found in them
+        (16, {"a": [27, 30, 18], "b": [24, 18], "c": [19, 18]},
+         {"a0": [0, 0.27, 2.43], "b0": [0, 0.41, 1.67], "c1": [0, 0.01, 0.67]}, 74.64,
+         {"a0": 8, "b0": 4, "c1": 8}, {"a0": 8, "b0": 8, "c1": 4}),
+    ],
+)  # fmt: skip
+def test_re_scheduling_at_the_solution_finds_a_cheaper_choice(
+    n_inputs, branches, table, budget, at_8_bit_order, best
+):
+    """Activation units with given sensitivities under an activation budget: the cheapest choice meeting it
+    in its own execution order is not found in the order best at 8 bits."""
+    model = _branches_model(n_inputs, branches)
     pins = BitWidthConfig().set_manual_activation_bit_width(8, name="x")
-    pins.set_manual_activation_bit_width(8, name_regex="b1.*|b2.*|add")
-    data = np.random.default_rng(0).normal(size=(16, 11)).astype("float32")
+    fixed = [
+        f"{b}{k}" for b, widths in branches.items() for k in range(len(widths)) if f"{b}{k}" not in table
+    ]
+    pins.set_manual_activation_bit_width(8, name_regex="|".join([f"{n}.*" for n in fixed] + ["add"]))
+    data = np.random.default_rng(0).normal(size=(16, n_inputs)).astype("float32")
     prepared = prepare(model, data, CoreConfig(bit_width_config=pins), None)
     allocator = BitAllocator.create(prepared, ["activation_memory"])
-    names = [u.name for u in allocator.units]
-    assert sorted(names) == ["a0_activation", "b0_activation"]
-    table = {"a0_activation": [0.0, 0.49, 1.4], "b0_activation": [0.0, 0.29, 1.37]}
-    values = [np.array(table[name]) for name in names]
+    names = [u.name.removesuffix("_activation") for u in allocator.units]
+    assert sorted(names) == sorted(table)
+    values = [np.array(table[name], np.float64) for name in names]
     allocator.sensitivity = SimpleNamespace(values=values)
-    problem = MixedPrecisionProblem(values, allocator.problem.rows, {"activation_memory": 45.48})
+    problem = MixedPrecisionProblem(values, allocator.problem.rows, {"activation_memory": budget})
 
     def bits(choice):
-        return {u.name: u.candidates[c] for u, c in zip(allocator.units, choice, strict=True)}
+        return {n: u.candidates[c] for n, u, c in zip(names, allocator.units, choice, strict=True)}
 
-    assert bits(solve(problem)) == {"a0_activation": 4, "b0_activation": 4}  # the order at 8 bits alone
+    assert bits(solve(problem)) == at_8_bit_order
     choice, own = allocator._solve_rescheduled(problem)
-    assert bits(choice) == {"a0_activation": 4, "b0_activation": 8}
-    assert evaluate(own, choice)["activation_memory"] <= 45.48
-    assert resource_utilization(prepared.graph, allocator.plan_for(choice)).activation_memory <= 45.48
+    assert bits(choice) == best
+    assert evaluate(own, choice)["activation_memory"] <= budget
+    assert resource_utilization(prepared.graph, allocator.plan_for(choice)).activation_memory <= budget
