@@ -127,3 +127,41 @@ def test_joint_check_measures_the_model_ptq_builds(prepared, trained_cnn):
     q = np.asarray(quantized.predict(samples, verbose=0), np.float64)
     expected = np.mean(np.sum((q - f) ** 2, 1) / np.sum(f**2, 1))
     assert sens.joint_distance(graph, mixed, grids) == pytest.approx(expected, rel=1e-4)
+
+
+def _uneven_branches() -> keras.Model:
+    """Two equal branches added, branch "quiet" scaled by 0.01 before the add: its activations barely reach
+    the output."""
+    layers = keras.layers
+    keras.utils.set_random_seed(2)
+    x = inputs = keras.Input((12,), name="x")
+    ends = []
+    for name in ("loud", "quiet"):
+        h = layers.Dense(16, activation="relu", name=f"{name}_hidden")(x)
+        ends.append(layers.Dense(8, name=f"{name}_out")(h))
+    model = keras.Model(inputs, layers.Add(name="add")(ends))
+    kernel, bias = model.get_layer("quiet_out").get_weights()
+    model.get_layer("quiet_out").set_weights([kernel * 0.01, bias * 0.01])
+    return model
+
+
+def test_hessian_weighting_discounts_what_barely_reaches_the_output():
+    model = _uneven_branches()
+    data = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+    prepared = prepare(model, data, None, None)
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    units = configurable_units(graph, plan)
+    index = {u.label: i for i, u in enumerate(units)}
+    samples = prepared.data.take(32)
+    ratio = {}
+    for method in (MpDistanceWeighting.AVG, MpDistanceWeighting.HESSIAN):
+        mp = MixedPrecisionQuantizationConfig(distance_weighting_method=method)
+        sens = compute_sensitivity(graph, plan, units, grids, samples, mp, prepared.input_means)
+        quiet = sens.values[index["quiet_hidden_activation (activation)"]][-1]
+        loud = sens.values[index["loud_hidden_activation (activation)"]][-1]
+        ratio[method] = quiet / loud
+        if method is MpDistanceWeighting.HESSIAN:
+            w = dict(zip(sens.interest_points, sens.point_weights, strict=True))
+            assert w["quiet_hidden_activation"] < 1e-3 * w["loud_hidden_activation"]
+    assert 0.3 < ratio[MpDistanceWeighting.AVG] < 3  # AVG: both hidden layers' own distances count alike
+    assert ratio[MpDistanceWeighting.HESSIAN] < 0.01  # HESSIAN: quiet's error is 0.01x at the output
