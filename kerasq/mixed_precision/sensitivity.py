@@ -39,8 +39,10 @@ from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
 from kerasq.quantizers.fake_quant import fake_quant
 from kerasq.quantizers.kernel_ops import weighted_forward
+from kerasq.quantizers.wrapper import QuantizeWrapper
 
 _EPS = 1e-12
+WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
 
 
 @dataclass(kw_only=True)
@@ -98,13 +100,22 @@ class _Executor:
                     name = quantizer_name(node.name, k, len(node.outputs))
                     self.quantizers[tid] = built.model.get_layer(name)
 
+        self.kernels: dict[str, dict[str, Any]] = {}  # the reference grid's kernels, quantized once
+        for node in graph.nodes:
+            layer = built.layers.get(node.name)
+            if isinstance(layer, QuantizeWrapper):
+                self.kernels[node.name] = layer.quantized_kernels()
+
     def _call(self, node: Node, values: dict[int, Any]) -> list[Any]:
         def ref(v: Any) -> Any:
             return values[v.id] if isinstance(v, TensorRef) else v
 
         args = keras.tree.map_structure(ref, node.args)
         kwargs = keras.tree.map_structure(ref, node.kwargs)
-        return keras.tree.flatten(self.built.layers[node.name](*args, **kwargs))
+        layer = self.built.layers[node.name]
+        if node.name in self.kernels and len(args) == 1 and not kwargs:
+            return [weighted_forward(layer.kind, layer.layer, args[0], self.kernels[node.name])]
+        return keras.tree.flatten(layer(*args, **kwargs))
 
     def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
         """Every tensor as its consumers read it (after its quantizer), for the reference model."""
@@ -125,9 +136,13 @@ class _Executor:
         kernel_params: Sequence[dict[str, QuantParams]],
         activation_params: dict[int, Sequence[QuantParams]],
         biases: Sequence[np.ndarray | None] = (),
+        points: frozenset[int] = frozenset(),
+        window: int | None = None,
     ) -> dict[int, Any]:
-        """Tensors that change when one unit takes each of several candidates (stacked along the batch)."""
+        """Tensors that change when one unit takes each of several candidates (stacked along the batch),
+        computed until ``window`` of the tensors in ``points`` have changed (all, when None)."""
         dirty: dict[int, Any] = {}
+        reached = 0
         n = len(raw_inputs[0])
         n_variants = len(kernel_params) or len(next(iter(activation_params.values())))
         for tid, x in zip(self.graph.inputs, raw_inputs, strict=True):
@@ -168,6 +183,9 @@ class _Executor:
                     dirty[tid] = self.quantizers[tid](y)
                 else:
                     dirty[tid] = y
+                reached += tid in points
+            if window is not None and reached >= window:
+                break
         return dirty
 
 
@@ -182,6 +200,29 @@ def _corrected_bias(
     )
     bias = named_weights(corrected.nodes[0]).get("bias")
     return None if bias is None else np.asarray(bias, np.float32)
+
+
+def _reachable_points(graph: Graph, points: Sequence[int]) -> dict[int, int]:
+    """Tensor -> bitmask of the interest points (indices into ``points``) it reaches, itself included."""
+    bit = {t: 1 << i for i, t in enumerate(points)}
+    consumers = graph.consumers()
+    below: dict[str, int] = {}  # node -> the points its outputs reach
+
+    def reach_of(t: int) -> int:
+        mask = bit.get(t, 0)
+        for node in consumers.get(t, []):
+            mask |= below[node.name]
+        return mask
+
+    reach: dict[int, int] = {}
+    for node in reversed(graph.nodes):  # consumers before producers
+        below[node.name] = 0
+        for t in node.outputs:
+            reach[t] = reach_of(t)
+            below[node.name] |= reach[t]
+    for t in graph.inputs:
+        reach[t] = reach_of(t)
+    return reach
 
 
 def interest_points(graph: Graph, plan: QuantizationPlan) -> list[tuple[int, str]]:
@@ -263,6 +304,8 @@ def compute_sensitivity(
     values = executor.reference(samples)
     ref_d = np.array([_nmse(values[t], f, 1)[0] for (t, _), f in zip(points, floats, strict=True)])
     reference = float(weights @ ref_d)
+    reach = _reachable_points(graph, [t for t, _ in points])
+    point_set = frozenset(t for t, _ in points)
     result = []
     for unit in progress(units, "kerasq: mixed-precision sensitivity", len(units), "layer"):
         others = unit.candidates[1:]
@@ -273,17 +316,26 @@ def compute_sensitivity(
             specs = reference_plan.weights[unit.node]
             kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
             biases = [_corrected_bias(graph, unit.node, k, input_means) for k in kernels]
-            dirty = executor.variants(values, samples, unit.node, kernels, {}, biases)
+            dirty = executor.variants(values, samples, unit.node, kernels, {}, biases, point_set, WINDOW)
+            sources = graph.node(unit.node).outputs
         else:
             acts = {
                 t: [grids.activation(reference_plan.activations[unit.tensor], b) for b in others]
                 for t in unit_tensors(reference_plan, unit)
             }
-            dirty = executor.variants(values, samples, None, [], acts)
+            dirty = executor.variants(values, samples, None, [], acts, (), point_set, WINDOW)
+            sources = list(acts)
+        downstream = 0
+        for t in sources:
+            downstream |= reach[t]
         d = np.repeat(ref_d[None, :], len(others), axis=0)
+        increase = None  # at the last interest point measured
         for i, ((t, _), f) in enumerate(zip(points, floats, strict=True)):
             if t in dirty:
                 d[:, i] = _nmse(dirty[t], f, len(others))
+                increase = d[:, i] - ref_d[i]
+            elif increase is not None and downstream >> i & 1:  # beyond the window
+                d[:, i] = ref_d[i] + increase
         result.append(np.concatenate([[0.0], d @ weights - reference]))
     return Sensitivity(
         values=result,
