@@ -61,6 +61,9 @@ class Sensitivity:
     floats: list[np.ndarray] = field(default_factory=list)  # float activations there, on the samples
     samples: list[np.ndarray] = field(default_factory=list)
     input_means: dict[str, np.ndarray] = field(default_factory=dict)
+    increases: list[np.ndarray] = field(
+        default_factory=list
+    )  # per unit: (candidates, points) distance increase
 
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
         """Weighted distance of a whole configuration (every unit at its planned width), one full pass."""
@@ -306,11 +309,12 @@ def compute_sensitivity(
     reference = float(weights @ ref_d)
     reach = _reachable_points(graph, [t for t, _ in points])
     point_set = frozenset(t for t, _ in points)
-    result = []
+    result, increases = [], []
     for unit in progress(units, "kerasq: mixed-precision sensitivity", len(units), "layer"):
         others = unit.candidates[1:]
         if not others:
             result.append(np.zeros(1))
+            increases.append(np.zeros((1, len(points))))
             continue
         if unit.kind == "weights":
             specs = reference_plan.weights[unit.node]
@@ -337,6 +341,7 @@ def compute_sensitivity(
             elif increase is not None and downstream >> i & 1:  # beyond the window
                 d[:, i] = ref_d[i] + increase
         result.append(np.concatenate([[0.0], d @ weights - reference]))
+        increases.append(np.concatenate([np.zeros((1, len(points))), d - ref_d], axis=0))
     return Sensitivity(
         values=result,
         interest_points=labels,
@@ -347,4 +352,5 @@ def compute_sensitivity(
         floats=floats,
         samples=samples,
         input_means=input_means,  # the joint check corrects biases as the final model does
+        increases=increases,
     )

@@ -214,3 +214,22 @@ def test_window_keeps_the_ranking_of_the_full_recompute(prepared, monkeypatch):
         ranked[window] = np.concatenate([v[1:] for v in sens.values])
     assert spearmanr(ranked[None], ranked[2])[0] > 0.95  # measured 0.994
     assert np.allclose(ranked[2], ranked[None], rtol=0.5)  # and the values stay close
+
+
+def test_beyond_the_window_only_points_the_unit_reaches_change(monkeypatch):
+    """With a window of one point, a unit's increase is carried to the later points downstream of it (its
+    branch's output and the add), never to the parallel branch's points."""
+    monkeypatch.setattr(sensitivity, "WINDOW", 1)
+    model = _uneven_branches()
+    data = np.random.default_rng(0).normal(size=(32, 12)).astype("float32")
+    prepared = prepare(model, data, None, None)
+    units = configurable_units(prepared.graph, prepared.plan)
+    sens = compute_sensitivity(
+        prepared.graph, prepared.plan, units, prepared.grids, [data], MixedPrecisionQuantizationConfig()
+    )
+    for side, other in (("loud", "quiet"), ("quiet", "loud")):
+        u = next(i for i, unit in enumerate(units) if unit.label == f"{side}_hidden_activation (activation)")
+        increase = dict(zip(sens.interest_points, sens.increases[u][-1], strict=True))
+        assert increase[f"{side}_hidden_activation"] > 0
+        assert increase["add"] == increase[f"{side}_hidden_activation"]  # carried on
+        assert all(v == 0 for k, v in increase.items() if k.startswith(other))
