@@ -66,12 +66,19 @@ class Sensitivity:
     )  # per unit: (candidates, points) distance increase
 
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
-        """Weighted distance of a whole configuration (every unit at its planned width), one full pass."""
+        """Distance to float at the model outputs (normalized MSE, averaged over outputs) of a whole
+        configuration, every unit at its planned width and biases corrected as in the final model: one full
+        pass. Measured at the outputs whatever the sensitivity weighting, as it ranks complete models: on the
+        test CNN, AVG-weighted distances of uniform 4-bit and a mixed solution of its size tied (0.0276 and
+        0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%)."""
         params = grids.params_for(plan)
         corrected = correct_biases(graph, params, self.input_means)
         values = _Executor(corrected, build_model(corrected, plan, params), params).reference(self.samples)
-        d = [_nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True)]
-        return float(self.point_weights @ np.asarray(d))
+        outputs = set(graph.output_ids())
+        d = [
+            _nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True) if t in outputs
+        ]
+        return float(np.mean(d))
 
 
 def _quantize(x: Any, p: QuantParams) -> Any:
