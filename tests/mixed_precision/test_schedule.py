@@ -117,13 +117,16 @@ def _dags(draw):
 @settings(max_examples=150, deadline=None)
 @given(_dags())
 def test_matches_brute_force_over_all_topological_orders(dag):
-    steps, sizes, inputs, outputs = dag
+    _assert_optimal(*dag, _brute_force_peak(*dag))
+
+
+def _assert_optimal(steps, sizes, inputs, outputs, optimum: float) -> None:
     s = best_schedule(steps, sizes, inputs, outputs)
     assert s.exact
     assert _is_topological(steps, inputs, s.order)
     assert s.cuts == live_tensors(steps, inputs, outputs, s.order)
     assert s.cuts == _naive_cuts(steps, inputs, outputs, s.order)
-    assert s.peak == pytest.approx(_brute_force_peak(steps, sizes, inputs, outputs))
+    assert s.peak == pytest.approx(optimum)
     assert s.peak == pytest.approx(cut_sizes(s.cuts, sizes).max())
 
 
@@ -314,32 +317,32 @@ def _series_parallel(draw, max_steps: int = 10):
 @settings(max_examples=200, deadline=None)
 @given(_series_parallel())
 def test_series_parallel_peak_equals_exhaustive_search(graph):
-    steps, sizes, inputs, outputs = graph
-    s = best_schedule(steps, sizes, inputs, outputs)
-    assert s.exact
-    assert s.cuts == _naive_cuts(steps, inputs, outputs, s.order)
-    assert s.peak == pytest.approx(_exhaustive_peak(steps, sizes, inputs, outputs))
+    _assert_optimal(*graph, _exhaustive_peak(*graph))
 
 
 def _fork_join(n_branches: int, length: int, skip: bool, seed: int = 0):
-    """x -> ``n_branches`` chains of ``length`` steps -> one join (reading x too when ``skip``)."""
+    """x(64) -> ``n_branches`` chains of ``length`` steps (random sizes) -> one join (reading x too when
+    ``skip``) writing 1: a small join, so the peak is set by how the branches interleave."""
     rng = np.random.default_rng(seed)
-    steps, sizes, ends, ids = [], {0: 64}, [], itertools.count(1)
-    chains = []
-    for b in range(n_branches):
-        prev, chain = 0, []
-        for k in range(length):
+    chains = [rng.integers(1, 100, length).astype(np.float64) for _ in range(n_branches)]
+    steps, sizes, out = _fork_join_of(chains, skip, x=64, out=1)
+    return steps, sizes, out, chains
+
+
+def _fork_join_of(chains, skip: bool, x: float, out: float):
+    """x -> one chain per entry of ``chains`` (its steps' output sizes) -> a join writing ``out``."""
+    steps, sizes, ends, ids = [], {0: x}, [], itertools.count(1)
+    for b, chain in enumerate(chains):
+        prev = 0
+        for k, size in enumerate(chain):
             t = next(ids)
             steps.append(Step(f"b{b}_{k}", (prev,), (t,)))
-            sizes[t] = int(rng.integers(1, 100))
-            prev = t
-            chain.append(sizes[t])
+            sizes[t], prev = float(size), t
         ends.append(prev)
-        chains.append(np.array(chain, np.float64))
-    out = next(ids)
-    steps.append(Step("join", (*ends, 0) if skip else tuple(ends), (out,)))
-    sizes[out] = 1  # a small join: the peak is set by how the branches interleave
-    return steps, sizes, out, chains
+    join = next(ids)
+    steps.append(Step("join", (*ends, 0) if skip else tuple(ends), (join,)))
+    sizes[join] = out
+    return steps, sizes, join
 
 
 def _grid_optimum(chains, x: float, out: float) -> float:
@@ -395,23 +398,9 @@ def _liu_optimum(chains, base: float, out: float) -> float:
 def test_oracles_equal_exhaustive_search(chain_sizes):
     """The grid DP and Liu's merge (the oracles of the large tests) against every order on small cases."""
     chains = [np.array(c, np.float64) for c in chain_sizes]
-    for skip in (False, True):
-        steps, sizes, ids, ends = [], {0: 7}, itertools.count(1), []
-        for b, chain in enumerate(chain_sizes):
-            prev = 0
-            for k, z in enumerate(chain):
-                t = next(ids)
-                steps.append(Step(f"b{b}_{k}", (prev,), (t,)))
-                sizes[t], prev = z, t
-            ends.append(prev)
-        out = next(ids)
-        steps.append(Step("join", (*ends, 0) if skip else tuple(ends), (out,)))
-        sizes[out] = 5
-        exhaustive = _exhaustive_peak(steps, sizes, [0], [out])
-        if skip:
-            assert _liu_optimum(chains, 7, 5) == exhaustive
-        else:
-            assert _grid_optimum(chains, 7, 5) == exhaustive
+    for skip, oracle in ((True, _liu_optimum(chains, 7, 5)), (False, _grid_optimum(chains, 7, 5))):
+        steps, sizes, out = _fork_join_of(chains, skip, x=7, out=5)
+        assert oracle == _exhaustive_peak(steps, sizes, [0], [out])
 
 
 @pytest.mark.parametrize("length", [25, 100])
