@@ -1,7 +1,9 @@
 """Choose a bit width per configurable unit under a resource target: the mixed-precision stage of PTQ.
 
 units → resource rows (schedule cuts for activation memory) → feasibility check → sensitivity → integer program
-(+ greedy raise where budget remains) → plan at the chosen widths. ``configuration_overwrite`` skips the search.
+(+ greedy raise where budget remains; under an activation or total memory budget, solved again in the execution
+order best at the solution's widths) → joint check against uniform widths → plan at the chosen widths.
+``configuration_overwrite`` skips the search.
 """
 
 from __future__ import annotations
