@@ -1,7 +1,9 @@
 """Choose a bit width per configurable unit under a resource target: the mixed-precision stage of PTQ.
 
 units → resource rows (schedule cuts for activation memory) → feasibility check → sensitivity → integer program
-(+ greedy raise where budget remains) → plan at the chosen widths. ``configuration_overwrite`` skips the search.
+(+ greedy raise where budget remains; under an activation or total memory budget, solved again in the execution
+order best at the solution's widths) → joint check against uniform widths → plan at the chosen widths.
+``configuration_overwrite`` skips the search.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.errors import ConfigError
-from kerasq.mixed_precision.resources import resource_rows, resource_utilization
+from kerasq.mixed_precision.resources import activation_schedule, resource_rows, resource_utilization
 from kerasq.mixed_precision.sensitivity import Sensitivity, compute_sensitivity
 from kerasq.mixed_precision.solver import (
     InfeasibleTargetError,
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
 _WEIGHT_RESOURCES = ("weights_memory", "total_memory", "bops")
 _ACTIVATION_RESOURCES = ("activation_memory", "total_memory", "bops")
+_SCHEDULED = ("activation_memory", "total_memory")  # rows that depend on the execution order
+_RESCHEDULES = 4  # solves with the order re-found at the previous solution's widths
 
 
 @dataclass
@@ -57,13 +61,18 @@ class MixedPrecisionReport:
         return "\n".join(lines)
 
 
+def _fits(problem: MixedPrecisionProblem, choice: np.ndarray) -> bool:
+    values = evaluate(problem, choice)
+    return all(values[r] <= b * (1 + 1e-9) for r, b in problem.budgets.items())
+
+
 @dataclass
 class BitAllocator:
     """Units, resource rows and (lazily) sensitivity of one prepared model: solve many budgets cheaply."""
 
     prepared: Prepared
     units: list[Unit]
-    problem: MixedPrecisionProblem
+    problem: MixedPrecisionProblem  # rows with activation memory in the order best at the highest widths
     sensitivity: Sensitivity | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -80,8 +89,14 @@ class BitAllocator:
         return cls(prepared, units, problem, seconds={"resources": time.perf_counter() - start})
 
     def reachable(self, resource: str) -> float:
-        """The smallest value of ``resource`` the platform's candidates allow."""
-        return min_reachable(self.problem, resource)
+        """The smallest value of ``resource`` the platform's candidates allow. Activation and total memory
+        only shrink with the widths, so their minimum is at the lowest candidates in the order best there,
+        which can be below what any choice reaches in the order best at the highest widths."""
+        value = min_reachable(self.problem, resource)
+        if resource in _SCHEDULED:
+            lowest = self._lowest()
+            value = min(value, evaluate(self._problem_at(lowest, {}), lowest)[resource])
+        return value
 
     def check_feasible(self, target: ResourceUtilization) -> None:
         for resource, requested in target.restricted().items():
@@ -102,28 +117,79 @@ class BitAllocator:
 
     def solve(self, target: ResourceUtilization) -> np.ndarray:
         self.check_feasible(target)
-        values = self.ensure_sensitivity().values
-        problem = MixedPrecisionProblem(values, self.problem.rows, target.restricted())
+        budgets = target.restricted()
+        problem = MixedPrecisionProblem(self.ensure_sensitivity().values, self.problem.rows, budgets)
         start = time.perf_counter()
+        if any(r in budgets for r in _SCHEDULED):
+            choice, problem = self._solve_rescheduled(problem)
+        else:
+            choice = self._solve_rows(problem)
+        self.seconds["solve"] = time.perf_counter() - start
+        return self._best_of(problem, choice)
+
+    def _lowest(self) -> np.ndarray:
+        return np.array([len(u.candidates) - 1 for u in self.units], int)
+
+    def _problem_at(self, choice: Sequence[int], budgets: dict[str, float]) -> MixedPrecisionProblem:
+        """The problem with activation memory constrained at the cuts of the order best at ``choice``'s widths
+        (``choice``'s value there is the activation memory its model reports)."""
+        p = self.prepared
+        schedule = activation_schedule(p.graph, self.plan_for(choice))
+        rows = resource_rows(p.graph, p.plan, self.units, schedule=schedule)[0]
+        values = self.problem.sensitivity if self.sensitivity is None else self.sensitivity.values
+        return MixedPrecisionProblem(values, rows, budgets)
+
+    def _solve_rows(self, problem: MixedPrecisionProblem) -> np.ndarray:
         choice = solve(problem)
         if self.prepared.core_config.mixed_precision_config.refine_after_solve:
             choice = greedy_raise(problem, choice)
-        self.seconds["solve"] = time.perf_counter() - start
-        return self._best_of(problem, np.asarray(choice, int))
+        return np.asarray(choice, int)
+
+    def _solve_rescheduled(self, problem: MixedPrecisionProblem) -> tuple[np.ndarray, MixedPrecisionProblem]:
+        """Activation memory is a maximum over the cuts of one execution order, and the best order depends on
+        the widths. Solve in the order best at the highest widths and in the one best at the lowest, and from
+        each, re-find the order at the solution's widths and solve again while the summed sensitivity drops.
+        A solution counts only if it meets the budgets in its own order (the one its model reports); the
+        cheapest such is returned with its problem."""
+
+        def cost(c: np.ndarray) -> float:
+            return float(sum(s[k] for s, k in zip(problem.sensitivity, c, strict=True)))
+
+        budgets = dict(problem.budgets)
+        best: tuple[np.ndarray, MixedPrecisionProblem] | None = None
+        for start in (problem, self._problem_at(self._lowest(), budgets)):
+            current, previous = start, None
+            for _ in range(_RESCHEDULES):
+                try:
+                    choice = self._solve_rows(current)
+                except InfeasibleTargetError:  # this order cannot reach the budget
+                    break
+                if previous is not None and cost(choice) >= cost(previous) - 1e-12:
+                    break
+                own = self._problem_at(choice, budgets)
+                if _fits(own, choice) and (best is None or cost(choice) < cost(best[0]) - 1e-12):
+                    best = (choice, own)
+                current, previous = own, choice
+        if best is None:
+            raise InfeasibleTargetError(
+                "+".join(budgets), np.nan, np.nan,
+                f"budgets {budgets}: no bit-width choice meeting them in its own execution order was found; "
+                "raise the activation_memory / total_memory budget",
+            )  # fmt: skip
+        return best
 
     def _best_of(self, problem: MixedPrecisionProblem, choice: np.ndarray) -> np.ndarray:
         """Guard against the additive model's blind spot: per-unit sensitivities assume errors add up, which
         fails when several units drop at once. Measure the solution and every uniform configuration that fits
-        the budget jointly (one full pass each on the sensitivity samples) and keep the closest to float."""
+        the budget (in its own execution order) jointly, one full pass each on the sensitivity samples, and
+        keep the closest to float."""
         start = time.perf_counter()
+        scheduled = any(r in problem.budgets for r in _SCHEDULED)
         options = [choice]
         for k in range(1, max((len(u.candidates) for u in self.units), default=1)):
             uniform = np.array([min(k, len(u.candidates) - 1) for u in self.units])
-            values = evaluate(problem, uniform)
-            if (
-                all(values[r] <= b * (1 + 1e-9) for r, b in problem.budgets.items())
-                and not (uniform == choice).all()
-            ):
+            own = self._problem_at(uniform, dict(problem.budgets)) if scheduled else problem
+            if _fits(own, uniform) and not (uniform == choice).all():
                 options.append(uniform)
         if len(options) > 1:
             p, sens = self.prepared, self.sensitivity

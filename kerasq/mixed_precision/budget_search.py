@@ -6,14 +6,19 @@ of layers (a greedy layer-by-layer search, as in Quark's auto mixed precision, n
 
 Quality targets: ``max_accuracy_drop`` with ``evaluate_fn(model) -> float`` (higher is better, e.g. top-1 %),
 or ``target_output_distance``: the mean relative L2 distance ``||q(x) - f(x)|| / ||f(x)||`` between quantized and
-float model outputs on the representative samples.
+float model outputs, on samples the quantization never saw (``held_out_data``, or the last fifth of the
+representative data, which calibration then does without).
+
+Quality need not fall monotonically with the budget (the solver's additive model, rounding and clipping make
+it jagged), so the search probes the highest and the lowest budget first, bisects between them, and returns
+the smallest probed budget that met the target, whatever was probed after it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
@@ -21,7 +26,8 @@ import numpy as np
 
 from kerasq.core.config import CoreConfig
 from kerasq.core.resource_utilization import RESOURCES, ResourceUtilization
-from kerasq.errors import ConfigError
+from kerasq.data import RepresentativeData, input_specs_from_model
+from kerasq.errors import ConfigError, DataError
 from kerasq.info import QuantizationInfo
 from kerasq.mixed_precision.bit_allocation import BitAllocator
 from kerasq.mixed_precision.solver import evaluate
@@ -49,6 +55,7 @@ class BudgetSearchResult:
     float_metric: float | None
     evaluations: int  # calls of evaluate_fn (or output-distance evaluations), the float model's included
     probes: list[BudgetProbe] = field(default_factory=list)
+    held_out_samples: int = 0  # samples the output distance was measured on (target_output_distance)
 
 
 def _relative_l2(model: keras.Model, reference: list[np.ndarray], samples: list[np.ndarray]) -> float:
@@ -63,8 +70,8 @@ def _is_finite_number(value: object) -> bool:
 
 
 def _check_search_arguments(
-    evaluate_fn: object, max_accuracy_drop: object, target_output_distance: object, resource: object,
-    relative_tolerance: object,
+    evaluate_fn: object, max_accuracy_drop: object, target_output_distance: object, held_out_data: object,
+    resource: object, relative_tolerance: object,
 ) -> None:  # fmt: skip
     if not isinstance(resource, str) or resource not in RESOURCES:
         raise ConfigError(f"resource must be one of {RESOURCES}, got {resource!r}.")
@@ -80,6 +87,11 @@ def _check_search_arguments(
             )
         if evaluate_fn is None or not callable(evaluate_fn):
             raise ConfigError("max_accuracy_drop needs evaluate_fn(model) -> float (higher is better).")
+    if held_out_data is not None and target_output_distance is None:
+        raise ConfigError(
+            "held_out_data is where target_output_distance is measured; with max_accuracy_drop, evaluate_fn "
+            "chooses its own data. Remove held_out_data or give target_output_distance."
+        )
     if target_output_distance is not None and (
         not _is_finite_number(target_output_distance) or target_output_distance <= 0
     ):
@@ -93,6 +105,31 @@ def _check_search_arguments(
         )
 
 
+HELD_OUT_FRACTION = 0.2  # of the representative data, kept from calibration to measure the output distance
+HELD_OUT_MAX = 256
+
+
+def _split_held_out(
+    model: keras.Model, data: Any, held_out: Any, core_config: CoreConfig
+) -> tuple[Any, list[np.ndarray]]:
+    """(calibration data, held-out samples): ``held_out`` as given, else the last fifth of ``data`` (at most
+    256 samples), which calibration then does without."""
+    specs = input_specs_from_model(model)
+    if held_out is not None:
+        validation = RepresentativeData(held_out, specs)
+        return data, validation.take(validation.num_samples())
+    source = RepresentativeData(data, specs, max_batches=core_config.n_iter)
+    n = source.num_samples()
+    if n < 2:
+        raise DataError(
+            f"target_output_distance is measured on representative samples held out from calibration, but the "
+            f"data has {n}; pass more samples or held_out_data=... (samples to measure the distance on)."
+        )
+    arrays = source.take(n)
+    k = min(HELD_OUT_MAX, max(1, round(n * HELD_OUT_FRACTION)))
+    return [a[: n - k] for a in arrays], [a[n - k :] for a in arrays]
+
+
 def keras_accuracy_target_search(
     model: keras.Model,
     representative_data_gen: Any,
@@ -100,6 +137,7 @@ def keras_accuracy_target_search(
     *,
     max_accuracy_drop: float | None = None,
     target_output_distance: float | None = None,
+    held_out_data: Any = None,
     resource: str = "weights_memory",
     relative_tolerance: float = 0.02,
     core_config: CoreConfig | None = None,
@@ -108,12 +146,22 @@ def keras_accuracy_target_search(
     """Find the smallest ``resource`` budget whose mixed-precision model meets the target.
 
     Give either ``evaluate_fn`` and ``max_accuracy_drop`` (the float model is evaluated once for the
-    baseline), or ``target_output_distance``. ``relative_tolerance`` is the bisection's stopping width as a
-    fraction of the budget range.
+    baseline), or ``target_output_distance``, measured on ``held_out_data`` (any form the representative
+    data takes) or, without it, on the last fifth of the representative data (at most 256 samples), which
+    calibration then does without. ``relative_tolerance`` is the bisection's stopping width as a fraction of
+    the budget range.
     """
     _check_search_arguments(
-        evaluate_fn, max_accuracy_drop, target_output_distance, resource, relative_tolerance
+        evaluate_fn, max_accuracy_drop, target_output_distance, held_out_data, resource, relative_tolerance
     )
+    core_config = core_config if core_config is not None else CoreConfig()
+    held_out: list[np.ndarray] = []
+    if target_output_distance is not None:
+        representative_data_gen, held_out = _split_held_out(
+            model, representative_data_gen, held_out_data, core_config
+        )
+        if held_out_data is None and isinstance(core_config, CoreConfig):  # n_iter was applied when reading
+            core_config = replace(core_config, n_iter=None)
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
     allocator = BitAllocator.create(prepared, [resource])
     if max_accuracy_drop is not None:
@@ -124,16 +172,18 @@ def keras_accuracy_target_search(
             return value, float_metric - value <= max_accuracy_drop
     else:
         float_metric = None
-        samples = prepared.data.take(256)
-        reference = [np.asarray(o, np.float64) for o in keras.tree.flatten(model.predict(samples, verbose=0))]
+        reference = [
+            np.asarray(o, np.float64) for o in keras.tree.flatten(model.predict(held_out, verbose=0))
+        ]
 
         def quality(m: keras.Model) -> tuple[float, bool]:
-            value = _relative_l2(m, reference, samples)
+            value = _relative_l2(m, reference, held_out)
             return value, value <= target_output_distance
 
     evaluated: dict[tuple[int, ...], tuple[Any, float, bool]] = {}
+    probes: list[tuple[BudgetProbe, Any]] = []
 
-    def probe(budget: float) -> tuple[Any, float, bool]:
+    def probe(budget: float) -> bool:
         target = ResourceUtilization(**{resource: budget})
         choice = tuple(int(c) for c in allocator.solve(target))
         if choice not in evaluated:
@@ -141,29 +191,27 @@ def keras_accuracy_target_search(
                 prepared, allocator.plan_for(choice), allocator.report(np.array(choice), target)
             )
             evaluated[choice] = ((quantized, info), *quality(quantized))
-        return evaluated[choice]
+        result, metric, met = evaluated[choice]
+        probes.append((BudgetProbe(budget, metric, met), result))
+        return met
 
     lo = allocator.reachable(resource)
     hi = evaluate(allocator.problem, np.zeros(len(allocator.units), int))[resource]
-    probes: list[BudgetProbe] = []
-    best = probe(hi)
-    probes.append(BudgetProbe(hi, best[1], best[2]))
-    best_budget = hi
-    if best[2]:
+    if probe(hi) and lo < hi and not probe(lo):
         steps = max(1, math.ceil(math.log2(1 / relative_tolerance)))
         low, high = lo, hi
         for _ in progress(range(steps), "kerasq: budget search", steps, "probe"):
             if high - low <= relative_tolerance * (hi - lo):
                 break
             mid = (low + high) / 2
-            result = probe(mid)
-            probes.append(BudgetProbe(mid, result[1], result[2]))
-            if result[2]:
-                high, best, best_budget = mid, result, mid
+            if probe(mid):
+                high = mid
             else:
                 low = mid
-    (quantized, info), _, met = best
+    met = [(p, r) for p, r in probes if p.meets_target]
+    best, (quantized, info) = min(met, key=lambda pr: pr[0].budget) if met else probes[0]
     return BudgetSearchResult(
-        model=quantized, info=info, resource=resource, budget=best_budget, meets_target=met,
-        float_metric=float_metric, evaluations=len(evaluated) + (float_metric is not None), probes=probes,
+        model=quantized, info=info, resource=resource, budget=best.budget, meets_target=best.meets_target,
+        float_metric=float_metric, evaluations=len(evaluated) + (float_metric is not None),
+        probes=[p for p, _ in probes], held_out_samples=len(held_out[0]) if held_out else 0,
     )  # fmt: skip

@@ -274,9 +274,11 @@ def _add(terms: dict[int, np.ndarray], unit: int, values: np.ndarray) -> None:
 
 
 def resource_rows(
-    graph: Graph, plan: QuantizationPlan, units: Sequence[Unit]
+    graph: Graph, plan: QuantizationPlan, units: Sequence[Unit], schedule: Schedule | None = None
 ) -> tuple[list[ResourceRow], Schedule]:
-    """Rows of every resource as functions of the units' candidate indices (others fixed at plan bits)."""
+    """Rows of every resource as functions of the units' candidate indices (others fixed at plan bits).
+    Activation memory is constrained at the cuts of ``schedule`` (default: the best order at the highest
+    candidate widths)."""
     cand = [np.asarray(u.candidates, np.float64) for u in units]
     weight_unit = {name: i for i, u in enumerate(units) if u.kind == "weights" for name in u.nodes}
     source_unit = {t: i for i, u in enumerate(units) if u.kind == "activation" for t in unit_tensors(plan, u)}
@@ -301,7 +303,7 @@ def resource_rows(
     top_bits = {
         t: (units[u].candidates[0] if (u := tensor_unit.get(t)) is not None else b) for t, b in bits.items()
     }
-    schedule = activation_schedule(graph, plan, top_bits)
+    schedule = schedule or activation_schedule(graph, plan, top_bits)
     for cut in dict.fromkeys(schedule.cuts):
         const, terms = 0.0, {}
         for t in cut:

@@ -8,6 +8,12 @@ quantized activation and every model output) is the normalized MSE against the f
 ``sensitivity[u][c]`` is the weighted distance at candidate ``c`` minus the weighted distance of the reference
 (so candidate 0 scores 0).
 
+Linear time: a unit's variants are recomputed until ``WINDOW`` interest points have changed; every later point
+the unit reaches takes the distance increase of the last point measured (relative error carried on). On a
+trained 9-layer CIFAR-10 CNN the rank correlation of AVG sensitivities with the measured output damage was
+0.913 with every point recomputed and with windows of 8, 6 and 4 (0.909 with 2). Recomputing every downstream
+point cost 0.06 s per layer on a 10-conv chain and 0.22 s on a 150-conv chain; with the window, 0.05 on both.
+
 Interest-point weights (``MpDistanceWeighting``): AVG uniform; LAST_LAYER model outputs only; EXP
 ``exp(-(1 - depth) / sigma)``; HESSIAN ``trace_i * E[f_i^2]``, the Hessian-trace estimate of how much output
 error a unit of normalized error at point ``i`` causes (``trace(J^T J) / n`` per element times the element
@@ -39,13 +45,18 @@ from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
 from kerasq.quantizers.fake_quant import fake_quant
 from kerasq.quantizers.kernel_ops import weighted_forward
+from kerasq.quantizers.wrapper import QuantizeWrapper
 
 _EPS = 1e-12
+WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Sensitivity:
-    """Per unit, per candidate: increase of the weighted distance over the reference (candidate 0 = 0)."""
+    """Per unit, per candidate: increase of the weighted distance over the reference (candidate 0 = 0).
+
+    Keyword-only: ``input_means`` must reach the joint check, or it compares candidates without the bias
+    correction the final model has."""
 
     values: list[np.ndarray]
     interest_points: list[str]
@@ -56,14 +67,24 @@ class Sensitivity:
     floats: list[np.ndarray] = field(default_factory=list)  # float activations there, on the samples
     samples: list[np.ndarray] = field(default_factory=list)
     input_means: dict[str, np.ndarray] = field(default_factory=dict)
+    increases: list[np.ndarray] = field(
+        default_factory=list
+    )  # per unit: (candidates, points) distance increase
 
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
-        """Weighted distance of a whole configuration (every unit at its planned width), one full pass."""
+        """Distance to float at the model outputs (normalized MSE, averaged over outputs) of a whole
+        configuration, every unit at its planned width and biases corrected as in the final model: one full
+        pass. Measured at the outputs whatever the sensitivity weighting, as it ranks complete models: on the
+        test CNN, AVG-weighted distances of uniform 4-bit and a mixed solution of its size tied (0.0276 and
+        0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%)."""
         params = grids.params_for(plan)
         corrected = correct_biases(graph, params, self.input_means)
         values = _Executor(corrected, build_model(corrected, plan, params), params).reference(self.samples)
-        d = [_nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True)]
-        return float(self.point_weights @ np.asarray(d))
+        outputs = set(graph.output_ids())
+        d = [
+            _nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True) if t in outputs
+        ]
+        return float(np.mean(d))
 
 
 def _quantize(x: Any, p: QuantParams) -> Any:
@@ -95,13 +116,22 @@ class _Executor:
                     name = quantizer_name(node.name, k, len(node.outputs))
                     self.quantizers[tid] = built.model.get_layer(name)
 
+        self.kernels: dict[str, dict[str, Any]] = {}  # the reference grid's kernels, quantized once
+        for node in graph.nodes:
+            layer = built.layers.get(node.name)
+            if isinstance(layer, QuantizeWrapper):
+                self.kernels[node.name] = layer.quantized_kernels()
+
     def _call(self, node: Node, values: dict[int, Any]) -> list[Any]:
         def ref(v: Any) -> Any:
             return values[v.id] if isinstance(v, TensorRef) else v
 
         args = keras.tree.map_structure(ref, node.args)
         kwargs = keras.tree.map_structure(ref, node.kwargs)
-        return keras.tree.flatten(self.built.layers[node.name](*args, **kwargs))
+        layer = self.built.layers[node.name]
+        if node.name in self.kernels and len(args) == 1 and not kwargs:
+            return [weighted_forward(layer.kind, layer.layer, args[0], self.kernels[node.name])]
+        return keras.tree.flatten(layer(*args, **kwargs))
 
     def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
         """Every tensor as its consumers read it (after its quantizer), for the reference model."""
@@ -122,9 +152,13 @@ class _Executor:
         kernel_params: Sequence[dict[str, QuantParams]],
         activation_params: dict[int, Sequence[QuantParams]],
         biases: Sequence[np.ndarray | None] = (),
+        points: frozenset[int] = frozenset(),
+        window: int | None = None,
     ) -> dict[int, Any]:
-        """Tensors that change when one unit takes each of several candidates (stacked along the batch)."""
+        """Tensors that change when one unit takes each of several candidates (stacked along the batch),
+        computed until ``window`` of the tensors in ``points`` have changed (all, when None)."""
         dirty: dict[int, Any] = {}
+        reached = 0
         n = len(raw_inputs[0])
         n_variants = len(kernel_params) or len(next(iter(activation_params.values())))
         for tid, x in zip(self.graph.inputs, raw_inputs, strict=True):
@@ -165,6 +199,9 @@ class _Executor:
                     dirty[tid] = self.quantizers[tid](y)
                 else:
                     dirty[tid] = y
+                reached += tid in points
+            if window is not None and reached >= window:
+                break
         return dirty
 
 
@@ -179,6 +216,29 @@ def _corrected_bias(
     )
     bias = named_weights(corrected.nodes[0]).get("bias")
     return None if bias is None else np.asarray(bias, np.float32)
+
+
+def _reachable_points(graph: Graph, points: Sequence[int]) -> dict[int, int]:
+    """Tensor -> bitmask of the interest points (indices into ``points``) it reaches, itself included."""
+    bit = {t: 1 << i for i, t in enumerate(points)}
+    consumers = graph.consumers()
+    below: dict[str, int] = {}  # node -> the points its outputs reach
+
+    def reach_of(t: int) -> int:
+        mask = bit.get(t, 0)
+        for node in consumers.get(t, []):
+            mask |= below[node.name]
+        return mask
+
+    reach: dict[int, int] = {}
+    for node in reversed(graph.nodes):  # consumers before producers
+        below[node.name] = 0
+        for t in node.outputs:
+            reach[t] = reach_of(t)
+            below[node.name] |= reach[t]
+    for t in graph.inputs:
+        reach[t] = reach_of(t)
+    return reach
 
 
 def interest_points(graph: Graph, plan: QuantizationPlan) -> list[tuple[int, str]]:
@@ -260,29 +320,50 @@ def compute_sensitivity(
     values = executor.reference(samples)
     ref_d = np.array([_nmse(values[t], f, 1)[0] for (t, _), f in zip(points, floats, strict=True)])
     reference = float(weights @ ref_d)
-    result = []
+    reach = _reachable_points(graph, [t for t, _ in points])
+    point_set = frozenset(t for t, _ in points)
+    result, increases = [], []
     for unit in progress(units, "kerasq: mixed-precision sensitivity", len(units), "layer"):
         others = unit.candidates[1:]
         if not others:
             result.append(np.zeros(1))
+            increases.append(np.zeros((1, len(points))))
             continue
         if unit.kind == "weights":
             specs = reference_plan.weights[unit.node]
             kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
             biases = [_corrected_bias(graph, unit.node, k, input_means) for k in kernels]
-            dirty = executor.variants(values, samples, unit.node, kernels, {}, biases)
+            dirty = executor.variants(values, samples, unit.node, kernels, {}, biases, point_set, WINDOW)
+            sources = graph.node(unit.node).outputs
         else:
             acts = {
                 t: [grids.activation(reference_plan.activations[unit.tensor], b) for b in others]
                 for t in unit_tensors(reference_plan, unit)
             }
-            dirty = executor.variants(values, samples, None, [], acts)
+            dirty = executor.variants(values, samples, None, [], acts, (), point_set, WINDOW)
+            sources = list(acts)
+        downstream = 0
+        for t in sources:
+            downstream |= reach[t]
         d = np.repeat(ref_d[None, :], len(others), axis=0)
+        increase = None  # at the last interest point measured
         for i, ((t, _), f) in enumerate(zip(points, floats, strict=True)):
             if t in dirty:
                 d[:, i] = _nmse(dirty[t], f, len(others))
+                increase = d[:, i] - ref_d[i]
+            elif increase is not None and downstream >> i & 1:  # beyond the window
+                d[:, i] = ref_d[i] + increase
         result.append(np.concatenate([[0.0], d @ weights - reference]))
-    tensors = [t for t, _ in points]
+        increases.append(np.concatenate([np.zeros((1, len(points))), d - ref_d], axis=0))
     return Sensitivity(
-        result, labels, weights, reference, time.perf_counter() - start, tensors, floats, samples
+        values=result,
+        interest_points=labels,
+        point_weights=weights,
+        reference_distance=reference,
+        seconds=time.perf_counter() - start,
+        tensors=[t for t, _ in points],
+        floats=floats,
+        samples=samples,
+        input_means=input_means,  # the joint check corrects biases as the final model does
+        increases=increases,
     )

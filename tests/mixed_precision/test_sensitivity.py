@@ -5,10 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 import kerasq
 from kerasq.builder import build_model
 from kerasq.core import CoreConfig, MixedPrecisionQuantizationConfig, MpDistanceWeighting, ResourceUtilization
+from kerasq.mixed_precision import sensitivity
 from kerasq.mixed_precision.sensitivity import compute_sensitivity, interest_points, point_weights
 from kerasq.mixed_precision.units import apply_bits, configurable_units
 from kerasq.ptq import prepare
@@ -41,7 +43,8 @@ def _consumed(built, tensor):
     return built.tensors[tensor]
 
 
-def test_matches_full_rerun(prepared):
+def test_matches_full_rerun(prepared, monkeypatch):
+    monkeypatch.setattr(sensitivity, "WINDOW", None)  # every downstream point recomputed
     graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
     units = configurable_units(graph, plan)
     kinds = {u.kind for u in units}
@@ -110,3 +113,124 @@ def test_last_layer_weighting_protects_the_output():
     assert bits[MpDistanceWeighting.AVG]["head_activation (activation)"] == 4
     assert bits[MpDistanceWeighting.LAST_LAYER]["head_activation (activation)"] == 8
     assert errors[MpDistanceWeighting.LAST_LAYER] < errors[MpDistanceWeighting.AVG]
+
+
+def test_joint_check_measures_the_model_ptq_builds(prepared, trained_cnn):
+    """The joint check (``Sensitivity.joint_distance``, which ``_best_of`` ranks candidates by) runs the model
+    PTQ returns (biases corrected for the candidate's grids, as ``finish`` corrects them) and measures it at
+    the model outputs."""
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    assert prepared.input_means  # bias correction is on by default
+    units = configurable_units(graph, plan, activations=False)
+    samples = prepared.data.take(16)
+    mp = MixedPrecisionQuantizationConfig()  # AVG: the joint check still measures at the outputs
+    sens = compute_sensitivity(graph, plan, units, grids, samples, mp, prepared.input_means)
+    mixed = apply_bits(plan, units, [u.candidates[-1 - i % 2] for i, u in enumerate(units)])  # 2 and 4 bits
+    quantized, _ = kerasq.ptq.finish(prepared, mixed)
+    f = np.asarray(trained_cnn.predict(samples, verbose=0), np.float64)
+    q = np.asarray(quantized.predict(samples, verbose=0), np.float64)
+    expected = np.mean(np.sum((q - f) ** 2, 1) / np.sum(f**2, 1))
+    assert sens.joint_distance(graph, mixed, grids) == pytest.approx(expected, rel=1e-4)
+
+
+def _uneven_branches() -> keras.Model:
+    """Two equal branches added, branch "quiet" scaled by 0.01 before the add: its activations barely reach
+    the output."""
+    layers = keras.layers
+    keras.utils.set_random_seed(2)
+    x = inputs = keras.Input((12,), name="x")
+    ends = []
+    for name in ("loud", "quiet"):
+        h = layers.Dense(16, activation="relu", name=f"{name}_hidden")(x)
+        ends.append(layers.Dense(8, name=f"{name}_out")(h))
+    model = keras.Model(inputs, layers.Add(name="add")(ends))
+    kernel, bias = model.get_layer("quiet_out").get_weights()
+    model.get_layer("quiet_out").set_weights([kernel * 0.01, bias * 0.01])
+    return model
+
+
+def test_hessian_weighting_discounts_what_barely_reaches_the_output():
+    model = _uneven_branches()
+    data = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+    prepared = prepare(model, data, None, None)
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    units = configurable_units(graph, plan)
+    index = {u.label: i for i, u in enumerate(units)}
+    samples = prepared.data.take(32)
+    ratio = {}
+    for method in (MpDistanceWeighting.AVG, MpDistanceWeighting.HESSIAN):
+        mp = MixedPrecisionQuantizationConfig(distance_weighting_method=method)
+        sens = compute_sensitivity(graph, plan, units, grids, samples, mp, prepared.input_means)
+        quiet = sens.values[index["quiet_hidden_activation (activation)"]][-1]
+        loud = sens.values[index["loud_hidden_activation (activation)"]][-1]
+        ratio[method] = quiet / loud
+        if method is MpDistanceWeighting.HESSIAN:
+            w = dict(zip(sens.interest_points, sens.point_weights, strict=True))
+            assert w["quiet_hidden_activation"] < 1e-3 * w["loud_hidden_activation"]
+    assert 0.3 < ratio[MpDistanceWeighting.AVG] < 3  # AVG: both hidden layers' own distances count alike
+    assert ratio[MpDistanceWeighting.HESSIAN] < 0.01  # HESSIAN: quiet's error is 0.01x at the output
+
+
+def _dense_chain(depth: int) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((8,), name="x")
+    for k in range(depth):
+        x = keras.layers.Dense(8, activation="relu", name=f"d{k}")(x)
+    return keras.Model(inputs, x)
+
+
+def test_work_grows_linearly_with_depth(monkeypatch):
+    """Each unit recomputes at most ``WINDOW`` interest points downstream, so every 12 more layers cost the
+    same number of node evaluations (recomputing everything downstream, 1.67x more from 24 to 36 layers than
+    from 12 to 24)."""
+    calls = []
+    call = sensitivity._Executor._call
+
+    def counted(self, node, values):
+        calls[-1] += 1
+        return call(self, node, values)
+
+    monkeypatch.setattr(sensitivity._Executor, "_call", counted)
+    data = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    for depth in (12, 24, 36):
+        prepared = prepare(_dense_chain(depth), data, None, None)
+        units = configurable_units(prepared.graph, prepared.plan, activations=False)
+        calls.append(0)
+        compute_sensitivity(
+            prepared.graph, prepared.plan, units, prepared.grids, [data], MixedPrecisionQuantizationConfig()
+        )
+    assert (calls[2] - calls[1]) / (calls[1] - calls[0]) < 1.1
+
+
+def test_window_keeps_the_ranking_of_the_full_recompute(prepared, monkeypatch):
+    """Beyond the window a unit's distance increase is carried to every later point it reaches: on the trained
+    CNN, a window of 2 interest points ranks the (unit, candidate) pairs as the full recompute does."""
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    units = configurable_units(graph, plan)
+    samples = prepared.data.take(16)
+    ranked = {}
+    for window in (None, 2):
+        monkeypatch.setattr(sensitivity, "WINDOW", window)
+        sens = compute_sensitivity(graph, plan, units, grids, samples, MixedPrecisionQuantizationConfig())
+        ranked[window] = np.concatenate([v[1:] for v in sens.values])
+    assert spearmanr(ranked[None], ranked[2])[0] > 0.95  # measured 0.994
+    assert np.allclose(ranked[2], ranked[None], rtol=0.5)  # and the values stay close
+
+
+def test_beyond_the_window_only_points_the_unit_reaches_change(monkeypatch):
+    """With a window of one point, a unit's increase is carried to the later points downstream of it (its
+    branch's output and the add), never to the parallel branch's points."""
+    monkeypatch.setattr(sensitivity, "WINDOW", 1)
+    model = _uneven_branches()
+    data = np.random.default_rng(0).normal(size=(32, 12)).astype("float32")
+    prepared = prepare(model, data, None, None)
+    units = configurable_units(prepared.graph, prepared.plan)
+    sens = compute_sensitivity(
+        prepared.graph, prepared.plan, units, prepared.grids, [data], MixedPrecisionQuantizationConfig()
+    )
+    for side, other in (("loud", "quiet"), ("quiet", "loud")):
+        u = next(i for i, unit in enumerate(units) if unit.label == f"{side}_hidden_activation (activation)")
+        increase = dict(zip(sens.interest_points, sens.increases[u][-1], strict=True))
+        assert increase[f"{side}_hidden_activation"] > 0
+        assert increase["add"] == increase[f"{side}_hidden_activation"]  # carried on
+        assert all(v == 0 for k, v in increase.items() if k.startswith(other))
