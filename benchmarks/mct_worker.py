@@ -158,7 +158,32 @@ def top1(
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process image, MB: ``VmHWM``, which starts afresh at ``exec``. (``ru_maxrss``
+    does not: a worker forked from a parent holding 1 GB reports at least that.)"""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def accuracy_on_test(model: Any, data: Any) -> float:
+    """Top-1 % of a Keras model (float or fake-quant) on the spec's test samples."""
+    return top1(lambda b: model(b, training=False).numpy(), data["x_test"], data["y_test"])
+
+
+def begin_row(tool: str, spec: dict, scenario: str) -> tuple[Any, Any, dict]:
+    """``(float model, data, row)`` for one worker; the row of the ``float`` scenario comes back complete (its
+    ``accuracy`` set), the others hold only the tool and scenario."""
+    model = load_model(spec)
+    data = np.load(spec["data"])
+    row: dict = {"tool": tool, "scenario": scenario}
+    if SCENARIOS[scenario][0] == "float":
+        row["accuracy"] = accuracy_on_test(model, data)
+        row["bytes"] = quantized_kernel_bytes(model, lambda layer: None)
+        row["peak_rss_mb"] = peak_rss_mb()
+    return model, data, row
 
 
 def _mct_bits(layer: Any) -> dict[str, int] | None:
@@ -170,17 +195,23 @@ def _mct_bits(layer: Any) -> dict[str, int] | None:
 
 
 def _w4_bit_width_config(model: Any) -> Any:
-    """MCT's way to pin 4-bit kernels: a ``BitWidthConfig`` rule per kernel layer type of ``model`` (a rule that
-    matches no layer is an error in MCT, so only the types present get one)."""
+    """MCT's way to pin 4-bit kernels: a ``BitWidthConfig`` rule per kernel layer type of ``model``, naming the
+    kernel attribute as MCT's Keras mapping does (a rule that matches no layer is an error in MCT, so only the
+    types present get one)."""
     import keras
     import model_compression_toolkit as mct
     from model_compression_toolkit.core.common.network_editors import NodeTypeFilter
 
     config = mct.core.BitWidthConfig()
     present = {type(layer) for layer in model.layers}
-    for layer_type in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense):
+    kernels = {
+        keras.layers.Conv2D: "kernel",
+        keras.layers.DepthwiseConv2D: "depthwise_kernel",
+        keras.layers.Dense: "kernel",
+    }
+    for layer_type, attr in kernels.items():
         if layer_type in present:
-            config.set_manual_weights_bit_width(NodeTypeFilter(layer_type), 4, "kernel")
+            config.set_manual_weights_bit_width(NodeTypeFilter(layer_type), 4, attr)
     return config
 
 
@@ -204,14 +235,8 @@ def run_mct(spec: dict, scenario: str) -> dict:
     import model_compression_toolkit.core.runner as mct_runner
 
     algorithm, weights_bits, _, _ = SCENARIOS[scenario]
-    model = load_model(spec)
-    data = np.load(spec["data"])
-    x_test, y_test = data["x_test"], data["y_test"]
-    row: dict = {"tool": "mct", "scenario": scenario}
-    if algorithm == "float":
-        row["accuracy"] = top1(lambda b: model(b, training=False).numpy(), x_test, y_test)
-        row["bytes"] = quantized_kernel_bytes(model, lambda layer: None)
-        row["peak_rss_mb"] = peak_rss_mb()
+    model, data, row = begin_row("mct", spec, scenario)
+    if "accuracy" in row:
         return row
 
     # time MCT's own phases by wrapping the functions it calls: the mixed-precision search (resource figures,
@@ -244,7 +269,7 @@ def run_mct(spec: dict, scenario: str) -> dict:
     row["seconds"] = time.perf_counter() - start
     row.update(phases)
     row["bytes"] = quantized_kernel_bytes(q_model, _mct_bits)
-    row["accuracy"] = top1(lambda b: q_model(b, training=False).numpy(), x_test, y_test)
+    row["accuracy"] = accuracy_on_test(q_model, data)
     row["peak_rss_mb"] = peak_rss_mb()
     return row
 

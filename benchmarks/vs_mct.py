@@ -85,12 +85,13 @@ os.environ.setdefault("KERASQ_PROGRESS", "0")
 
 from benchmarks.mct_worker import (  # noqa: E402 - numpy-only helpers shared with the MCT venv
     SCENARIOS,
+    accuracy_on_test,
+    begin_row,
     budget,
     load_model,
     peak_rss_mb,
     quantized_kernel_bytes,
     representative,
-    top1,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +99,7 @@ MCT_PINS = ("tensorflow-cpu==2.15.1", "model-compression-toolkit==2.6.1")
 AEQ_PINS = ("ai-edge-quantizer==0.10.0",)
 CIFAR_WHEEL = "cifar-10-model==7.4.0"
 CALIBRATION, BATCH = 256, 32
+ROW_FORMAT = 2  # bump when what a worker measures changes: cached MCT rows of other formats are not reused
 MODELS = ("cifar10model", "sensor", "resnet", "mobilenetv2")
 TOOLS = ("mct", "kerasq", "aeq")
 AEQ_SCENARIOS = ("float", "W8A8", "W4A8")
@@ -212,7 +214,7 @@ def fingerprint(arrays: list, *extra: object) -> str:
 
     import numpy as np
 
-    digest = hashlib.sha256(repr((MCT_PINS, extra)).encode())
+    digest = hashlib.sha256(repr((MCT_PINS, ROW_FORMAT, extra)).encode())
     for array in arrays:
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype}{array.shape}".encode())
@@ -248,21 +250,13 @@ def _kerasq_bits(layer: object) -> dict[str, int] | None:
 
 def run_kerasq(spec: dict, scenario: str) -> dict:
     """One row: the scenario through kerasq with its defaults (imx500)."""
-    import numpy as np
-
     import kerasq
     from benchmarks.common import timed
     from kerasq.core import CoreConfig, QuantizationConfig, ResourceUtilization
 
     algorithm, weights_bits, _, _ = SCENARIOS[scenario]
-    model = load_model(spec)
-    data = np.load(spec["data"])
-    x_test, y_test = data["x_test"], data["y_test"]
-    row: dict = {"tool": "kerasq", "scenario": scenario}
-    if algorithm == "float":
-        row["accuracy"] = top1(lambda b: model(b, training=False).numpy(), x_test, y_test)
-        row["bytes"] = quantized_kernel_bytes(model, lambda layer: None)
-        row["peak_rss_mb"] = peak_rss_mb()
+    model, data, row = begin_row("kerasq", spec, scenario)
+    if "accuracy" in row:
         return row
     core_config = CoreConfig(QuantizationConfig(weights_n_bits=weights_bits), n_iter=spec["n_iter"])
     ru = budget(scenario, spec["kernel8_bytes"], spec["bops8"])
@@ -288,7 +282,7 @@ def run_kerasq(spec: dict, scenario: str) -> dict:
     if info.resource_utilization is not None:
         row["kerasq_weights_memory"] = info.resource_utilization.weights_memory
     row["bytes"] = quantized_kernel_bytes(q_model, _kerasq_bits)
-    row["accuracy"] = top1(lambda b: q_model(b, training=False).numpy(), x_test, y_test)
+    row["accuracy"] = accuracy_on_test(q_model, data)
     row["peak_rss_mb"] = peak_rss_mb()
     return row
 
@@ -400,6 +394,7 @@ def table_rows(spec: dict, results: dict[str, dict[str, dict]], notes: list[str]
     rows = []
     for scenario, by_tool in results.items():
         row: dict = {"scenario": scenario, "budget": _budget_cell(scenario, spec), "float": float_acc}
+        limit = budget(scenario, spec["kernel8_bytes"], spec["bops8"]).get("weights_memory", float("inf"))
         for tool in TOOLS:
             r = by_tool.get(tool)
             if r is None:
@@ -411,6 +406,8 @@ def table_rows(spec: dict, results: dict[str, dict[str, dict]], notes: list[str]
                 row[f"{tool}_acc"] = r.get("accuracy")
             for key in ("seconds", "peak_rss_mb", "bytes", "file_bytes"):
                 row[f"{tool}_{key}"] = r.get(key)
+            if r.get("bytes") is not None and r["bytes"] > limit * (1 + 1e-9):
+                row[f"{tool}_bytes"] = f"{r['bytes']} (over budget)"
         row["goal"] = goal(scenario, float_acc, by_tool.get("mct"), by_tool.get("kerasq"))
         rows.append(row)
     return rows

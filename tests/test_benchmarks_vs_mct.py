@@ -93,15 +93,30 @@ def test_failed_rows_become_numbered_notes_and_mp_time_is_relative_to_w8a8():
     results = {
         "float": {"mct": {"accuracy": 70.0}, "kerasq": {"accuracy": 70.0}},
         "W8A8": {"mct": {"accuracy": 69.9, "seconds": 10.0}, "kerasq": {"accuracy": 69.9, "seconds": 2.0}},
-        "MP50": {"mct": {"accuracy": 69.0, "seconds": 50.0, "mp_search_s": 30.0},
+        "MP50": {"mct": {"accuracy": 69.0, "seconds": 50.0, "mp_search_s": 30.0, "bytes": 501},
                  "kerasq": {"error": "ConfigError: infeasible", "seconds": 3.0}},
     }  # fmt: skip
     notes: list[str] = []
     rows = table_rows(spec, results, notes)
     assert rows[2]["budget"] == "500 B"
     assert rows[2]["kerasq_acc"] == "failed [1]"
+    assert rows[2]["mct_bytes"] == "501 (over budget)"
+    assert rows[1]["mct_bytes"] is None
     assert notes == ["[1] MP50, kerasq: ConfigError: infeasible"]
     (mp,) = mp_time_rows(results)
     assert mp["mct_diff"] == pytest.approx(40.0)
     assert "kerasq_diff" not in mp  # a failed row has no mixed-precision time
     assert np.isclose(mp["mct_search"], 30.0)
+
+
+def test_worker_peak_rss_is_its_own_not_the_forking_parents():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    held = np.ones(40_000_000)  # 320 MB resident in this (parent) process when the worker is forked
+    code = "from benchmarks.mct_worker import peak_rss_mb; print(peak_rss_mb())"
+    repo = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
+    assert held.sum() == 40_000_000
+    assert 5 < float(out.stdout) < 150  # a bare interpreter + numpy; ru_maxrss would report >= 320
