@@ -11,7 +11,7 @@ suitable labelled inertial data set). Each sample is a 128-step window (2.56 s a
 - every sample: white noise (sigma 0.35) and a random gain in [0.8, 1.25].
 
 Model (``build``): 4 Conv1D + BatchNormalization + ReLU blocks (widths 32/32/64/64, two of stride 2), global
-average pooling, Dense 64 + ReLU, Dense 6 + softmax (34k parameters, 85% of them in Conv1D kernels). Trained
+average pooling, Dense 64 + ReLU, Dense 6 + softmax (33.6k parameters, 84% of them in Conv1D kernels). Trained
 once on 12,000 samples (Adam, 12 epochs, seed 0) and cached as ``sensor.keras`` under the cache folder given
 to ``get_model``. The builder uses only ``keras.layers`` / ``keras.Input`` / ``keras.Model``, so the same
 function builds the architecture under Keras 2 (MCT's TensorFlow 2.15 venv) and Keras 3.
