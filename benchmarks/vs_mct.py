@@ -61,7 +61,11 @@ calibration protocol, the scenario and the GPTQ epochs): MCT 2.6.1 does not chan
 measures kerasq (and ai-edge-quantizer) again and reuses MCT's rows, with the date they were measured (the
 report says how many were reused). ``--fresh-mct`` runs them again. This matters for GPTQ: MCT's default
 ``get_keras_gptq_config`` computes per-sample Hessian scores for sample-layer attention on all 256 samples
-before training, 95% of its GPTQ time (about 12 minutes per row for the ResNet here), whatever the epochs.
+before training, 95% of its GPTQ time (382 of 399 s per row for the ResNet here, 12 minutes on a busier machine),
+whatever the epochs; its 5 training epochs took 4-10 s, kerasq's whole GPTQ rows 9-12 s. So the default of 5 GPTQ
+epochs (``--gptq-epochs``) costs little on either side. Measured on this 2-core machine (shared): all four
+models with GPTQ on ``sensor`` and ``resnet`` took 39 minutes with no MCT row cached (13 of them MCT's two
+ResNet GPTQ rows) and 12 minutes with MCT's rows cached; ``--gptq-models`` limits where GPTQ runs.
 
 Goals (issue 14, "Must show"), checked per row on kerasq vs MCT and float: W8A8 and MP75 >= MCT - 0.1; W4A8 >=
 MCT and >= float - 1; MP50 >= float - 0.5; MP37.5 >= float - 2; MP30 feasible wherever MCT's is; GPTQ-MP30 (not
