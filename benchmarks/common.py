@@ -41,9 +41,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_worker(module: str, args: Sequence[str]) -> dict:
-    """Run ``python -m module --worker args...`` in a fresh process; it prints one JSON line last."""
-    proc = subprocess.run([sys.executable, "-m", module, "--worker", *args], capture_output=True, text=True)
+def run_worker(module: str, args: Sequence[str], python: str | None = None, env: dict | None = None) -> dict:
+    """Run ``python -m module --worker args...`` in a fresh process; it prints one JSON line last. ``python``:
+    another interpreter (a tool's own venv; default this one); ``env``: its environment (default this one's)."""
+    command = [python or sys.executable, "-m", module, "--worker", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
