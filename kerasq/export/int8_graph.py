@@ -124,6 +124,22 @@ def activation_width(q_model: keras.Model) -> int:
     )
 
 
+def _not_splat(bias: np.ndarray) -> np.ndarray:
+    """``bias`` with every other element one float32 ulp higher when all its elements are equal.
+
+    The converter stores a constant whose elements are all equal as one value, and quantizes that value to
+    int32 with the first channel's bias scale for every channel: a per-channel kernel exactly on its grid leaves
+    bias correction nothing to change, so a per-channel affine with one offset (``Rescaling(scale=[...],
+    offset=0.25)``) had every channel's offset scaled by its own kernel scale over the first one's. One ulp
+    (about 6e-8 relative) is far below the int32 bias step."""
+    flat = np.asarray(bias, np.float32).reshape(-1)
+    if flat.size < 2 or np.any(flat != flat[0]):
+        return bias
+    flat = flat.copy()
+    flat[1::2] = np.nextafter(flat[1::2], np.float32(np.inf))
+    return flat.reshape(np.shape(bias))
+
+
 def _per_channel(kernel: tf.Tensor, scale: np.ndarray, bits: int = 8) -> tf.Tensor:
     """Fake-quantize ``kernel`` on its last axis on the symmetric narrow ``bits``-bit grid of ``scale``."""
     scale = scale.reshape(-1).astype(np.float32)
@@ -264,7 +280,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
         outputs = []
         for part in self._parts():
             y = op(x, self._kernel(part))
-            outputs.append(y if self._bias is None else y + tf.constant(self._bias[part]))
+            outputs.append(y if self._bias is None else y + tf.constant(_not_splat(self._bias[part])))
         return outputs[0] if len(outputs) == 1 else tf.concat(outputs, -1)
 
     def call(self, x: Any) -> Any:

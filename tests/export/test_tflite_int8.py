@@ -427,3 +427,23 @@ def test_a_layer_kerasq_keeps_float_is_named_when_the_file_is_not_integer():
     q_model = _quantize(model, data)
     with pytest.raises(ExportError, match=r"kerasq keeps 'block_norm' \(LayerNormalization\) in float"):
         convert_to_tflite(q_model, QuantizationFormat.INT8)
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_a_per_channel_affine_with_one_offset_exports_exactly(sequence):
+    # Its per-channel kernel is exactly on the grid, so bias correction leaves the offset equal in every channel:
+    # the converter stored that bias as one value quantized with channel 0's scale (7.5 dB) until the exporter
+    # stopped passing it an all-equal constant.
+    inputs = keras.Input((8, 8, 16))
+    x = layers.ReLU()(inputs)
+    if sequence:
+        x = layers.Reshape((64, 16))(x)
+    model = keras.Model(inputs, layers.Rescaling(np.linspace(0.5, 2.0, 16), offset=0.25)(x))
+    data = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 16)).astype("float32")
+    q_model, _ = kerasq.ptq.keras_post_training_quantization(
+        model, data, target_platform_capabilities=kerasq.get_target_platform_capabilities("tflite")
+    )
+    flatbuffer = convert_to_tflite(q_model, QuantizationFormat.INT8)  # passes the self-check
+    keras_out, file_out = np.asarray(q_model(data[:8])), _litert(flatbuffer, data[:8])
+    sqnr = 10 * np.log10(np.sum(keras_out**2) / max(np.sum((file_out - keras_out) ** 2), 1e-30))
+    assert sqnr >= 60.0
