@@ -191,11 +191,10 @@ def _kernel_params_per_layer(
 ) -> dict[str, dict[str, QuantParams]]:
     """The kernel grids of each layer, from its first call; refuses calls of one layer whose grids disagree on
     which kernels are quantized or at how many bits (one kernel cannot hold two grids)."""
-    calls: dict[int, list[Node]] = {}
-    for node in graph.nodes:
-        calls.setdefault(id(node.op), []).append(node)
+    by_name = {node.name: node for node in graph.nodes}
     per_layer = {}
-    for nodes in calls.values():
+    for names in graph.layer_calls().values():
+        nodes = [by_name[name] for name in names]
         first = nodes[0]
         grids = weight_params.get(first.name, {})
         for other in nodes[1:]:

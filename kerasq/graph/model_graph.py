@@ -101,12 +101,17 @@ class Graph:
     def producers(self) -> dict[int, Node]:
         return {tid: node for node in self.nodes for tid in node.outputs}
 
+    def layer_calls(self) -> dict[str, tuple[str, ...]]:
+        """First call -> every call (graph order) of each operation: nodes calling one layer share its weights."""
+        calls: dict[int, list[str]] = {}
+        for node in self.nodes:
+            calls.setdefault(id(node.op), []).append(node.name)
+        return {names[0]: tuple(names) for names in calls.values()}
+
     def shared_operations(self) -> set[int]:
         """``id()`` of every operation called by more than one node (shared layers)."""
-        calls: dict[int, int] = {}
-        for node in self.nodes:
-            calls[id(node.op)] = calls.get(id(node.op), 0) + 1
-        return {key for key, count in calls.items() if count > 1}
+        by_name = {node.name: node for node in self.nodes}
+        return {id(by_name[first].op) for first, calls in self.layer_calls().items() if len(calls) > 1}
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

@@ -48,16 +48,12 @@ class Unit:
 
 
 def layer_calls(graph: Graph, among: Collection[str] | None = None) -> dict[str, tuple[str, ...]]:
-    """First call -> every call (in graph order) of each operation, over the nodes named in ``among`` (all
-    nodes when None; e.g. ``plan.weights``: the layers with quantized kernels).
-
-    Nodes calling the same operation (``id(node.op)``) share its weights; the builder gives them one layer.
-    """
-    calls: dict[int, list[str]] = {}
-    for node in graph.nodes:
-        if among is None or node.name in among:
-            calls.setdefault(id(node.op), []).append(node.name)
-    return {names[0]: tuple(names) for names in calls.values()}
+    """``graph.layer_calls()`` over the nodes named in ``among`` (all when None; e.g. ``plan.weights``: the
+    layers with quantized kernels)."""
+    if among is None:
+        return graph.layer_calls()
+    kept = {first: tuple(n for n in calls if n in among) for first, calls in graph.layer_calls().items()}
+    return {calls[0]: calls for calls in kept.values() if calls}
 
 
 def configurable_units(

@@ -27,13 +27,15 @@ def _pin_activations(plan: QuantizationPlan, producer: str, bits: int) -> bool:
 
 def _apply_rule(graph: Graph, plan: QuantizationPlan, rule: ManualBitWidth) -> list[str]:
     matched = []
+    calls = graph.layer_calls()
+    first_call = {call: first for first, names in calls.items() for call in names}
     for node in graph.nodes:
         if not rule.matches(node.name, type(node.op), node.kind):
             continue
         if rule.target == "weights" and node.name in plan.weights:
-            for call in graph.nodes:  # every call of the layer: it has one kernel
-                if call.op is node.op and call.name in plan.weights:
-                    _pin_weights(plan, call.name, rule.bits)
+            for call in calls[first_call[node.name]]:  # every call of the layer: it has one kernel
+                if call in plan.weights:
+                    _pin_weights(plan, call, rule.bits)
             matched.append(node.name)
         elif rule.target == "activation" and _pin_activations(plan, node.name, rule.bits):
             matched.append(node.name)
