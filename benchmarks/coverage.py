@@ -22,6 +22,11 @@ so a crash, an out-of-memory kill or a timeout is that row's gap, never the benc
 - Keras / file vs unrounded dB: the SQNR of the Keras quantized model and of the file against the same network
   without rounding (``kerasq.export.verify.unrounded_twin``): how much of the file-vs-Keras difference is the
   network amplifying rounding (random weights do), rather than the file computing something else;
+- format floor / param: the constants plus each distinct quantization vector once
+  (``kerasq.export.file_bytes``): what any valid per-channel INT8 file of these tensors must hold;
+- Keras vs jittered Keras dB: the Keras quantized model against itself with about 1% of its input values
+  moved one grid step (``jittered``): how far a network amplifies a one-step difference on a few values,
+  which bounds the file-vs-Keras SQNR of any file whose rounding is not bit-identical to Keras's;
 - float / gap: layers kerasq kept float (and why) and tensors the file left float; or, when a stage failed,
   ``GAP <stage>: <exception>``.
 """
@@ -40,6 +45,7 @@ os.environ.setdefault("KERASQ_PROGRESS", "0")
 PLATFORMS = ("tflite", "imx500")
 MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}  # smallest inputs they accept
 BATCH = 32
+JITTER = 0.01  # of an input step, for the "Keras vs jittered Keras" column
 TRIM = 300  # characters of an exception kept in the table
 
 
@@ -145,6 +151,18 @@ def float_report(info, flatbuffer: bytes | None) -> str:
     return "; ".join(parts) or "none"
 
 
+def jittered(x, fraction: float = JITTER):
+    """``x`` with each value moved up or down (random sign) by ``fraction`` of an 8-bit step of its range:
+    about that fraction of the input quantizer's values move to the next level, everything else is
+    unchanged. The Keras model's SQNR against itself under this jitter bounds what any file whose rounding
+    differs from Keras's on a few values (LiteRT's fixed-point requantization does) can reach."""
+    import numpy as np
+
+    step = (float(x.max()) - float(x.min())) / 255.0
+    signs = np.random.default_rng(1).choice(np.float32([-1.0, 1.0]), size=x.shape)
+    return (x + signs * np.float32(fraction * step)).astype(x.dtype)
+
+
 def _gap(row: dict, stage: str, err: BaseException) -> dict:
     """The row as a gap: what was found before the failing stage, then the stage and its exception."""
     text = " ".join(f"{type(err).__name__}: {err}".split())
@@ -171,6 +189,7 @@ def worker(
         import kerasq
         from benchmarks.common import timed
         from kerasq.export import QuantizationFormat
+        from kerasq.export.file_bytes import file_bytes
         from kerasq.export.runtimes import predict_litert
         from kerasq.export.tflite import convert
         from kerasq.export.verify import sqnr_db, unrounded_twin
@@ -194,12 +213,14 @@ def worker(
         conversion, row["export_s"] = timed(convert, q_model, QuantizationFormat.INT8)
         flatbuffer = conversion.flatbuffer
         row["bytes_per_param"] = len(flatbuffer) / row["params"]
+        row["floor_per_param"] = file_bytes(flatbuffer).floor / row["params"]
         stage = "LiteRT"
         keras_out = q_model.predict(held, batch_size=BATCH, verbose=0)
         litert_out = predict_litert(flatbuffer, held, batch_size=BATCH)
         row["sqnr_db"] = sqnr_db(keras_out, litert_out)
         unrounded = unrounded_twin(q_model).predict(held, batch_size=BATCH, verbose=0)
         row["keras_db"], row["file_db"] = sqnr_db(unrounded, keras_out), sqnr_db(unrounded, litert_out)
+        row["jitter_db"] = sqnr_db(keras_out, q_model.predict(jittered(held), batch_size=BATCH, verbose=0))
         row["agree"] = float(np.mean(np.argmax(keras_out, -1) == np.argmax(litert_out, -1)) * 100.0)
         row["floats"] = float_report(info, flatbuffer)
     except (Exception, RowTimeout) as err:  # a failing stage is the row's finding
@@ -211,8 +232,10 @@ def worker(
 
 COLUMNS = [("model", "architecture"), ("platform", "platform"), ("size", "px"), ("params", "params"),
            ("ptq_s", "PTQ s"), ("float_s", "float s"), ("ratio", "x float"), ("export_s", "export s"),
-           ("bytes_per_param", "bytes / param"), ("sqnr_db", "SQNR dB"), ("agree", "top-1 agree %"),
-           ("keras_db", "Keras vs unrounded dB"), ("file_db", "file vs unrounded dB"), ("floats", "float / gap")]  # fmt: skip
+           ("bytes_per_param", "bytes / param"), ("floor_per_param", "format floor / param"),
+           ("sqnr_db", "SQNR dB"), ("agree", "top-1 agree %"), ("keras_db", "Keras vs unrounded dB"),
+           ("file_db", "file vs unrounded dB"), ("jitter_db", "Keras vs jittered Keras dB"),
+           ("floats", "float / gap")]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -237,6 +237,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _info_tflite(path: Path) -> int:
     import numpy as np
 
+    from kerasq.export.file_bytes import file_bytes
     from kerasq.export.runtimes import (
         InvalidTFLiteFileError,
         RuntimeUnavailableError,
@@ -257,6 +258,7 @@ def _info_tflite(path: Path) -> int:
     for d in details:
         counts[np.dtype(d["dtype"]).name] = counts.get(np.dtype(d["dtype"]).name, 0) + 1
     print(f"{path}: {path.stat().st_size:,} bytes, {len(details)} tensors")
+    print(f"file bytes: {file_bytes(flatbuffer).describe()}")
     print("tensor types: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
     for kind, items in (
         ("input", interpreter.get_input_details()),

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import kerasq
 from kerasq.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main, parse_budget
+from kerasq.export.file_bytes import file_bytes
 
 
 @pytest.fixture(scope="module")
@@ -298,6 +299,9 @@ def test_info_tflite_prints_the_arena_and_the_files_live_tensor_bytes(small, aut
     assert _number(text, "TFLM arena: ") == runtimes.tflm_arena_bytes(flatbuffer)
     peak = _number(text, "activation memory: ", " bytes (kerasq's estimate for the file")
     assert peak == runtimes.peak_live_tensor_bytes(flatbuffer) > 0
+    parts = file_bytes(flatbuffer)
+    assert _number(text, "file bytes: ", " bytes = constants") == len(flatbuffer) == parts.total
+    assert _number(text, "+ quantization vectors ", " + tensor names") == parts.quantization > 0
 
 
 def _sign_model(path):

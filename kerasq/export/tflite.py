@@ -15,7 +15,7 @@ from kerasq.export.int8_graph import ExportError, ExportGraph, activation_width,
 from kerasq.export.int16x8 import widen_int16_biases
 from kerasq.export.report import Requantization
 from kerasq.export.runtimes import float_tensors, litert_interpreter_module
-from kerasq.export.shared_vectors import share_quantization_vectors
+from kerasq.export.compact_file import compact_flatbuffer
 from kerasq.export.verify import Verification, verify_file
 from kerasq.graph import UnsupportedModelError
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
@@ -61,7 +61,7 @@ def convert(
     When every activation is 16-bit (signed, zero point 0) the file uses TFLite's int16x8 scheme instead:
     int16 activations, int8 weights, int64 biases (see ``int16x8`` for the bias repair), int16 ``integer_io``.
     Mixed activation widths are refused, naming the quantizers. Each distinct quantization vector is stored
-    once (``shared_vectors``).
+    once, inner tensor names cut to their first op (``compact_file``).
     ``int4_weights``: kernels on grids of at most 4 bits are stored as LiteRT int4 tensors (two values per
     byte) instead of int8. This uses the converter's ``_experimental_low_bit_qat`` switch, the only way TF 2.21
     offers to emit int4 weights; the values are the same either way.
@@ -101,7 +101,7 @@ def convert(
             raise ExportError(f"The TFLite converter rejected the quantized graph: {err}") from err
     if width == 16:
         flatbuffer, _ = widen_int16_biases(flatbuffer)
-    flatbuffer = share_quantization_vectors(flatbuffer)
+    flatbuffer = compact_flatbuffer(flatbuffer)
     try:
         check_integer(flatbuffer, graph, width)
     except ExportError as err:
