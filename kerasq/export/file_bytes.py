@@ -45,10 +45,11 @@ class FileBytes:
         return self.constants + self.quantization
 
     def describe(self) -> str:
+        ratio = f", file / floor {self.total / self.floor:.3f}" if self.floor else ""
         return (
             f"{self.total:,} bytes = constants {self.constants:,} + quantization vectors {self.quantization:,} "
             f"+ tensor names {self.names:,} + metadata {self.metadata:,} + tables and alignment "
-            f"{self.structure:,} (format floor {self.floor:,}, file / floor {self.total / self.floor:.3f})"
+            f"{self.structure:,} (format floor {self.floor:,}{ratio})"
         )
 
 
