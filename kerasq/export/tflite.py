@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasq.export.compact_file import compact_flatbuffer
 from kerasq.export.formats import QuantizationFormat
 from kerasq.export.int8_graph import ExportError, ExportGraph, activation_width, export_graph, int4_kernel
 from kerasq.export.int16x8 import widen_int16_biases
 from kerasq.export.report import Requantization
 from kerasq.export.runtimes import float_tensors, litert_interpreter_module
-from kerasq.export.compact_file import compact_flatbuffer
 from kerasq.export.verify import Verification, verify_file
 from kerasq.graph import UnsupportedModelError
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper

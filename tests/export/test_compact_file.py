@@ -1,4 +1,4 @@
-"""Each distinct quantization vector is stored once: smaller files, the same values, the same outputs."""
+"""The file packed again: each distinct quantization vector once, short inner names; the same values and outputs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from keras import layers
 
 import kerasq
 from kerasq.export import QuantizationFormat
-from kerasq.export.runtimes import litert_schema, predict_litert, predict_tflm
 from kerasq.export.compact_file import compact_flatbuffer
+from kerasq.export.runtimes import litert_schema, predict_litert, predict_tflm
 from kerasq.export.tflite import convert
 
 CHANNELS, DEPTH = 64, 4
