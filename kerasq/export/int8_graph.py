@@ -36,6 +36,7 @@ from kerasq.export.report import Requantization
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, fresh_inputs, resolve_refs
 from kerasq.layers import ShiftedActivation
+from kerasq.params import integer_range
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
 
@@ -140,28 +141,35 @@ def _not_splat(bias: np.ndarray) -> np.ndarray:
     return flat.reshape(np.shape(bias))
 
 
+def _storage_levels(bits: int) -> tuple[float, float, bool]:
+    """(qmin, qmax, narrow) of the ``bits``-bit integer tensor a kernel is stored in: int8 without -128
+    (TFLite's int8 kernels), int4 with all 16 levels [-8, 7]."""
+    qmin, qmax = integer_range(bits, signed=True, narrow_range=True)
+    return float(qmin), float(qmax), qmin == -qmax
+
+
 def _per_channel(kernel: tf.Tensor, scale: np.ndarray, bits: int = 8) -> tf.Tensor:
-    """Fake-quantize ``kernel`` on its last axis on the symmetric narrow ``bits``-bit grid of ``scale``."""
+    """Fake-quantize ``kernel`` on its last axis on the symmetric ``bits``-bit storage grid of ``scale``."""
     scale = scale.reshape(-1).astype(np.float32)
-    top = float(2 ** (bits - 1) - 1)
+    qmin, qmax, narrow = _storage_levels(bits)
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-        kernel, -top * scale, top * scale, num_bits=bits, narrow_range=True
+        kernel, qmin * scale, qmax * scale, num_bits=bits, narrow_range=narrow
     )
 
 
 def _per_tensor(kernel: tf.Tensor, scale: float, bits: int = 8) -> tf.Tensor:
-    top = float(2 ** (bits - 1) - 1)
-    return tf.quantization.fake_quant_with_min_max_vars(kernel, -top * scale, top * scale, num_bits=bits,
-                                                        narrow_range=True)  # fmt: skip
+    qmin, qmax, narrow = _storage_levels(bits)
+    return tf.quantization.fake_quant_with_min_max_vars(kernel, qmin * scale, qmax * scale, num_bits=bits,
+                                                        narrow_range=narrow)  # fmt: skip
 
 
 INT4_KINDS = ("conv", "dense", "depthwise_conv")  # the converter rejects int4 transposed-convolution kernels
 
 
 def int4_kernel(kind: str, spec: dict) -> bool:
-    """A kernel LiteRT can hold as int4: a conv / dense / depthwise kernel on a symmetric narrow grid of at most
-    4 bits (|q| <= 7)."""
-    return kind in INT4_KINDS and spec["n_bits"] <= 4 and spec["qmin"] >= -7 and spec["qmax"] <= 7
+    """A kernel LiteRT can hold as int4: a conv / dense / depthwise kernel on a symmetric grid of at most
+    4 bits (levels in [-8, 7]; LiteRT runs an int4 kernel holding -8 exactly)."""
+    return kind in INT4_KINDS and spec["n_bits"] <= 4 and spec["qmin"] >= -8 and spec["qmax"] <= 7
 
 
 class TFQuantizedWeighted(keras.layers.Layer):

@@ -39,11 +39,22 @@ def round_levels(v: np.ndarray, rounding: str, origin: float) -> np.ndarray:
     return np.sign(d) * np.floor(np.abs(d) + (0.5 + TIE_TOLERANCE)) + origin
 
 
+# The most negative level a TFLite int8 weight may take: -128 is never used (symmetric int8 kernels).
+INT8_WEIGHT_MIN = -127
+
+
 def integer_range(n_bits: int, signed: bool, narrow_range: bool = False) -> tuple[int, int]:
-    """(qmin, qmax) of a b-bit grid; narrow range drops the most negative level (TFLite int8 weights)."""
-    if signed:
-        return (-(2 ** (n_bits - 1)) + int(narrow_range), 2 ** (n_bits - 1) - 1)
-    return 0, 2**n_bits - 1
+    """(qmin, qmax) of a b-bit grid: the full two's-complement range [-2**(b-1), 2**(b-1) - 1] when signed.
+
+    ``narrow_range``: the grid's integers are stored as int8 weights, which never use -128; it drops the most
+    negative level where that level lies below ``INT8_WEIGHT_MIN``, i.e. from 8 bits up ([-127, 127] at 8
+    bits). A grid of fewer bits already fits and keeps all its levels ([-8, 7] at 4 bits, [-2, 1] at 2 bits),
+    as MCT's grids do.
+    """
+    if not signed:
+        return 0, 2**n_bits - 1
+    qmin = -(2 ** (n_bits - 1))
+    return qmin + int(narrow_range and qmin < INT8_WEIGHT_MIN), 2 ** (n_bits - 1) - 1
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Threshold / range search: evaluate a grid of candidates for all channels at once, keep the best.
 
-Symmetric grids try steps ``factor * s0`` around the no-clipping step ``s0 = max / qmax`` (the largest value
-exactly on the top level; factors from 1/32 to 1.2, since a slightly coarser step can round the bulk better at
-low bits), then refine around the best; power-of-two grids try ``2**k`` from one power above the no-clipping
-one down; uniform grids try shrunk ``(lo, hi)`` pairs. The no-clipping candidate comes first and wins ties, so
-a search never does worse than max scaling on its own objective. Errors come from ``kerasq.params.error``:
-exact values for kernels, histogram bins (integrated, not reduced to their centres) for activations.
+Symmetric grids try steps ``factor * s0`` around the no-clipping step ``s0 = max(max_pos / qmax,
+max_neg / -qmin)`` (the extreme value exactly on its end level; below 8 bits ``qmin = -qmax - 1``, one more
+level below zero than above it; factors from 1/32 to 1.2, since a slightly coarser step can round the bulk
+better at low bits), then refine around the best; power-of-two grids try ``2**k`` from one power above the
+no-clipping one down; uniform grids try shrunk ``(lo, hi)`` pairs. The no-clipping candidate comes first and
+wins ties, so a search never does worse than max scaling on its own objective. Errors come from
+``kerasq.params.error``: exact values for kernels, histogram bins (integrated, not reduced to their centres)
+for activations.
 """
 
 from __future__ import annotations

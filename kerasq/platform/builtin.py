@@ -64,7 +64,8 @@ def tflite() -> TargetPlatformCapabilities:
     # tanh scale 1/128 (zero point 0).
     unit_interval = replace(base, fixed_output_range=(0.0, 255.0 / 256.0))
     symmetric_unit = replace(base, fixed_output_range=(-1.0, 127.0 / 128.0))
-    # Sub-8-bit kernels (mixed precision) are stored on their grid inside int8 tensors: exact in TFLite.
+    # Sub-8-bit kernels (mixed precision) are stored on their full-range grid ([-8, 7] at 4 bits) inside int8
+    # tensors: exact in TFLite; only 8-bit kernels give up -128 (weights_narrow_range).
     weighted = replace(base, weights_bit_candidates=(8, 4, 2))
     per_tensor = replace(weighted, weights_per_channel=False)
     shared_grid = replace(base, inputs_share_output_grid=True)

@@ -63,7 +63,11 @@ class OpQuantizationConfig:
         enable_activation_quantization: False keeps the output in float.
         quantization_preserving: the output reuses its input's grid (reshape, max-pool, ...): no new quantizer.
         signedness: "auto" (signed iff negative values are observed), "signed" or "unsigned".
-        weights_method / weights_n_bits / weights_per_channel / weights_narrow_range: kernel grid.
+        weights_method / weights_n_bits / weights_per_channel: kernel grid.
+        weights_narrow_range: the most negative int8 value (-128) is never used, as TFLite's int8 kernels
+            require: a symmetric grid of 8 or more bits drops its most negative level ([-127, 127] at 8 bits);
+            a grid of fewer bits fits in [-127, 127] with its full range and keeps it ([-8, 7] at 4 bits,
+            [-2, 1] at 2 bits; ``kerasq.params.integer_range``).
         enable_weights_quantization: False keeps kernels in float.
         weights_bit_candidates / activation_bit_candidates: widths mixed precision may choose from
             (empty means just the default width).

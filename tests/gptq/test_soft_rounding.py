@@ -20,7 +20,7 @@ from kerasq.gptq.soft_rounding import (
     soft_quantize,
 )
 
-QMIN, QMAX = -7, 7  # 4-bit symmetric narrow grid
+QMIN, QMAX = -8, 7  # 4-bit symmetric grid (full range: kerasq.params.integer_range)
 
 kernels = arrays(np.float32, (6, 5), elements=st.floats(-0.8125, 0.8125, width=32))  # inside every grid below
 scales = arrays(np.float32, (1, 5), elements=st.floats(0.125, 0.3125, width=32))

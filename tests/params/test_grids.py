@@ -12,7 +12,7 @@ from kerasq.core import QuantizationErrorMethod as E
 from kerasq.core import QuantizationMethod as M
 from kerasq.params import search_activation_params, search_weight_params
 from kerasq.params.error import binned_lp_error, kl_error
-from kerasq.params.quant_params import no_clipping_scale
+from kerasq.params.quant_params import integer_range, no_clipping_scale
 from kerasq.params.search import _ACT_FACTORS, histogram_bins
 
 
@@ -30,14 +30,21 @@ def _per_channel_mse(w: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-def test_no_clipping_keeps_the_largest_weight_exactly(bits):
+def test_no_clipping_keeps_the_extreme_weight_exactly(bits):
+    """The step is the smallest that clips nothing, max(max_pos / qmax, max_neg / -qmin): the extreme that
+    sets it lies exactly on its end level (the top one, or the bottom one of the full range below 8 bits)."""
     w = np.random.default_rng(bits).normal(0, 0.3, (3, 3, 8, 6)).astype(np.float32)
+    w[0, 0, 0, 0], w[0, 0, 0, 1] = -1.5, 1.5  # channel 0's step is set by its most negative weight, 1's not
     p = search_weight_params(w, n_bits=bits, method=M.SYMMETRIC, error_method=E.NOCLIPPING, channel_axis=-1)
     q = p.fake_quant(w)
     flat_w, flat_q = w.reshape(-1, 6), q.reshape(-1, 6)
-    top = np.abs(flat_w).argmax(0)
-    cols = np.arange(6)
-    np.testing.assert_allclose(flat_q[top, cols], flat_w[top, cols], rtol=1e-6)  # was 0.875 max at 4 bits
+    pos, neg = flat_w.max(0), -flat_w.min(0)
+    np.testing.assert_allclose(p.scale, np.maximum(pos / p.qmax, neg / -p.qmin), rtol=1e-6)
+    on_top = pos / p.qmax >= neg / -p.qmin
+    # (the largest |w| was kept at 0.875 of itself at 4 bits before the no-clipping fix)
+    kept = np.where(on_top, flat_q.max(0), -flat_q.min(0))
+    np.testing.assert_allclose(kept, np.where(on_top, pos, neg), rtol=1e-6)
+    assert not on_top[0] and on_top[1]
     assert np.all(np.abs(flat_w - flat_q) <= p.scale / 2 * (1 + 1e-5))  # no value is clipped
 
 
@@ -47,12 +54,14 @@ def test_power_of_two_no_clipping_is_the_smallest_power_that_clips_nothing(bits)
     p = search_weight_params(
         w, n_bits=bits, method=M.POWER_OF_TWO, error_method=E.NOCLIPPING, channel_axis=-1
     )
-    qmax = 2 ** (bits - 1) - 1
-    top = np.abs(w).max(0)
-    assert np.all(p.range_max >= top * (1 - 1e-6))
-    assert np.all(p.range_max / 2 < top)  # half the threshold would clip
+    qmin, qmax = (-127, 127) if bits == 8 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)  # full range below 8
+    assert (p.qmin, p.qmax) == (qmin, qmax)
+    pos, neg = w.max(0), -w.min(0)
+    assert np.all(p.range_max >= pos * (1 - 1e-6)) and np.all(-p.range_min >= neg * (1 - 1e-6))
+    assert np.all((p.range_max / 2 < pos) | (-p.range_min / 2 < neg))  # half the threshold would clip
     np.testing.assert_array_equal(np.log2(p.threshold), np.round(np.log2(p.threshold)))
     assert np.all(p.range_max == p.threshold / 2 ** (bits - 1) * qmax)
+    assert np.all(p.range_min == p.threshold / 2 ** (bits - 1) * qmin)  # -threshold itself below 8 bits
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -71,13 +80,14 @@ def test_activation_no_clipping_reaches_the_observed_extremes(bits, low):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), bits=st.sampled_from([2, 3, 4, 8]), method=st.sampled_from([E.MSE, E.MAE]))
 def test_search_on_depthwise_kernels_is_never_worse_than_max_scaling(seed, bits, method):
-    """3x3 depthwise kernels: 9 values per channel. Plain max scaling (step max|w| / qmax) is a candidate,
-    so the searched grid's error is at most its error, channel by channel (it was 2.5x at 8 bits)."""
+    """3x3 depthwise kernels: 9 values per channel. Plain max scaling (the smallest step that clips nothing,
+    max(max_pos / qmax, max_neg / -qmin)) is a candidate, so the searched grid's error is at most its error,
+    channel by channel (it was 2.5x at 8 bits)."""
     w = np.random.default_rng(seed).normal(0, 0.5, (3, 3, 32, 1)).astype(np.float32)
     p = search_weight_params(w, n_bits=bits, method=M.SYMMETRIC, error_method=method, channel_axis=(2, 3))
-    qmax = 2 ** (bits - 1) - 1
-    step = np.abs(w).reshape(9, 32).max(0) / qmax
-    plain = np.clip(np.round(w / step[:, None]), -qmax, qmax) * step[:, None]
+    flat = w.reshape(9, 32)
+    step = np.maximum(flat.max(0) / p.qmax, -flat.min(0) / -p.qmin)
+    plain = np.clip(np.round(w / step[:, None]), p.qmin, p.qmax) * step[:, None]
     power = 2 if method is E.MSE else 1
     searched = (np.abs(w - p.fake_quant(w)) ** power).reshape(9, 32).mean(0)
     reference = (np.abs(w - plain) ** power).reshape(9, 32).mean(0)
@@ -243,3 +253,46 @@ def test_hmse_with_uniform_scores_is_mse(level):
                                 importance=np.full(w.shape, level))  # fmt: skip
     mse = search_weight_params(w, n_bits=4, method=M.SYMMETRIC, error_method=E.MSE, channel_axis=-1)
     np.testing.assert_array_equal(hmse.scale, mse.scale)
+
+
+# -- full range below 8 bits: int8 weights never use -128, so only 8-bit grids drop their lowest level ---
+
+
+@pytest.mark.parametrize(
+    ("bits", "signed", "narrow", "expected"),
+    [
+        (2, True, True, (-2, 1)), (3, True, True, (-4, 3)), (4, True, True, (-8, 7)),
+        (7, True, True, (-64, 63)), (8, True, True, (-127, 127)), (16, True, True, (-32767, 32767)),
+        (4, True, False, (-8, 7)), (8, True, False, (-128, 127)), (4, False, True, (0, 15)),
+    ],
+)  # fmt: skip
+def test_integer_range_drops_only_the_level_int8_weights_cannot_hold(bits, signed, narrow, expected):
+    assert integer_range(bits, signed, narrow_range=narrow) == expected
+
+
+@pytest.mark.parametrize("method", [M.SYMMETRIC, M.POWER_OF_TWO])
+def test_a_2_bit_kernel_uses_its_4_levels(method):
+    w = np.random.default_rng(3).normal(0, 0.2, (3, 3, 16, 8)).astype(np.float32)
+    p = search_weight_params(w, n_bits=2, method=method, error_method=E.MSE, channel_axis=-1)
+    levels = np.round(p.fake_quant(w) / p.scale).reshape(-1, 8)
+    assert (p.qmin, p.qmax) == (-2, 1)
+    for c in range(8):  # every channel: -2, -1, 0 and 1 (3 levels, [-1, 1], before)
+        np.testing.assert_array_equal(np.unique(levels[:, c]), [-2, -1, 0, 1])
+
+
+def _best_narrow_mse(flat: np.ndarray, qmax: int) -> np.ndarray:
+    """Per channel [C] of ``flat`` [n, C]: the least MSE over 400 steps of a grid [-qmax, qmax], brute force."""
+    steps = np.linspace(0.2, 1.2, 400)[:, None] * np.abs(flat).max(0)[None, :] / qmax  # [K, C]
+    q = np.clip(np.round(flat[None] / steps[:, None]), -qmax, qmax) * steps[:, None]
+    return ((flat[None] - q) ** 2).mean(1).min(0)
+
+
+def test_4_bit_weights_on_16_levels_beat_the_best_15_level_grid():
+    """MCT's 4-bit grid has 16 levels; the narrow one kerasq used (15, [-7, 7]) costs error at any step."""
+    w = np.random.default_rng(5).normal(0, 0.3, (3, 3, 32, 16)).astype(np.float32)
+    p = search_weight_params(w, n_bits=4, method=M.SYMMETRIC, error_method=E.MSE, channel_axis=-1)
+    flat = w.reshape(-1, 16).astype(np.float64)
+    searched = ((flat - p.fake_quant(w).reshape(-1, 16)) ** 2).mean(0)
+    narrow = _best_narrow_mse(flat, 7)
+    assert searched.mean() < 0.93 * narrow.mean(), (searched.mean(), narrow.mean())
+    assert np.mean(searched < narrow) >= 0.75  # channel by channel too, but where the two are within 0.1%
