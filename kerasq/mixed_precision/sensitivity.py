@@ -31,7 +31,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasq.builder.model_builder import BuiltModel, build_model, quantizer_name
+from kerasq.builder.model_builder import build_model
 from kerasq.core.config import MixedPrecisionQuantizationConfig
 from kerasq.core.enums import MpDistanceWeighting
 from kerasq.corrections.bias_correction import correct_biases
@@ -43,9 +43,8 @@ from kerasq.params.quant_params import QuantParams
 from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
-from kerasq.quantizers.fake_quant import fake_quant
+from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 from kerasq.quantizers.kernel_ops import weighted_forward
-from kerasq.quantizers.wrapper import QuantizeWrapper
 
 _EPS = 1e-12
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
@@ -71,15 +70,20 @@ class Sensitivity:
         default_factory=list
     )  # per unit: (candidates, points) distance increase
 
+    layers: dict[str, Any] = field(default_factory=dict)  # node -> layer of the float model (executors)
+
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
         """Distance to float at the model outputs (normalized MSE, averaged over outputs) of a whole
         configuration, every unit at its planned width and biases corrected as in the final model: one full
         pass. Measured at the outputs whatever the sensitivity weighting, as it ranks complete models: on the
         test CNN, AVG-weighted distances of uniform 4-bit and a mixed solution of its size tied (0.0276 and
-        0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%)."""
+        0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%).
+
+        The pass is the executor's (the float model's layers, the configuration's grids): the model PTQ
+        would build for ``plan``, computed without building it."""
         params = grids.params_for(plan)
         corrected = correct_biases(graph, params, self.input_means)
-        values = _Executor(corrected, build_model(corrected, plan, params), params).reference(self.samples)
+        values = _Executor(corrected, self.layers, params).reference(self.samples)
         outputs = set(graph.output_ids())
         d = [
             _nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True) if t in outputs
@@ -94,6 +98,18 @@ def _quantize(x: Any, p: QuantParams) -> Any:
     return fake_quant(x, scale, zero_point, p.qmin, p.qmax, p.rounding, p.n_bits)
 
 
+def _as_layers_quantize(x: Any, p: QuantParams, rounding: bool = True) -> Any:
+    """``x`` quantized on ``p`` as the built model's quantizer layers do it (``ActivationQuantizer``, or
+    ``QuantizeWrapper`` with ``rounding=False``: half to even): float32 scale and zero point, the scale
+    through ``grid_scale``."""
+    shape = p.broadcast_shape(tuple(x.shape))
+    scale = grid_scale(ops.convert_to_tensor(np.asarray(p.scale, np.float32).reshape(shape)), p.method.value)
+    zero_point = ops.convert_to_tensor(np.asarray(p.zero_point, np.float32).reshape(shape))
+    if not rounding:
+        return fake_quant(x, scale, zero_point, p.qmin, p.qmax)
+    return fake_quant(x, scale, zero_point, p.qmin, p.qmax, p.rounding, p.n_bits)
+
+
 def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
     """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch is tiled first)."""
     if x.shape[0] == n:
@@ -102,25 +118,34 @@ def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
 
 
 class _Executor:
-    """Runs the reference quantized model node by node, so any suffix can be recomputed."""
+    """Runs the quantized model of ``graph`` on ``params`` node by node, so any suffix can be recomputed.
 
-    def __init__(self, graph: Graph, built: BuiltModel, params: QuantizationParams) -> None:
-        self.graph, self.built = graph, built
-        self.quantizers: dict[int, Any] = {}
-        for tid, name in zip(graph.inputs, graph.input_names, strict=True):
-            if tid in params.activations:
-                self.quantizers[tid] = built.model.get_layer(quantizer_name(name, 0, 1))
-        for node in graph.nodes:
-            for k, tid in enumerate(node.outputs):
-                if tid in params.activations:
-                    name = quantizer_name(node.name, k, len(node.outputs))
-                    self.quantizers[tid] = built.model.get_layer(name)
+    No model is built: ``layers`` are the float model's (node name -> layer), which the quantized model's
+    layers equal except for the kernels and biases of the quantized weighted nodes. Those run through
+    ``weighted_forward`` with their kernels fake-quantized once and their bias from ``graph`` (the
+    bias-corrected graph), and every planned tensor is fake-quantized as its ``ActivationQuantizer`` would.
+    A layer called by several nodes has one kernel, its first call's grid and weights (as the builder's)."""
 
-        self.kernels: dict[str, dict[str, Any]] = {}  # the reference grid's kernels, quantized once
-        for node in graph.nodes:
-            layer = built.layers.get(node.name)
-            if isinstance(layer, QuantizeWrapper):
-                self.kernels[node.name] = layer.quantized_kernels()
+    def __init__(self, graph: Graph, layers: dict[str, Any], params: QuantizationParams) -> None:
+        self.graph, self.layers = graph, layers
+        self.grids = params.activations
+        self.kernels: dict[str, dict[str, Any]] = {}  # the grid's kernels, quantized once
+        self.biases: dict[str, Any] = {}
+        by_name = {node.name: node for node in graph.nodes}
+        for first, calls in graph.layer_calls().items():
+            grids = params.weights.get(first)
+            if not grids:
+                continue
+            weights = named_weights(by_name[first])
+            kernels = {
+                k: _as_layers_quantize(ops.convert_to_tensor(weights[k]), p, False) for k, p in grids.items()
+            }
+            for name in calls:
+                self.kernels[name], self.biases[name] = kernels, weights.get("bias")
+
+    def _consumed(self, tid: int, y: Any) -> Any:
+        """``y`` as consumers of tensor ``tid`` read it (after its quantizer, if planned)."""
+        return _as_layers_quantize(y, self.grids[tid]) if tid in self.grids else y
 
     def _call(self, node: Node, values: dict[int, Any]) -> list[Any]:
         def ref(v: Any) -> Any:
@@ -128,20 +153,21 @@ class _Executor:
 
         args = keras.tree.map_structure(ref, node.args)
         kwargs = keras.tree.map_structure(ref, node.kwargs)
-        layer = self.built.layers[node.name]
-        if node.name in self.kernels and len(args) == 1 and not kwargs:
-            return [weighted_forward(layer.kind, layer.layer, args[0], self.kernels[node.name])]
+        layer = self.layers[node.name]
+        if node.name in self.kernels:  # as QuantizeWrapper.call: the first input, the quantized kernels
+            return [
+                weighted_forward(node.kind, layer, args[0], self.kernels[node.name], self.biases[node.name])
+            ]
         return keras.tree.flatten(layer(*args, **kwargs))
 
     def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
         """Every tensor as its consumers read it (after its quantizer), for the reference model."""
         values: dict[int, Any] = {}
         for tid, x in zip(self.graph.inputs, inputs, strict=True):
-            x = ops.convert_to_tensor(x)
-            values[tid] = self.quantizers[tid](x) if tid in self.quantizers else x
+            values[tid] = self._consumed(tid, ops.convert_to_tensor(x))
         for node in self.graph.nodes:
             for tid, y in zip(node.outputs, self._call(node, values), strict=True):
-                values[tid] = self.quantizers[tid](y) if tid in self.quantizers else y
+                values[tid] = self._consumed(tid, y)
         return values
 
     def variants(
@@ -173,15 +199,15 @@ class _Executor:
             ):
                 continue
             if node.name == weight_node:
-                layer = self.built.layers[node.name]
+                layer = self.layers[node.name]
                 x = values[node.inputs[0]]
                 outs = [
                     weighted_forward(
                         node.kind,
-                        layer.layer,
+                        layer,
                         x,
-                        {k: _quantize(getattr(layer.layer, k), p) for k, p in grid.items()},
-                        bias,
+                        {k: _quantize(getattr(layer, k), p) for k, p in grid.items()},
+                        self.biases.get(node.name) if bias is None else bias,
                     )
                     for grid, bias in zip(kernel_params, biases or [None] * len(kernel_params), strict=True)
                 ]
@@ -195,10 +221,8 @@ class _Executor:
             for tid, y in zip(node.outputs, results, strict=True):
                 if tid in activation_params:
                     dirty[tid] = _slices(y, activation_params[tid], n)
-                elif tid in self.quantizers:
-                    dirty[tid] = self.quantizers[tid](y)
                 else:
-                    dirty[tid] = y
+                    dirty[tid] = self._consumed(tid, y)
                 reached += tid in points
             if window is not None and reached >= window:
                 break
@@ -279,6 +303,22 @@ def point_weights(
     return w / max(w.sum(), _EPS)
 
 
+def search_candidate_grids(plan: QuantizationPlan, units: Sequence[Unit], grids: GridCache) -> None:
+    """Search, into ``grids``, every grid the sensitivity and the joint check read: the plan's at its widths
+    and each unit's at each of its candidates (every call of a weight unit's layer, whose nodes have grids of
+    their own). Done before the sensitivity is measured so its time holds no grid search (MCT likewise
+    computes every candidate's grids before its ``search_bit_width``)."""
+    grids.params_for(plan)
+    for unit in units:
+        for n_bits in unit.candidates:
+            if unit.kind == "weights":
+                for node in unit.nodes:
+                    for spec in plan.weights[node].values():
+                        grids.weight(spec, n_bits)
+            else:
+                grids.activation(plan.activations[unit.tensor], n_bits)
+
+
 def compute_sensitivity(
     graph: Graph,
     plan: QuantizationPlan,
@@ -296,12 +336,11 @@ def compute_sensitivity(
     input_means = input_means or {}
     reference_plan = apply_bits(plan, units, [u.candidates[0] for u in units])
     reference_params = grids.params_for(reference_plan)
-    corrected = correct_biases(graph, reference_params, input_means)
+    float_built = build_model(graph)  # the one model built: the float values, and the executors' layers
     executor = _Executor(
-        corrected, build_model(corrected, reference_plan, reference_params), reference_params
+        correct_biases(graph, reference_params, input_means), float_built.layers, reference_params
     )
     points = interest_points(graph, plan)
-    float_built = build_model(graph)
     probe = keras.Model(float_built.model.inputs, [float_built.tensors[t] for t, _ in points])
     floats = [np.asarray(v, np.float64) for v in keras.tree.flatten(probe.predict(samples, verbose=0))]
     labels = [label for _, label in points]
@@ -366,4 +405,5 @@ def compute_sensitivity(
         samples=samples,
         input_means=input_means,  # the joint check corrects biases as the final model does
         increases=increases,
+        layers=float_built.layers,
     )
