@@ -31,12 +31,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasq.builder.model_builder import build_model
+from kerasq.builder.model_builder import build_model, clone_operation
 from kerasq.core.config import MixedPrecisionQuantizationConfig
 from kerasq.core.enums import MpDistanceWeighting
 from kerasq.corrections.bias_correction import correct_biases
-from kerasq.graph.model_graph import Graph, Node, TensorRef
-from kerasq.graph.weights import named_weights
+from kerasq.graph.model_graph import Graph, Node, TensorRef, resolve_refs
+from kerasq.graph.weights import named_weights, weight_names
 from kerasq.mixed_precision.hessian import activation_hessian_scores
 from kerasq.mixed_precision.units import Unit, apply_bits, unit_tensors
 from kerasq.params.quant_params import QuantParams
@@ -44,7 +44,7 @@ from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
-from kerasq.quantizers.kernel_ops import weighted_forward
+from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
 
 _EPS = 1e-12
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
@@ -70,7 +70,7 @@ class Sensitivity:
         default_factory=list
     )  # per unit: (candidates, points) distance increase
 
-    layers: dict[str, Any] = field(default_factory=dict)  # node -> layer of the float model (executors)
+    layers: tuple[dict[str, Any], dict[str, dict[str, Any]]] = ({}, {})  # ``executor_layers``
 
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
         """Distance to float at the model outputs (normalized MSE, averaged over outputs) of a whole
@@ -79,11 +79,11 @@ class Sensitivity:
         test CNN, AVG-weighted distances of uniform 4-bit and a mixed solution of its size tied (0.0276 and
         0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%).
 
-        The pass is the executor's (the float model's layers, the configuration's grids): the model PTQ
-        would build for ``plan``, computed without building it."""
+        The pass is the executor's (``executor_layers``, the configuration's grids): the model PTQ would
+        build for ``plan``, computed without building it."""
         params = grids.params_for(plan)
         corrected = correct_biases(graph, params, self.input_means)
-        values = _Executor(corrected, self.layers, params).reference(self.samples)
+        values = _Executor(corrected, *self.layers, params).reference(self.samples)
         outputs = set(graph.output_ids())
         d = [
             _nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True) if t in outputs
@@ -117,31 +117,74 @@ def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
     return ops.concatenate([_quantize(x[k * n : (k + 1) * n], p) for k, p in enumerate(params)], axis=0)
 
 
+def _runs_linear(node: Node, op: Any) -> bool:
+    """The node's copy ``op`` can run as ``weighted_forward`` (a linear kind with its standard weights)."""
+    if node.kind not in LINEAR_OPS or not isinstance(op, keras.layers.Layer):
+        return False
+    use_bias = bool(node.layer_config.get("use_bias", False))
+    return len(node.layer_weights) == len(weight_names(node.kind, use_bias))
+
+
+def executor_layers(graph: Graph) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Fresh copies of the operations of ``graph`` for an executor, without building a model: node name ->
+    its copy (a layer called by several nodes stays one copy, as in the builder), and for each node of a
+    weighted linear kind (``weighted_forward``'s) its float weights by name (first call's). Those copies stay
+    unbuilt, without variables: the executor feeds them their (quantized) kernels. Every other copy with
+    weights is built on symbolic inputs of the node's shapes and loaded with the node's weights."""
+    by_op: dict[int, Any] = {}
+    weights: dict[int, dict[str, Any]] = {}  # by operation: the linear copies' float weights
+    layers: dict[str, Any] = {}
+    linear: dict[str, dict[str, Any]] = {}
+    symbolic = {tid: keras.KerasTensor(info.shape, dtype=info.dtype) for tid, info in graph.tensors.items()}
+    for node in graph.nodes:
+        key = id(node.op)
+        if key not in by_op:
+            op = by_op[key] = clone_operation(node)
+            if _runs_linear(node, op):
+                weights[key] = {k: ops.convert_to_tensor(w) for k, w in named_weights(node).items()}
+            elif isinstance(op, keras.layers.Layer) and node.layer_weights:
+                op(*resolve_refs(node.args, symbolic), **resolve_refs(node.kwargs, symbolic))
+                op.set_weights(node.layer_weights)
+        layers[node.name] = by_op[key]
+        if key in weights:
+            linear[node.name] = weights[key]
+    return layers, linear
+
+
 class _Executor:
     """Runs the quantized model of ``graph`` on ``params`` node by node, so any suffix can be recomputed.
 
-    No model is built: ``layers`` are the float model's (node name -> layer), which the quantized model's
-    layers equal except for the kernels and biases of the quantized weighted nodes. Those run through
-    ``weighted_forward`` with their kernels fake-quantized once and their bias from ``graph`` (the
-    bias-corrected graph), and every planned tensor is fake-quantized as its ``ActivationQuantizer`` would.
-    A layer called by several nodes has one kernel, its first call's grid and weights (as the builder's)."""
+    No model is built: ``layers`` and ``linear`` are ``executor_layers``' (of ``graph`` before bias
+    correction). Weighted linear nodes run through ``weighted_forward`` with their float kernels, or, where
+    ``params`` has grids, their kernels fake-quantized once as ``QuantizeWrapper`` does, and their bias
+    from ``graph`` (bias-corrected). Every planned tensor is fake-quantized as its ``ActivationQuantizer``
+    would. A layer called by several nodes has one kernel: its first call's grid and weights (the builder's).
+    """
 
-    def __init__(self, graph: Graph, layers: dict[str, Any], params: QuantizationParams) -> None:
-        self.graph, self.layers = graph, layers
+    def __init__(
+        self,
+        graph: Graph,
+        layers: dict[str, Any],
+        linear: dict[str, dict[str, Any]],
+        params: QuantizationParams,
+    ) -> None:
+        self.graph, self.layers, self.linear = graph, layers, linear
         self.grids = params.activations
-        self.kernels: dict[str, dict[str, Any]] = {}  # the grid's kernels, quantized once
+        self.kernels: dict[str, dict[str, Any]] = {}  # the grid's kernels, quantized once (else float)
         self.biases: dict[str, Any] = {}
         by_name = {node.name: node for node in graph.nodes}
         for first, calls in graph.layer_calls().items():
-            grids = params.weights.get(first)
-            if not grids:
+            if first not in linear:
                 continue
-            weights = named_weights(by_name[first])
+            grids = params.weights.get(first, {})
             kernels = {
-                k: _as_layers_quantize(ops.convert_to_tensor(weights[k]), p, False) for k, p in grids.items()
+                k: _as_layers_quantize(w, grids[k], False) if k in grids else w
+                for k, w in linear[first].items()
+                if k != "bias"
             }
+            bias = named_weights(by_name[first]).get("bias")
             for name in calls:
-                self.kernels[name], self.biases[name] = kernels, weights.get("bias")
+                self.kernels[name], self.biases[name] = kernels, bias
 
     def _consumed(self, tid: int, y: Any) -> Any:
         """``y`` as consumers of tensor ``tid`` read it (after its quantizer, if planned)."""
@@ -154,7 +197,7 @@ class _Executor:
         args = keras.tree.map_structure(ref, node.args)
         kwargs = keras.tree.map_structure(ref, node.kwargs)
         layer = self.layers[node.name]
-        if node.name in self.kernels:  # as QuantizeWrapper.call: the first input, the quantized kernels
+        if node.name in self.kernels:  # as QuantizeWrapper.call: the first input, the (quantized) kernels
             return [
                 weighted_forward(node.kind, layer, args[0], self.kernels[node.name], self.biases[node.name])
             ]
@@ -206,7 +249,7 @@ class _Executor:
                         node.kind,
                         layer,
                         x,
-                        {k: _quantize(getattr(layer, k), p) for k, p in grid.items()},
+                        {k: _quantize(self.linear[node.name][k], p) for k, p in grid.items()},
                         self.biases.get(node.name) if bias is None else bias,
                     )
                     for grid, bias in zip(kernel_params, biases or [None] * len(kernel_params), strict=True)
@@ -336,17 +379,16 @@ def compute_sensitivity(
     input_means = input_means or {}
     reference_plan = apply_bits(plan, units, [u.candidates[0] for u in units])
     reference_params = grids.params_for(reference_plan)
-    float_built = build_model(graph)  # the one model built: the float values, and the executors' layers
-    executor = _Executor(
-        correct_biases(graph, reference_params, input_means), float_built.layers, reference_params
-    )
+    layers = executor_layers(graph)
+    executor = _Executor(correct_biases(graph, reference_params, input_means), *layers, reference_params)
     points = interest_points(graph, plan)
-    probe = keras.Model(float_built.model.inputs, [float_built.tensors[t] for t, _ in points])
-    floats = [np.asarray(v, np.float64) for v in keras.tree.flatten(probe.predict(samples, verbose=0))]
+    float_values = _Executor(graph, *layers, QuantizationParams({}, {})).reference(samples)
+    floats = [np.asarray(float_values[t], np.float64) for t, _ in points]
     labels = [label for _, label in points]
     is_output = np.array([t in set(graph.output_ids()) for t, _ in points])
     hessian = None
     if config.distance_weighting_method is MpDistanceWeighting.HESSIAN:
+        float_built = build_model(graph)
         hessian_probe = keras.Model(
             float_built.model.inputs,
             [float_built.tensors[t] for t, _ in points] + keras.tree.flatten(float_built.model.outputs),
@@ -405,5 +447,5 @@ def compute_sensitivity(
         samples=samples,
         input_means=input_means,  # the joint check corrects biases as the final model does
         increases=increases,
-        layers=float_built.layers,
+        layers=layers,
     )
