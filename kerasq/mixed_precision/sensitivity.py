@@ -39,7 +39,7 @@ from kerasq.graph.model_graph import Graph, Node, TensorRef, resolve_refs
 from kerasq.graph.weights import named_weights, weight_names
 from kerasq.mixed_precision.hessian import activation_hessian_scores
 from kerasq.mixed_precision.units import Unit, apply_bits, unit_tensors
-from kerasq.params.quant_params import QuantParams
+from kerasq.params.quant_params import HALF_TO_EVEN, QuantParams
 from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
@@ -91,29 +91,40 @@ class Sensitivity:
         return float(np.mean(d))
 
 
+def _fake_quant_value(x: Any, scale: Any, zero_point: Any, p: QuantParams, rounding: str) -> Any:
+    """``fake_quant``'s value without its straight-through terms (no gradient is taken here), half the
+    elementwise passes: for half-to-even rounding ``round(x / s)`` equals fake_quant's
+    ``x / s + (round(x / s) - x / s)`` for every finite value, and a zero zero point is not added and taken
+    off again (equal values; only the sign of a zero can differ). Other roundings go through ``fake_quant``."""
+    if rounding != HALF_TO_EVEN:
+        return fake_quant(x, scale, zero_point, p.qmin, p.qmax, rounding, p.n_bits)
+    offset = bool(np.any(np.asarray(p.zero_point) != 0))
+    q = ops.round(ops.divide(x, scale))
+    q = ops.clip(ops.add(q, zero_point) if offset else q, p.qmin, p.qmax)
+    return ops.multiply(ops.subtract(q, zero_point) if offset else q, scale)
+
+
 def _quantize(x: Any, p: QuantParams) -> Any:
     shape = p.broadcast_shape(tuple(x.shape))
     scale = np.asarray(p.scale, np.float32).reshape(shape)
     zero_point = np.asarray(p.zero_point, np.float32).reshape(shape)
-    return fake_quant(x, scale, zero_point, p.qmin, p.qmax, p.rounding, p.n_bits)
+    return _fake_quant_value(x, scale, zero_point, p, p.rounding)
 
 
-def _as_layers_quantize(x: Any, p: QuantParams, rounding: bool = True) -> Any:
+def _as_layers_quantize(x: Any, p: QuantParams, kernel: bool = False) -> Any:
     """``x`` quantized on ``p`` as the built model's quantizer layers do it (``ActivationQuantizer``, or
-    ``QuantizeWrapper`` with ``rounding=False``: half to even): float32 scale and zero point, the scale
-    through ``grid_scale``."""
+    ``QuantizeWrapper`` for a ``kernel``: half to even): float32 scale and zero point, the scale through
+    ``grid_scale``."""
     shape = p.broadcast_shape(tuple(x.shape))
     scale = grid_scale(ops.convert_to_tensor(np.asarray(p.scale, np.float32).reshape(shape)), p.method.value)
     zero_point = ops.convert_to_tensor(np.asarray(p.zero_point, np.float32).reshape(shape))
-    if not rounding:
-        return fake_quant(x, scale, zero_point, p.qmin, p.qmax)
-    return fake_quant(x, scale, zero_point, p.qmin, p.qmax, p.rounding, p.n_bits)
+    return _fake_quant_value(x, scale, zero_point, p, HALF_TO_EVEN if kernel else p.rounding)
 
 
 def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
     """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch is tiled first)."""
     if x.shape[0] == n:
-        x = ops.concatenate([x] * len(params), axis=0)
+        return ops.concatenate([_quantize(x, p) for p in params], axis=0)
     return ops.concatenate([_quantize(x[k * n : (k + 1) * n], p) for k, p in enumerate(params)], axis=0)
 
 
@@ -178,7 +189,7 @@ class _Executor:
                 continue
             grids = params.weights.get(first, {})
             kernels = {
-                k: _as_layers_quantize(w, grids[k], False) if k in grids else w
+                k: _as_layers_quantize(w, grids[k], kernel=True) if k in grids else w
                 for k, w in linear[first].items()
                 if k != "bias"
             }
@@ -319,11 +330,19 @@ def interest_points(graph: Graph, plan: QuantizationPlan) -> list[tuple[int, str
     return points
 
 
-def _nmse(q: Any, f: np.ndarray, variants: int) -> np.ndarray:
-    """Normalized MSE per variant: ``q`` holds ``variants`` stacked copies of the batch ``f``."""
-    q = np.asarray(q, np.float64).reshape(variants, f.shape[0], -1)
-    f = f.reshape(1, f.shape[0], -1)
-    return (np.sum((q - f) ** 2, axis=2) / (np.sum(f**2, axis=2) + _EPS)).mean(axis=1)
+def _energy(f: np.ndarray) -> np.ndarray:
+    """``||f_n||^2`` per sample of the float batch ``f`` (shape (1, samples))."""
+    return np.sum(f.reshape(1, f.shape[0], -1) ** 2, axis=2)
+
+
+def _nmse(q: Any, f: np.ndarray, variants: int, energy: np.ndarray | None = None) -> np.ndarray:
+    """Normalized MSE per variant: ``q`` holds ``variants`` stacked copies of the batch ``f`` (``energy``:
+    ``_energy(f)``, computed once per point). In place on one float64 copy of ``q``."""
+    d = np.array(q, np.float64).reshape(variants, f.shape[0], -1)
+    d -= f.reshape(1, f.shape[0], -1)
+    d *= d
+    energy = _energy(f) if energy is None else energy
+    return (np.sum(d, axis=2) / (energy + _EPS)).mean(axis=1)
 
 
 def point_weights(
@@ -399,7 +418,10 @@ def compute_sensitivity(
         config.distance_weighting_method, labels, is_output, config.exp_distance_weighting_sigma, hessian
     )
     values = executor.reference(samples)
-    ref_d = np.array([_nmse(values[t], f, 1)[0] for (t, _), f in zip(points, floats, strict=True)])
+    energies = [_energy(f) for f in floats]
+    ref_d = np.array(
+        [_nmse(values[t], f, 1, e)[0] for (t, _), f, e in zip(points, floats, energies, strict=True)]
+    )
     reference = float(weights @ ref_d)
     reach = _reachable_points(graph, [t for t, _ in points])
     point_set = frozenset(t for t, _ in points)
@@ -430,7 +452,7 @@ def compute_sensitivity(
         increase = None  # at the last interest point measured
         for i, ((t, _), f) in enumerate(zip(points, floats, strict=True)):
             if t in dirty:
-                d[:, i] = _nmse(dirty[t], f, len(others))
+                d[:, i] = _nmse(dirty[t], f, len(others), energies[i])
                 increase = d[:, i] - ref_d[i]
             elif increase is not None and downstream >> i & 1:  # beyond the window
                 d[:, i] = ref_d[i] + increase
