@@ -71,6 +71,7 @@ class Sensitivity:
     )  # per unit: (candidates, points) distance increase
 
     layers: tuple[dict[str, Any], dict[str, dict[str, Any]]] = ({}, {})  # ``executor_layers``
+    corrector: _BiasCorrector | None = None  # the corrected nodes so far
 
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
         """Distance to float at the model outputs (normalized MSE, averaged over outputs) of a whole
@@ -82,7 +83,8 @@ class Sensitivity:
         The pass is the executor's (``executor_layers``, the configuration's grids): the model PTQ would
         build for ``plan``, computed without building it."""
         params = grids.params_for(plan)
-        corrected = correct_biases(graph, params, self.input_means)
+        same = self.corrector is not None and self.corrector.graph is graph
+        corrected = (self.corrector if same else _BiasCorrector(graph, self.input_means)).corrected(params)
         values = _Executor(corrected, *self.layers, params).reference(self.samples)
         outputs = set(graph.output_ids())
         d = [
@@ -104,28 +106,19 @@ def _fake_quant_value(x: Any, scale: Any, zero_point: Any, p: QuantParams, round
     return ops.multiply(ops.subtract(q, zero_point) if offset else q, scale)
 
 
-def _quantize(x: Any, p: QuantParams) -> Any:
-    shape = p.broadcast_shape(tuple(x.shape))
-    scale = np.asarray(p.scale, np.float32).reshape(shape)
-    zero_point = np.asarray(p.zero_point, np.float32).reshape(shape)
-    return _fake_quant_value(x, scale, zero_point, p, p.rounding)
+_CANDIDATE, _ACTIVATION, _KERNEL = "candidate", "activation", "kernel"  # how ``_Executor.quantize`` quantizes
 
 
-def _as_layers_quantize(x: Any, p: QuantParams, kernel: bool = False) -> Any:
-    """``x`` quantized on ``p`` as the built model's quantizer layers do it (``ActivationQuantizer``, or
-    ``QuantizeWrapper`` for a ``kernel``: half to even): float32 scale and zero point, the scale through
-    ``grid_scale``."""
-    shape = p.broadcast_shape(tuple(x.shape))
-    scale = grid_scale(ops.convert_to_tensor(np.asarray(p.scale, np.float32).reshape(shape)), p.method.value)
+def _grid_tensors(p: QuantParams, shape: tuple[int, ...], how: str) -> tuple[Any, Any, str]:
+    """(scale, zero point, rounding) to quantize a tensor on ``p``, shaped ``shape`` (``p.broadcast_shape``):
+    as the built model's layers do (``ActivationQuantizer``; ``QuantizeWrapper`` for a kernel, half to even),
+    float32 and the scale through ``grid_scale``; or, for a candidate grid of the sensitivity, its float32
+    scale as it is."""
+    scale = ops.convert_to_tensor(np.asarray(p.scale, np.float32).reshape(shape))
     zero_point = ops.convert_to_tensor(np.asarray(p.zero_point, np.float32).reshape(shape))
-    return _fake_quant_value(x, scale, zero_point, p, HALF_TO_EVEN if kernel else p.rounding)
-
-
-def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
-    """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch is tiled first)."""
-    if x.shape[0] == n:
-        return ops.concatenate([_quantize(x, p) for p in params], axis=0)
-    return ops.concatenate([_quantize(x[k * n : (k + 1) * n], p) for k, p in enumerate(params)], axis=0)
+    if how == _CANDIDATE:
+        return scale, zero_point, p.rounding
+    return grid_scale(scale, p.method.value), zero_point, HALF_TO_EVEN if how == _KERNEL else p.rounding
 
 
 def _runs_linear(node: Node, op: Any) -> bool:
@@ -181,6 +174,9 @@ class _Executor:
     ) -> None:
         self.graph, self.layers, self.linear = graph, layers, linear
         self.grids = params.activations
+        self._grid_cache: dict[
+            tuple, tuple
+        ] = {}  # (id of grid, shape, how) -> (grid, scale, zero point, rounding)
         self.kernels: dict[str, dict[str, Any]] = {}  # the grid's kernels, quantized once (else float)
         self.biases: dict[str, Any] = {}
         by_name = {node.name: node for node in graph.nodes}
@@ -189,17 +185,34 @@ class _Executor:
                 continue
             grids = params.weights.get(first, {})
             kernels = {
-                k: _as_layers_quantize(w, grids[k], kernel=True) if k in grids else w
+                k: self.quantize(w, grids[k], _KERNEL) if k in grids else w
                 for k, w in linear[first].items()
                 if k != "bias"
             }
-            bias = named_weights(by_name[first]).get("bias")
+            node = by_name[first]  # its bias: corrected (weights set), else the float one
+            bias = linear[first].get("bias") if node.weights is None else named_weights(node).get("bias")
             for name in calls:
                 self.kernels[name], self.biases[name] = kernels, bias
 
+    def quantize(self, x: Any, p: QuantParams, how: str) -> Any:
+        """``x`` fake-quantized on ``p`` (``how``: see ``_grid_tensors``; its tensors made once per grid)."""
+        shape = p.broadcast_shape(tuple(x.shape))
+        key = (id(p), shape, how)
+        if key not in self._grid_cache:
+            self._grid_cache[key] = (p, *_grid_tensors(p, shape, how))
+        _, scale, zero_point, rounding = self._grid_cache[key]
+        return _fake_quant_value(x, scale, zero_point, p, rounding)
+
+    def _slices(self, x: Any, params: Sequence[QuantParams], n: int) -> Any:
+        """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch: each in turn)."""
+        if x.shape[0] == n:
+            return ops.concatenate([self.quantize(x, p, _CANDIDATE) for p in params], axis=0)
+        slices = [self.quantize(x[k * n : (k + 1) * n], p, _CANDIDATE) for k, p in enumerate(params)]
+        return ops.concatenate(slices, axis=0)
+
     def _consumed(self, tid: int, y: Any) -> Any:
         """``y`` as consumers of tensor ``tid`` read it (after its quantizer, if planned)."""
-        return _as_layers_quantize(y, self.grids[tid]) if tid in self.grids else y
+        return self.quantize(y, self.grids[tid], _ACTIVATION) if tid in self.grids else y
 
     def _call(self, node: Node, values: dict[int, Any]) -> list[Any]:
         def ref(v: Any) -> Any:
@@ -243,7 +256,7 @@ class _Executor:
         n_variants = len(kernel_params) or len(next(iter(activation_params.values())))
         for tid, x in zip(self.graph.inputs, raw_inputs, strict=True):
             if tid in activation_params:
-                dirty[tid] = _slices(ops.convert_to_tensor(x), activation_params[tid], n)
+                dirty[tid] = self._slices(ops.convert_to_tensor(x), activation_params[tid], n)
         for node in self.graph.nodes:
             touched = any(t in dirty for t in node.inputs)
             if (
@@ -260,7 +273,7 @@ class _Executor:
                         node.kind,
                         layer,
                         x,
-                        {k: _quantize(self.linear[node.name][k], p) for k, p in grid.items()},
+                        {k: self.quantize(self.linear[node.name][k], p, _CANDIDATE) for k, p in grid.items()},
                         self.biases.get(node.name) if bias is None else bias,
                     )
                     for grid, bias in zip(kernel_params, biases or [None] * len(kernel_params), strict=True)
@@ -274,7 +287,7 @@ class _Executor:
                 results = self._call(node, local) if touched else self._call(node, values)
             for tid, y in zip(node.outputs, results, strict=True):
                 if tid in activation_params:
-                    dirty[tid] = _slices(y, activation_params[tid], n)
+                    dirty[tid] = self._slices(y, activation_params[tid], n)
                 else:
                     dirty[tid] = self._consumed(tid, y)
                 reached += tid in points
@@ -283,17 +296,38 @@ class _Executor:
         return dirty
 
 
-def _corrected_bias(
-    graph: Graph, node: str, kernels: dict[str, QuantParams], input_means: dict[str, np.ndarray]
-) -> np.ndarray | None:
-    """The node's bias after bias correction for ``kernels`` (None: the node is not corrected)."""
-    if node not in input_means:
-        return None
-    corrected = correct_biases(
-        graph.with_nodes([graph.node(node)]), QuantizationParams({}, {node: kernels}), input_means
-    )
-    bias = named_weights(corrected.nodes[0]).get("bias")
-    return None if bias is None else np.asarray(bias, np.float32)
+class _BiasCorrector:
+    """``correct_biases`` of ``graph`` node by node, each (node, kernel grids) corrected once: the sensitivity's
+    candidates and the joint check's configurations share most of them. Same nodes as ``correct_biases``,
+    which corrects every node on its own grids and mean input."""
+
+    def __init__(self, graph: Graph, input_means: dict[str, np.ndarray]) -> None:
+        self.graph, self.input_means = graph, input_means
+        self._nodes: dict[tuple, tuple[Node, dict[str, QuantParams]]] = {}
+
+    def node(self, node: Node, kernels: dict[str, QuantParams]) -> Node:
+        key = (node.name, tuple((k, id(p)) for k, p in kernels.items()))
+        if key not in self._nodes:
+            one = QuantizationParams({}, {node.name: kernels})
+            self._nodes[key] = (
+                correct_biases(self.graph.with_nodes([node]), one, self.input_means).nodes[0],
+                kernels,
+            )
+        return self._nodes[key][0]
+
+    def corrected(self, params: QuantizationParams) -> Graph:
+        """``correct_biases(graph, params, input_means)``."""
+        nodes = [
+            self.node(n, params.weights[n.name]) if n.name in params.weights else n for n in self.graph.nodes
+        ]
+        return self.graph.with_nodes(nodes)
+
+    def bias(self, name: str, kernels: dict[str, QuantParams]) -> np.ndarray | None:
+        """The node's bias after bias correction for ``kernels`` (None: the node is not corrected)."""
+        if name not in self.input_means:
+            return None
+        bias = named_weights(self.node(self.graph.node(name), kernels)).get("bias")
+        return None if bias is None else np.asarray(bias, np.float32)
 
 
 def _reachable_points(graph: Graph, points: Sequence[int]) -> dict[int, int]:
@@ -399,7 +433,8 @@ def compute_sensitivity(
     reference_plan = apply_bits(plan, units, [u.candidates[0] for u in units])
     reference_params = grids.params_for(reference_plan)
     layers = executor_layers(graph)
-    executor = _Executor(correct_biases(graph, reference_params, input_means), *layers, reference_params)
+    corrector = _BiasCorrector(graph, input_means)
+    executor = _Executor(corrector.corrected(reference_params), *layers, reference_params)
     points = interest_points(graph, plan)
     float_values = _Executor(graph, *layers, QuantizationParams({}, {})).reference(samples)
     floats = [np.asarray(float_values[t], np.float64) for t, _ in points]
@@ -435,7 +470,7 @@ def compute_sensitivity(
         if unit.kind == "weights":
             specs = reference_plan.weights[unit.node]
             kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
-            biases = [_corrected_bias(graph, unit.node, k, input_means) for k in kernels]
+            biases = [corrector.bias(unit.node, k) for k in kernels]
             dirty = executor.variants(values, samples, unit.node, kernels, {}, biases, point_set, WINDOW)
             sources = graph.node(unit.node).outputs
         else:
@@ -470,4 +505,5 @@ def compute_sensitivity(
         input_means=input_means,  # the joint check corrects biases as the final model does
         increases=increases,
         layers=layers,
+        corrector=corrector,
     )
