@@ -18,7 +18,7 @@ import numpy as np
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.errors import ConfigError
 from kerasq.mixed_precision.resources import activation_schedule, resource_rows, resource_utilization
-from kerasq.mixed_precision.sensitivity import Sensitivity, compute_sensitivity
+from kerasq.mixed_precision.sensitivity import Sensitivity, compute_sensitivity, search_candidate_grids
 from kerasq.mixed_precision.solver import (
     InfeasibleTargetError,
     MixedPrecisionProblem,
@@ -109,6 +109,9 @@ class BitAllocator:
             p = self.prepared
             mp = p.core_config.mixed_precision_config
             samples = p.data.take(mp.num_of_images)
+            start = time.perf_counter()
+            search_candidate_grids(p.plan, self.units, p.grids)
+            self.seconds["grids"] = time.perf_counter() - start
             self.sensitivity = compute_sensitivity(
                 p.graph, p.plan, self.units, p.grids, samples, mp, p.input_means
             )

@@ -8,6 +8,11 @@ quantized activation and every model output) is the normalized MSE against the f
 ``sensitivity[u][c]`` is the weighted distance at candidate ``c`` minus the weighted distance of the reference
 (so candidate 0 scores 0).
 
+No Keras model is built: the float values, the reference, the variants and the joint check run one set of
+unbuilt layer copies node by node (``executor_layers``, ``_Executor``), weighted nodes fed their kernels, so each
+configuration costs one pass (building a model cost 1.4 s on the pretrained CIFAR-10 CNN, mostly its variables).
+The grids of every candidate are searched beforehand (``search_candidate_grids``, timed as ``grids``).
+
 Linear time: a unit's variants are recomputed until ``WINDOW`` interest points have changed; every later point
 the unit reaches takes the distance increase of the last point measured (relative error carried on). On a
 trained 9-layer CIFAR-10 CNN the rank correlation of AVG sensitivities with the measured output damage was
@@ -31,21 +36,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasq.builder.model_builder import BuiltModel, build_model, quantizer_name
+from kerasq.builder.model_builder import build_model, clone_operation
 from kerasq.core.config import MixedPrecisionQuantizationConfig
 from kerasq.core.enums import MpDistanceWeighting
 from kerasq.corrections.bias_correction import correct_biases
-from kerasq.graph.model_graph import Graph, Node, TensorRef
-from kerasq.graph.weights import named_weights
+from kerasq.graph.model_graph import Graph, Node, TensorRef, resolve_refs
+from kerasq.graph.weights import named_weights, weight_names
 from kerasq.mixed_precision.hessian import activation_hessian_scores
 from kerasq.mixed_precision.units import Unit, apply_bits, unit_tensors
-from kerasq.params.quant_params import QuantParams
+from kerasq.params.quant_params import HALF_TO_EVEN, QuantParams
 from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
-from kerasq.quantizers.fake_quant import fake_quant
-from kerasq.quantizers.kernel_ops import weighted_forward
-from kerasq.quantizers.wrapper import QuantizeWrapper
+from kerasq.quantizers.fake_quant import fake_quant, grid_scale
+from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
 
 _EPS = 1e-12
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
@@ -71,15 +75,22 @@ class Sensitivity:
         default_factory=list
     )  # per unit: (candidates, points) distance increase
 
+    layers: tuple[dict[str, Any], dict[str, dict[str, Any]]] = ({}, {})  # ``executor_layers``
+    corrector: _BiasCorrector | None = None  # the corrected nodes so far
+
     def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
         """Distance to float at the model outputs (normalized MSE, averaged over outputs) of a whole
         configuration, every unit at its planned width and biases corrected as in the final model: one full
         pass. Measured at the outputs whatever the sensitivity weighting, as it ranks complete models: on the
         test CNN, AVG-weighted distances of uniform 4-bit and a mixed solution of its size tied (0.0276 and
-        0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%)."""
+        0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%).
+
+        The pass is the executor's (``executor_layers``, the configuration's grids): the model PTQ would
+        build for ``plan``, computed without building it."""
         params = grids.params_for(plan)
-        corrected = correct_biases(graph, params, self.input_means)
-        values = _Executor(corrected, build_model(corrected, plan, params), params).reference(self.samples)
+        same = self.corrector is not None and self.corrector.graph is graph
+        corrected = (self.corrector if same else _BiasCorrector(graph, self.input_means)).corrected(params)
+        values = _Executor(corrected, *self.layers, params).reference(self.samples)
         outputs = set(graph.output_ids())
         d = [
             _nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True) if t in outputs
@@ -87,40 +98,126 @@ class Sensitivity:
         return float(np.mean(d))
 
 
-def _quantize(x: Any, p: QuantParams) -> Any:
-    shape = p.broadcast_shape(tuple(x.shape))
-    scale = np.asarray(p.scale, np.float32).reshape(shape)
-    zero_point = np.asarray(p.zero_point, np.float32).reshape(shape)
-    return fake_quant(x, scale, zero_point, p.qmin, p.qmax, p.rounding, p.n_bits)
+def _fake_quant_value(x: Any, scale: Any, zero_point: Any, p: QuantParams, rounding: str) -> Any:
+    """``fake_quant``'s value without its straight-through terms (no gradient is taken here), half the
+    elementwise passes: for half-to-even rounding ``round(x / s)`` equals fake_quant's
+    ``x / s + (round(x / s) - x / s)`` for every finite value, and a zero zero point is not added and taken
+    off again (equal values; only the sign of a zero can differ). Other roundings go through ``fake_quant``."""
+    if rounding != HALF_TO_EVEN:
+        return fake_quant(x, scale, zero_point, p.qmin, p.qmax, rounding, p.n_bits)
+    offset = bool(np.any(np.asarray(p.zero_point) != 0))
+    q = ops.round(ops.divide(x, scale))
+    q = ops.clip(ops.add(q, zero_point) if offset else q, p.qmin, p.qmax)
+    return ops.multiply(ops.subtract(q, zero_point) if offset else q, scale)
 
 
-def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
-    """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch is tiled first)."""
-    if x.shape[0] == n:
-        x = ops.concatenate([x] * len(params), axis=0)
-    return ops.concatenate([_quantize(x[k * n : (k + 1) * n], p) for k, p in enumerate(params)], axis=0)
+_CANDIDATE, _ACTIVATION, _KERNEL = "candidate", "activation", "kernel"  # how ``_Executor.quantize`` quantizes
+
+
+def _grid_tensors(p: QuantParams, shape: tuple[int, ...], how: str) -> tuple[Any, Any, str]:
+    """(scale, zero point, rounding) to quantize a tensor on ``p``, shaped ``shape`` (``p.broadcast_shape``):
+    as the built model's layers do (``ActivationQuantizer``; ``QuantizeWrapper`` for a kernel, half to even),
+    float32 and the scale through ``grid_scale``; or, for a candidate grid of the sensitivity, its float32
+    scale as it is."""
+    scale = ops.convert_to_tensor(np.asarray(p.scale, np.float32).reshape(shape))
+    zero_point = ops.convert_to_tensor(np.asarray(p.zero_point, np.float32).reshape(shape))
+    if how == _CANDIDATE:
+        return scale, zero_point, p.rounding
+    return grid_scale(scale, p.method.value), zero_point, HALF_TO_EVEN if how == _KERNEL else p.rounding
+
+
+def _runs_linear(node: Node, op: Any) -> bool:
+    """The node's copy ``op`` can run as ``weighted_forward`` (a linear kind with its standard weights)."""
+    if node.kind not in LINEAR_OPS or not isinstance(op, keras.layers.Layer):
+        return False
+    use_bias = bool(node.layer_config.get("use_bias", False))
+    return len(node.layer_weights) == len(weight_names(node.kind, use_bias))
+
+
+def executor_layers(graph: Graph) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Fresh copies of the operations of ``graph`` for an executor, without building a model: node name ->
+    its copy (a layer called by several nodes stays one copy, as in the builder), and for each node of a
+    weighted linear kind (``weighted_forward``'s) its float weights by name (first call's). Those copies stay
+    unbuilt, without variables: the executor feeds them their (quantized) kernels. Every other copy with
+    weights is built on symbolic inputs of the node's shapes and loaded with the node's weights."""
+    by_op: dict[int, Any] = {}
+    weights: dict[int, dict[str, Any]] = {}  # by operation: the linear copies' float weights
+    layers: dict[str, Any] = {}
+    linear: dict[str, dict[str, Any]] = {}
+    symbolic = {tid: keras.KerasTensor(info.shape, dtype=info.dtype) for tid, info in graph.tensors.items()}
+    for node in graph.nodes:
+        key = id(node.op)
+        if key not in by_op:
+            op = by_op[key] = clone_operation(node)
+            if _runs_linear(node, op):
+                weights[key] = {k: ops.convert_to_tensor(w) for k, w in named_weights(node).items()}
+            elif isinstance(op, keras.layers.Layer) and node.layer_weights:
+                op(*resolve_refs(node.args, symbolic), **resolve_refs(node.kwargs, symbolic))
+                op.set_weights(node.layer_weights)
+        layers[node.name] = by_op[key]
+        if key in weights:
+            linear[node.name] = weights[key]
+    return layers, linear
 
 
 class _Executor:
-    """Runs the reference quantized model node by node, so any suffix can be recomputed."""
+    """Runs the quantized model of ``graph`` on ``params`` node by node, so any suffix can be recomputed.
 
-    def __init__(self, graph: Graph, built: BuiltModel, params: QuantizationParams) -> None:
-        self.graph, self.built = graph, built
-        self.quantizers: dict[int, Any] = {}
-        for tid, name in zip(graph.inputs, graph.input_names, strict=True):
-            if tid in params.activations:
-                self.quantizers[tid] = built.model.get_layer(quantizer_name(name, 0, 1))
-        for node in graph.nodes:
-            for k, tid in enumerate(node.outputs):
-                if tid in params.activations:
-                    name = quantizer_name(node.name, k, len(node.outputs))
-                    self.quantizers[tid] = built.model.get_layer(name)
+    No model is built: ``layers`` and ``linear`` are ``executor_layers``' (of ``graph`` before bias
+    correction). Weighted linear nodes run through ``weighted_forward`` with their float kernels, or, where
+    ``params`` has grids, their kernels fake-quantized once as ``QuantizeWrapper`` does, and their bias
+    from ``graph`` (bias-corrected). Every planned tensor is fake-quantized as its ``ActivationQuantizer``
+    would. A layer called by several nodes has one kernel: its first call's grid and weights (the builder's).
+    """
 
-        self.kernels: dict[str, dict[str, Any]] = {}  # the reference grid's kernels, quantized once
-        for node in graph.nodes:
-            layer = built.layers.get(node.name)
-            if isinstance(layer, QuantizeWrapper):
-                self.kernels[node.name] = layer.quantized_kernels()
+    def __init__(
+        self,
+        graph: Graph,
+        layers: dict[str, Any],
+        linear: dict[str, dict[str, Any]],
+        params: QuantizationParams,
+    ) -> None:
+        self.graph, self.layers, self.linear = graph, layers, linear
+        self.grids = params.activations
+        self._grid_cache: dict[
+            tuple, tuple
+        ] = {}  # (id of grid, shape, how) -> (grid, scale, zero point, rounding)
+        self.kernels: dict[str, dict[str, Any]] = {}  # the grid's kernels, quantized once (else float)
+        self.biases: dict[str, Any] = {}
+        by_name = {node.name: node for node in graph.nodes}
+        for first, calls in graph.layer_calls().items():
+            if first not in linear:
+                continue
+            grids = params.weights.get(first, {})
+            kernels = {
+                k: self.quantize(w, grids[k], _KERNEL) if k in grids else w
+                for k, w in linear[first].items()
+                if k != "bias"
+            }
+            node = by_name[first]  # its bias: corrected (weights set), else the float one
+            bias = linear[first].get("bias") if node.weights is None else named_weights(node).get("bias")
+            for name in calls:
+                self.kernels[name], self.biases[name] = kernels, bias
+
+    def quantize(self, x: Any, p: QuantParams, how: str) -> Any:
+        """``x`` fake-quantized on ``p`` (``how``: see ``_grid_tensors``; its tensors made once per grid)."""
+        shape = p.broadcast_shape(tuple(x.shape))
+        key = (id(p), shape, how)
+        if key not in self._grid_cache:
+            self._grid_cache[key] = (p, *_grid_tensors(p, shape, how))
+        _, scale, zero_point, rounding = self._grid_cache[key]
+        return _fake_quant_value(x, scale, zero_point, p, rounding)
+
+    def _slices(self, x: Any, params: Sequence[QuantParams], n: int) -> Any:
+        """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch: each in turn)."""
+        if x.shape[0] == n:
+            return ops.concatenate([self.quantize(x, p, _CANDIDATE) for p in params], axis=0)
+        slices = [self.quantize(x[k * n : (k + 1) * n], p, _CANDIDATE) for k, p in enumerate(params)]
+        return ops.concatenate(slices, axis=0)
+
+    def _consumed(self, tid: int, y: Any) -> Any:
+        """``y`` as consumers of tensor ``tid`` read it (after its quantizer, if planned)."""
+        return self.quantize(y, self.grids[tid], _ACTIVATION) if tid in self.grids else y
 
     def _call(self, node: Node, values: dict[int, Any]) -> list[Any]:
         def ref(v: Any) -> Any:
@@ -128,20 +225,21 @@ class _Executor:
 
         args = keras.tree.map_structure(ref, node.args)
         kwargs = keras.tree.map_structure(ref, node.kwargs)
-        layer = self.built.layers[node.name]
-        if node.name in self.kernels and len(args) == 1 and not kwargs:
-            return [weighted_forward(layer.kind, layer.layer, args[0], self.kernels[node.name])]
+        layer = self.layers[node.name]
+        if node.name in self.kernels:  # as QuantizeWrapper.call: the first input, the (quantized) kernels
+            return [
+                weighted_forward(node.kind, layer, args[0], self.kernels[node.name], self.biases[node.name])
+            ]
         return keras.tree.flatten(layer(*args, **kwargs))
 
     def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
         """Every tensor as its consumers read it (after its quantizer), for the reference model."""
         values: dict[int, Any] = {}
         for tid, x in zip(self.graph.inputs, inputs, strict=True):
-            x = ops.convert_to_tensor(x)
-            values[tid] = self.quantizers[tid](x) if tid in self.quantizers else x
+            values[tid] = self._consumed(tid, ops.convert_to_tensor(x))
         for node in self.graph.nodes:
             for tid, y in zip(node.outputs, self._call(node, values), strict=True):
-                values[tid] = self.quantizers[tid](y) if tid in self.quantizers else y
+                values[tid] = self._consumed(tid, y)
         return values
 
     def variants(
@@ -163,7 +261,7 @@ class _Executor:
         n_variants = len(kernel_params) or len(next(iter(activation_params.values())))
         for tid, x in zip(self.graph.inputs, raw_inputs, strict=True):
             if tid in activation_params:
-                dirty[tid] = _slices(ops.convert_to_tensor(x), activation_params[tid], n)
+                dirty[tid] = self._slices(ops.convert_to_tensor(x), activation_params[tid], n)
         for node in self.graph.nodes:
             touched = any(t in dirty for t in node.inputs)
             if (
@@ -173,15 +271,15 @@ class _Executor:
             ):
                 continue
             if node.name == weight_node:
-                layer = self.built.layers[node.name]
+                layer = self.layers[node.name]
                 x = values[node.inputs[0]]
                 outs = [
                     weighted_forward(
                         node.kind,
-                        layer.layer,
+                        layer,
                         x,
-                        {k: _quantize(getattr(layer.layer, k), p) for k, p in grid.items()},
-                        bias,
+                        {k: self.quantize(self.linear[node.name][k], p, _CANDIDATE) for k, p in grid.items()},
+                        self.biases.get(node.name) if bias is None else bias,
                     )
                     for grid, bias in zip(kernel_params, biases or [None] * len(kernel_params), strict=True)
                 ]
@@ -194,28 +292,47 @@ class _Executor:
                 results = self._call(node, local) if touched else self._call(node, values)
             for tid, y in zip(node.outputs, results, strict=True):
                 if tid in activation_params:
-                    dirty[tid] = _slices(y, activation_params[tid], n)
-                elif tid in self.quantizers:
-                    dirty[tid] = self.quantizers[tid](y)
+                    dirty[tid] = self._slices(y, activation_params[tid], n)
                 else:
-                    dirty[tid] = y
+                    dirty[tid] = self._consumed(tid, y)
                 reached += tid in points
             if window is not None and reached >= window:
                 break
         return dirty
 
 
-def _corrected_bias(
-    graph: Graph, node: str, kernels: dict[str, QuantParams], input_means: dict[str, np.ndarray]
-) -> np.ndarray | None:
-    """The node's bias after bias correction for ``kernels`` (None: the node is not corrected)."""
-    if node not in input_means:
-        return None
-    corrected = correct_biases(
-        graph.with_nodes([graph.node(node)]), QuantizationParams({}, {node: kernels}), input_means
-    )
-    bias = named_weights(corrected.nodes[0]).get("bias")
-    return None if bias is None else np.asarray(bias, np.float32)
+class _BiasCorrector:
+    """``correct_biases`` of ``graph`` node by node, each (node, kernel grids) corrected once: the sensitivity's
+    candidates and the joint check's configurations share most of them. Same nodes as ``correct_biases``,
+    which corrects every node on its own grids and mean input."""
+
+    def __init__(self, graph: Graph, input_means: dict[str, np.ndarray]) -> None:
+        self.graph, self.input_means = graph, input_means
+        self._nodes: dict[tuple, tuple[Node, dict[str, QuantParams]]] = {}
+
+    def node(self, node: Node, kernels: dict[str, QuantParams]) -> Node:
+        key = (node.name, tuple((k, id(p)) for k, p in kernels.items()))
+        if key not in self._nodes:
+            one = QuantizationParams({}, {node.name: kernels})
+            self._nodes[key] = (
+                correct_biases(self.graph.with_nodes([node]), one, self.input_means).nodes[0],
+                kernels,
+            )
+        return self._nodes[key][0]
+
+    def corrected(self, params: QuantizationParams) -> Graph:
+        """``correct_biases(graph, params, input_means)``."""
+        nodes = [
+            self.node(n, params.weights[n.name]) if n.name in params.weights else n for n in self.graph.nodes
+        ]
+        return self.graph.with_nodes(nodes)
+
+    def bias(self, name: str, kernels: dict[str, QuantParams]) -> np.ndarray | None:
+        """The node's bias after bias correction for ``kernels`` (None: the node is not corrected)."""
+        if name not in self.input_means:
+            return None
+        bias = named_weights(self.node(self.graph.node(name), kernels)).get("bias")
+        return None if bias is None else np.asarray(bias, np.float32)
 
 
 def _reachable_points(graph: Graph, points: Sequence[int]) -> dict[int, int]:
@@ -252,11 +369,19 @@ def interest_points(graph: Graph, plan: QuantizationPlan) -> list[tuple[int, str
     return points
 
 
-def _nmse(q: Any, f: np.ndarray, variants: int) -> np.ndarray:
-    """Normalized MSE per variant: ``q`` holds ``variants`` stacked copies of the batch ``f``."""
-    q = np.asarray(q, np.float64).reshape(variants, f.shape[0], -1)
-    f = f.reshape(1, f.shape[0], -1)
-    return (np.sum((q - f) ** 2, axis=2) / (np.sum(f**2, axis=2) + _EPS)).mean(axis=1)
+def _energy(f: np.ndarray) -> np.ndarray:
+    """``||f_n||^2`` per sample of the float batch ``f`` (shape (1, samples))."""
+    return np.sum(f.reshape(1, f.shape[0], -1) ** 2, axis=2)
+
+
+def _nmse(q: Any, f: np.ndarray, variants: int, energy: np.ndarray | None = None) -> np.ndarray:
+    """Normalized MSE per variant: ``q`` holds ``variants`` stacked copies of the batch ``f`` (``energy``:
+    ``_energy(f)``, computed once per point). In place on one float64 copy of ``q``."""
+    d = np.array(q, np.float64).reshape(variants, f.shape[0], -1)
+    d -= f.reshape(1, f.shape[0], -1)
+    d *= d
+    energy = _energy(f) if energy is None else energy
+    return (np.sum(d, axis=2) / (energy + _EPS)).mean(axis=1)
 
 
 def point_weights(
@@ -279,6 +404,22 @@ def point_weights(
     return w / max(w.sum(), _EPS)
 
 
+def search_candidate_grids(plan: QuantizationPlan, units: Sequence[Unit], grids: GridCache) -> None:
+    """Search, into ``grids``, every grid the sensitivity and the joint check read: the plan's at its widths
+    and each unit's at each of its candidates (every call of a weight unit's layer, whose nodes have grids of
+    their own). Done before the sensitivity is measured so its time holds no grid search (MCT likewise
+    computes every candidate's grids before its ``search_bit_width``)."""
+    grids.params_for(plan)
+    for unit in units:
+        for n_bits in unit.candidates:
+            if unit.kind == "weights":
+                for node in unit.nodes:
+                    for spec in plan.weights[node].values():
+                        grids.weight(spec, n_bits)
+            else:
+                grids.activation(plan.activations[unit.tensor], n_bits)
+
+
 def compute_sensitivity(
     graph: Graph,
     plan: QuantizationPlan,
@@ -296,18 +437,17 @@ def compute_sensitivity(
     input_means = input_means or {}
     reference_plan = apply_bits(plan, units, [u.candidates[0] for u in units])
     reference_params = grids.params_for(reference_plan)
-    corrected = correct_biases(graph, reference_params, input_means)
-    executor = _Executor(
-        corrected, build_model(corrected, reference_plan, reference_params), reference_params
-    )
+    layers = executor_layers(graph)
+    corrector = _BiasCorrector(graph, input_means)
+    executor = _Executor(corrector.corrected(reference_params), *layers, reference_params)
     points = interest_points(graph, plan)
-    float_built = build_model(graph)
-    probe = keras.Model(float_built.model.inputs, [float_built.tensors[t] for t, _ in points])
-    floats = [np.asarray(v, np.float64) for v in keras.tree.flatten(probe.predict(samples, verbose=0))]
+    float_values = _Executor(graph, *layers, QuantizationParams({}, {})).reference(samples)
+    floats = [np.asarray(float_values[t], np.float64) for t, _ in points]
     labels = [label for _, label in points]
     is_output = np.array([t in set(graph.output_ids()) for t, _ in points])
     hessian = None
     if config.distance_weighting_method is MpDistanceWeighting.HESSIAN:
+        float_built = build_model(graph)
         hessian_probe = keras.Model(
             float_built.model.inputs,
             [float_built.tensors[t] for t, _ in points] + keras.tree.flatten(float_built.model.outputs),
@@ -318,7 +458,10 @@ def compute_sensitivity(
         config.distance_weighting_method, labels, is_output, config.exp_distance_weighting_sigma, hessian
     )
     values = executor.reference(samples)
-    ref_d = np.array([_nmse(values[t], f, 1)[0] for (t, _), f in zip(points, floats, strict=True)])
+    energies = [_energy(f) for f in floats]
+    ref_d = np.array(
+        [_nmse(values[t], f, 1, e)[0] for (t, _), f, e in zip(points, floats, energies, strict=True)]
+    )
     reference = float(weights @ ref_d)
     reach = _reachable_points(graph, [t for t, _ in points])
     point_set = frozenset(t for t, _ in points)
@@ -332,7 +475,7 @@ def compute_sensitivity(
         if unit.kind == "weights":
             specs = reference_plan.weights[unit.node]
             kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
-            biases = [_corrected_bias(graph, unit.node, k, input_means) for k in kernels]
+            biases = [corrector.bias(unit.node, k) for k in kernels]
             dirty = executor.variants(values, samples, unit.node, kernels, {}, biases, point_set, WINDOW)
             sources = graph.node(unit.node).outputs
         else:
@@ -349,7 +492,7 @@ def compute_sensitivity(
         increase = None  # at the last interest point measured
         for i, ((t, _), f) in enumerate(zip(points, floats, strict=True)):
             if t in dirty:
-                d[:, i] = _nmse(dirty[t], f, len(others))
+                d[:, i] = _nmse(dirty[t], f, len(others), energies[i])
                 increase = d[:, i] - ref_d[i]
             elif increase is not None and downstream >> i & 1:  # beyond the window
                 d[:, i] = ref_d[i] + increase
@@ -366,4 +509,6 @@ def compute_sensitivity(
         samples=samples,
         input_means=input_means,  # the joint check corrects biases as the final model does
         increases=increases,
+        layers=layers,
+        corrector=corrector,
     )

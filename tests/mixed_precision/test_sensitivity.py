@@ -11,8 +11,15 @@ import kerasq
 from kerasq.builder import build_model
 from kerasq.core import CoreConfig, MixedPrecisionQuantizationConfig, MpDistanceWeighting, ResourceUtilization
 from kerasq.mixed_precision import sensitivity
-from kerasq.mixed_precision.sensitivity import compute_sensitivity, interest_points, point_weights
+from kerasq.mixed_precision.sensitivity import (
+    compute_sensitivity,
+    interest_points,
+    point_weights,
+    search_candidate_grids,
+)
 from kerasq.mixed_precision.units import apply_bits, configurable_units
+from kerasq.params import selection
+from kerasq.params.selection import GridCache
 from kerasq.ptq import prepare
 
 
@@ -234,3 +241,83 @@ def test_beyond_the_window_only_points_the_unit_reaches_change(monkeypatch):
         assert increase[f"{side}_hidden_activation"] > 0
         assert increase["add"] == increase[f"{side}_hidden_activation"]  # carried on
         assert all(v == 0 for k, v in increase.items() if k.startswith(other))
+
+
+def test_candidate_grids_are_searched_before_the_sensitivity(prepared, monkeypatch):
+    """``search_candidate_grids`` (timed as ``grids``) searches every grid the sensitivity and the joint check
+    read, so neither searches one (their seconds hold no grid search, as MCT's ``search_bit_width``)."""
+    graph, plan, old = prepared.graph, prepared.plan, prepared.grids
+    grids = GridCache(graph, old.stats, old.qc, old.importance)  # empty: the module's cache is warm
+    units = configurable_units(graph, plan)
+    searched = []
+    for name in ("weight_params", "activation_params"):
+        real = getattr(selection, name)
+        monkeypatch.setattr(
+            selection, name, lambda *a, _real=real, _name=name, **k: searched.append(_name) or _real(*a, **k)
+        )
+    search_candidate_grids(plan, units, grids)
+    assert {"weight_params", "activation_params"} <= set(searched)
+    searched.clear()
+    samples = prepared.data.take(8)
+    sens = compute_sensitivity(
+        graph, plan, units, grids, samples, MixedPrecisionQuantizationConfig(), prepared.input_means
+    )
+    for k in range(1, 3):
+        lowest = apply_bits(plan, units, [u.candidates[min(k, len(u.candidates) - 1)] for u in units])
+        sens.joint_distance(graph, lowest, grids)
+    assert searched == []
+
+
+def test_sensitivity_and_joint_check_build_no_model(prepared, monkeypatch):
+    """The executor runs copies of the graph's layers: no Keras model is built for the float values, the
+    reference or a joint configuration (each build cost 1.4 s on the pretrained CIFAR-10 CNN)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("build_model called")
+
+    monkeypatch.setattr(sensitivity, "build_model", refuse)
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    units = configurable_units(graph, plan)
+    sens = compute_sensitivity(
+        graph,
+        plan,
+        units,
+        grids,
+        prepared.data.take(8),
+        MixedPrecisionQuantizationConfig(),
+        prepared.input_means,
+    )
+    assert all(v[-1] > 0 for v in sens.values)
+    assert sens.joint_distance(graph, apply_bits(plan, units, [u.candidates[-1] for u in units]), grids) > 0
+
+
+def _shared_dense() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16,), name="x")
+    shared = keras.layers.Dense(16, name="shared")
+    h = shared(keras.layers.Dense(16, activation="relu", name="pre")(x))
+    y = shared(keras.layers.ReLU(name="mid")(h))
+    return keras.Model(x, keras.layers.Dense(4, name="head")(y))
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_joint_check_of_a_shared_layer_measures_the_model_ptq_builds(bits):
+    """A layer called twice has one kernel (its first call's grid) and one bias (its first call's correction,
+    though each call has its own mean input): the joint check runs it so, as the model PTQ returns."""
+    data = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    prepared = prepare(_shared_dense(), data, None, None)
+    assert {"shared", "shared_call1"} <= set(prepared.input_means)
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    units = configurable_units(graph, plan)
+    samples = prepared.data.take(32)
+    sens = compute_sensitivity(
+        graph, plan, units, grids, samples, MixedPrecisionQuantizationConfig(), prepared.input_means
+    )
+    mixed = apply_bits(
+        plan, units, [bits if u.label == "shared (weights)" else u.candidates[0] for u in units]
+    )
+    quantized, _ = kerasq.ptq.finish(prepared, mixed)
+    f = np.asarray(prepared.model.predict(samples, verbose=0), np.float64)
+    q = np.asarray(quantized.predict(samples, verbose=0), np.float64)
+    expected = np.mean(np.sum((q - f) ** 2, 1) / np.sum(f**2, 1))
+    assert sens.joint_distance(graph, mixed, grids) == pytest.approx(expected, rel=1e-5)
