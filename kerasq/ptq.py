@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasq.builder import build_model
+from kerasq.builder import LayerPool, build_model
 from kerasq.core.config import CoreConfig, QuantizationConfig
 from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.core.resource_utilization import ResourceUtilization
@@ -58,6 +58,7 @@ class Prepared:
     tpc: TargetPlatformCapabilities
     input_means: dict[str, np.ndarray]  # weighted node -> its input averaged over samples (bias correction)
     warnings: list[str]  # findings users should act on (e.g. concat inputs with very different ranges)
+    float_layers: LayerPool | None = None  # the statistics model's clones, for the quantized model to wrap
 
 
 def keras_post_training_quantization(
@@ -118,7 +119,9 @@ def prepare(
     )
     graph = with_sample_shapes(graph, data.first_batch())  # sizes of dims the model leaves open
     corrected = _corrected_nodes(graph, plan) if qc.weights_bias_correction else []
-    stats, means = _observe(graph, plan, data, qc.num_histogram_bins, [n.inputs[0] for n in corrected])
+    stats, means, float_layers = _observe(
+        graph, plan, data, qc.num_histogram_bins, [n.inputs[0] for n in corrected]
+    )
     input_means = dict(zip([n.name for n in corrected], means, strict=True))
     constant = _constant_warning(graph, plan, stats)
     corrected_graph, plan, warnings = apply_shift_negative(graph, plan, stats, qc, tpc)
@@ -133,7 +136,7 @@ def prepare(
         importance = kernel_importance(graph, plan, data.take(n_images))
     grids = GridCache(graph, stats, qc, importance)
     warnings += concat_range_warnings(graph, stats) + constant
-    return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means, warnings)
+    return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means, warnings, float_layers)
 
 
 def finish(
@@ -160,7 +163,12 @@ def assemble(
     """The quantized model of ``graph`` on ``params``, and its report."""
     name = f"{prepared.model.name}_quantized"
     quantized = build_model(
-        graph, plan, params, name=name, reference_inputs=_reference_inputs(prepared)
+        graph,
+        plan,
+        params,
+        name=name,
+        reference_inputs=_reference_inputs(prepared),
+        pool=prepared.float_layers,
     ).model
     warnings = list(dict.fromkeys(prepared.data.warnings + prepared.warnings))  # data findings come first
     info = build_info(
@@ -207,20 +215,21 @@ def plan_model(
 
 def _observe(
     graph: Graph, plan: QuantizationPlan, data: RepresentativeData, bins: int, averaged: list[int]
-) -> tuple[dict[int, TensorStats], list[np.ndarray]]:
+) -> tuple[dict[int, TensorStats], list[np.ndarray], LayerPool | None]:
     """Histogram every tensor the plan quantizes, and average the tensors ``averaged`` over samples, in one
-    pass of the float model of ``graph``."""
+    pass of the float model of ``graph``; that model's clones of the layers with quantized weights stay for
+    the quantized model to wrap (building them again costs as much as the pass on a few batches)."""
     ids = [t for t, spec in plan.activations.items() if spec.fixed_range is None]  # shared too: for reports
     ids += sorted(plan.fused)  # for runtimes that store what the platform fuses (FusedTensorRange)
     if not ids and not averaged:
-        return {}, []
+        return {}, [], None
     position = {t: i for i, t in enumerate(_graph_order(graph))}
     ids = sorted(ids, key=lambda t: position.get(t, len(position)))  # errors name the earliest tensor first
     built = build_model(graph)
     probe = keras.Model(built.model.inputs, [built.tensors[t] for t in ids + averaged])
     names = _tensor_names(graph, plan, ids)
     seen = observe(probe, names, data, bins, locate=_first_non_finite(graph, built))
-    return dict(zip(ids, seen.stats, strict=True)), seen.means
+    return dict(zip(ids, seen.stats, strict=True)), seen.means, LayerPool(graph, built, set(plan.weights))
 
 
 def _graph_order(graph: Graph) -> list[int]:

@@ -11,6 +11,7 @@ gives them one unit); grids that disagree are refused rather than mixed into a c
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,51 @@ class BuiltModel:
     model: keras.Model
     tensors: dict[int, Any]  # graph tensor id -> the tensor in ``model`` (before any activation quantizer)
     layers: dict[str, keras.layers.Layer]  # node name -> layer called for it (wrapper or clone)
+
+
+class LayerPool:
+    """Built float clones (of one ``build_model`` without grids) a later build may wrap instead of cloning.
+
+    Creating a layer's variables (and running its initializers, only for ``set_weights`` to overwrite them) is
+    most of a build's cost. PTQ builds the float model of its graph for statistics, then the quantized model of
+    nearly the same graph: each quantized layer can wrap the clone already built for statistics. A clone is
+    handed out at most once (two models never share variables), and only for a node of the same operation,
+    config and input shapes as the one it was built for; the build loads the node's own weights into it.
+    """
+
+    def __init__(self, graph: Graph, built: BuiltModel, names: set[str]) -> None:
+        # A layer called for several nodes stays out (the quantized model calls the unwrapped ones directly).
+        calls = Counter(id(layer) for layer in built.layers.values())
+        self._entries = {
+            node.name: (node, _input_shapes(graph, node), built.layers[node.name])
+            for node in graph.nodes
+            if node.name in names
+            and isinstance(built.layers.get(node.name), keras.layers.Layer)
+            and calls[id(built.layers[node.name])] == 1
+        }
+
+    def take(self, graph: Graph, node: Node) -> keras.layers.Layer | None:
+        """The clone built for a node like ``node`` (then no longer in the pool), or None."""
+        entry = self._entries.get(node.name)
+        if entry is None:
+            return None
+        source, shapes, layer = entry
+        if source.op is not node.op or shapes != _input_shapes(graph, node) or not _same(source, node):
+            return None
+        del self._entries[node.name]
+        return layer
+
+
+def _input_shapes(graph: Graph, node: Node) -> tuple:
+    return tuple(tuple(graph.tensors[t].shape) for t in node.inputs)
+
+
+def _same(a: Node, b: Node) -> bool:
+    """Whether two nodes clone to the same layer (configs holding arrays compare unequal: not reused)."""
+    try:
+        return a.kind == b.kind and bool(a.layer_config == b.layer_config)
+    except (TypeError, ValueError):
+        return False
 
 
 def clone_operation(node: Node) -> keras.Operation:
@@ -123,6 +169,7 @@ def build_model(
     wrapper: type[QuantizeWrapper] = QuantizeWrapper,
     activation_quantizer: type[ActivationQuantizer] = ActivationQuantizer,
     reference_inputs: dict[int, np.ndarray] | None = None,
+    pool: LayerPool | None = None,
 ) -> BuiltModel:
     """Replay ``graph`` with cloned layers; insert quantizers where ``params`` has grids.
 
@@ -130,6 +177,7 @@ def build_model(
     (exporters run their file on them, at their shape, and compare it with the quantized model).
     ``wrapper`` / ``activation_quantizer``: the layer classes to insert (subclasses let a training stage, such
     as gradient-based rounding, add its own variables while the graph and the grids stay the same).
+    ``pool``: built float clones the quantized layers may wrap instead of new clones (``LayerPool``).
     """
     act_params = params.activations if params else {}
     weight_params = params.weights if params else {}
@@ -164,7 +212,8 @@ def build_model(
     for node in graph.nodes:
         op = by_op.get(id(node.op))
         if op is None:
-            op = clone_operation(node)
+            taken = pool.take(graph, node) if pool is not None and node.name in weight_params else None
+            op = taken if taken is not None else clone_operation(node)
             if isinstance(op, keras.layers.Layer):
                 weights_to_load.append((op, node))
             if node.name in weight_params:

@@ -87,6 +87,20 @@ def _length_known(source: Any) -> bool:
     return isinstance(source, Sized) and not callable(source)
 
 
+def _planned_batches(source: Any, batch_size: int, max_batches: int | None) -> int | None:
+    """The batches a read of ``source`` yields, when its form says so before reading (arrays in memory, a list
+    of batches); None otherwise. A hint for how to run a pass: a read may still find fewer (empty batches)."""
+    if _is_arrays(source):
+        first = next(iter(source.values())) if isinstance(source, dict) else source
+        first = first[0] if isinstance(first, (list, tuple)) else first
+        count = -(-int(np.shape(first)[0]) // batch_size) if np.ndim(first) else None
+    elif isinstance(source, Sized) and not callable(source) and not _is_dataset(source):
+        count = len(source)
+    else:
+        return None
+    return count if max_batches is None or count is None else min(count, max_batches)
+
+
 def _check_count(name: str, value: Any, allow_none: bool) -> None:
     if value is None and allow_none:
         return
@@ -127,6 +141,7 @@ class RepresentativeData:
         self._make_iterable = self._factory(source)
         self._limit = None if max_batches is not None or _length_known(source) else default_limit
         self._counts: tuple[int, int] | None = None  # (batches, samples) of a complete read
+        self._planned = _planned_batches(source, batch_size, max_batches)
         self._cache = None if _is_arrays(source) else ReplayCache(self._read)
         self._first: list[np.ndarray] | None = None
         if not self._one_pass:  # validate eagerly, unless looking would use up a one-shot generator
@@ -318,6 +333,11 @@ class RepresentativeData:
     def reiterable(self) -> bool:
         """False for a one-shot generator or iterator that was not (or could not be) kept in memory."""
         return not self._one_pass or (self._cache is not None and self._cache.complete)
+
+    def expected_batches(self) -> int | None:
+        """How many batches a pass yields: counted once the data was read through, else what its form says
+        (arrays in memory, a list of batches), else None (a generator, a dataset)."""
+        return self._counts[0] if self._counts is not None else self._planned
 
     def first_batch(self) -> list[np.ndarray]:
         if self._first is None:

@@ -5,7 +5,9 @@ a dozen eager batches: the Python of every layer and every statistic runs once t
 thousands of ops, which TensorFlow then optimises. Calibration sets are often a few batches, where that
 cost dominates PTQ. Like renting skis before buying, the runner calls the step eagerly for its first
 ``eager_batches`` batches and compiles it only once more keep coming; the compiled step takes any batch
-size (batch dimension ``None``), so a short last batch does not trace it again.
+size (batch dimension ``None``), so a short last batch does not trace it again. When the number of batches is
+known in advance (arrays in memory, a list of batches) and exceeds ``eager_batches``, the trace is paid anyway,
+so the runner compiles at the first batch: an eager batch costs several compiled ones.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ class BatchRunner:
         step: Callable[..., Any],
         signature: Sequence[Any],
         eager_batches: int | None = None,
+        expected_calls: int | None = None,
     ) -> None:
+        """``expected_calls``: how many batches will come, if known (more than ``eager_batches``: none eager)."""
         self._step = step
         self._signature = list(signature)
         self._eager_batches = EAGER_BATCHES if eager_batches is None else eager_batches
+        if expected_calls is not None and expected_calls > self._eager_batches:
+            self._eager_batches = 0
         self._compiled: Callable[..., Any] | None = None
         self.calls = 0
 

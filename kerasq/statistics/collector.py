@@ -62,8 +62,9 @@ def _make_step(probe: keras.Model, num_bins: int, observed: int) -> Callable[...
             return no_counts, empty, empty, empty, no_flags, no_sizes, sums
         lows = tf.stack([tf.reduce_min(t) for t in outputs])
         highs = tf.stack([tf.reduce_max(t) for t in outputs])
-        finite = tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in outputs])
-        sizes = tf.stack([tf.size(t) for t in outputs])
+        # min and max propagate NaN, so a tensor is finite exactly when both are: no per-tensor pass for it.
+        finite = tf.logical_and(tf.math.is_finite(lows), tf.math.is_finite(highs))
+        sizes = _sizes(outputs)
         amax = tf.maximum(tf.maximum(tf.abs(lows), tf.abs(highs)), _TINY)
         needed = tf.pow(2.0, tf.math.ceil(tf.math.log(amax) / tf.math.log(2.0)))
         needed = tf.where(needed < amax, needed * 2.0, needed)  # guard log rounding
@@ -71,9 +72,9 @@ def _make_step(probe: keras.Model, num_bins: int, observed: int) -> Callable[...
         finite = tf.logical_and(finite, tf.math.is_finite(hist_range))  # 2**128 overflows float32
 
         def histograms() -> tf.Tensor:
-            bounds = tf.stack([-hist_range, hist_range], axis=1)
+            bounds = tf.unstack(tf.stack([-hist_range, hist_range], axis=1))  # one op, not one slice each
             return tf.stack(
-                [tf.histogram_fixed_width(t, bounds[i], nbins=num_bins) for i, t in enumerate(outputs)]
+                [tf.histogram_fixed_width(t, b, nbins=num_bins) for t, b in zip(outputs, bounds, strict=True)]
             )
 
         def skipped() -> tf.Tensor:
@@ -84,6 +85,14 @@ def _make_step(probe: keras.Model, num_bins: int, observed: int) -> Callable[...
         return counts, hist_range, lows, highs, finite, sizes, sums
 
     return step
+
+
+def _sizes(outputs: list[tf.Tensor]) -> tf.Tensor:
+    """Element counts: from the static shape where it is known (always, run eagerly), else a ``tf.size``."""
+    known = [t.shape.num_elements() for t in outputs]
+    if all(n is not None for n in known):
+        return tf.constant(known, tf.int32)
+    return tf.stack([tf.size(t) for t in outputs])
 
 
 def collect_statistics(
@@ -110,7 +119,9 @@ def observe(
     every further output, in the same pass."""
     signature = input_signature(probe)
     step = BatchRunner(
-        _make_step(probe, num_bins, len(names)), [signature, tf.TensorSpec((len(names),), tf.float32)]
+        _make_step(probe, num_bins, len(names)),
+        [signature, tf.TensorSpec((len(names),), tf.float32)],
+        expected_calls=data.expected_batches(),
     )
     stats: list[TensorStats | None] = [None] * len(names)
     sums: list[np.ndarray] | None = None

@@ -75,6 +75,31 @@ def test_numpy_batching_and_max_batches():
     assert len(list(RepresentativeData(X, ONE, batch_size=10, max_batches=3))) == 3
 
 
+@pytest.mark.parametrize(
+    "source, specs, kwargs",
+    [
+        (X, ONE, {}),  # 70 samples: 32 + 32 + 6
+        ([X], ONE, {}),
+        ({"img": X}, ONE, {}),
+        ([X, V], TWO, {}),
+        (X, ONE, {"max_batches": 2}),
+        (X[:64], ONE, {}),  # no short last batch
+        ([[X[:35]], [X[35:]]], ONE, {}),  # a list of batches
+    ],
+    ids=["numpy", "numpy-list", "numpy-dict", "two-inputs", "max-batches", "exact", "batch-list"],
+)
+def test_expected_batches_are_known_before_reading_data_in_memory(source, specs, kwargs):
+    data = RepresentativeData(source, specs, batch_size=32, **kwargs)
+    assert data.expected_batches() == len(list(data))
+
+
+def test_expected_batches_of_a_generator_are_known_once_read_through():
+    data = RepresentativeData(_mct_gen, ONE)
+    assert data.expected_batches() is None
+    list(data)
+    assert data.expected_batches() == 4
+
+
 def test_integer_images_are_cast_not_rescaled():
     pixels = (X * 255).astype("uint8")
     (batch,) = RepresentativeData(pixels, ONE).first_batch()

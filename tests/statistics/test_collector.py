@@ -28,6 +28,23 @@ def test_runner_is_eager_first_then_traces_once_for_every_batch_size():
         np.testing.assert_array_equal(result, np.full(3, n + 0.5))
 
 
+def test_runner_traces_at_the_first_batch_when_more_batches_than_eager_ones_are_expected():
+    python_runs = []
+
+    def step(inputs):
+        python_runs.append(1)
+        return tf.reduce_sum(inputs[0])
+
+    signature = [[tf.TensorSpec((None, 3), tf.float32)]]
+    many = BatchRunner(step, signature, 2, expected_calls=3)
+    assert many([tf.ones((4, 3))]).numpy() == 12.0
+    assert many.compiled and len(python_runs) == 1  # the trace, no eager call
+    few = BatchRunner(step, signature, 2, expected_calls=2)
+    few([tf.ones((4, 3))])
+    few([tf.ones((4, 3))])
+    assert not few.compiled and len(python_runs) == 3  # two eager calls, no trace
+
+
 def _probe() -> keras.Model:
     keras.utils.set_random_seed(0)
     image = keras.Input((6, 6, 2))
