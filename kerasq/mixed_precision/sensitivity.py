@@ -43,9 +43,9 @@ from kerasq.params.quant_params import QuantParams
 from kerasq.params.selection import GridCache, QuantizationParams
 from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
-from kerasq.quantizers.fake_quant import fake_quant
+from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 from kerasq.quantizers.kernel_ops import weighted_forward
-from kerasq.quantizers.wrapper import QuantizeWrapper
+from kerasq.quantizers.wrapper import QuantizeWrapper, bias_on_grid
 
 _EPS = 1e-12
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
@@ -94,6 +94,15 @@ def _quantize(x: Any, p: QuantParams) -> Any:
     return fake_quant(x, scale, zero_point, p.qmin, p.qmax, p.rounding, p.n_bits)
 
 
+def _candidate_bias(layer: QuantizeWrapper, grid: dict[str, QuantParams], bias: Any) -> Any:
+    """The bias the final model adds with kernel grid ``grid``: ``bias`` (the layer's own when None) on the
+    int32 grid of the layer's input scale times the candidate's kernel scale."""
+    bias = getattr(layer.layer, "bias", None) if bias is None else bias
+    if list(grid) != ["kernel"]:
+        return bias
+    return bias_on_grid(bias, layer.input_scale, np.asarray(grid["kernel"].scale, np.float32))
+
+
 def _slices(x: Any, params: Sequence[QuantParams], n: int) -> Any:
     """Quantize slice k of a candidate-stacked batch with ``params[k]`` (a clean batch is tiled first)."""
     if x.shape[0] == n:
@@ -117,10 +126,13 @@ class _Executor:
                     self.quantizers[tid] = built.model.get_layer(name)
 
         self.kernels: dict[str, dict[str, Any]] = {}  # the reference grid's kernels, quantized once
+        self.biases: dict[str, Any] = {}  # and their biases, on the int32 grid the final model adds them on
+        self.producers = graph.producers()
         for node in graph.nodes:
             layer = built.layers.get(node.name)
             if isinstance(layer, QuantizeWrapper):
                 self.kernels[node.name] = layer.quantized_kernels()
+                self.biases[node.name] = layer.quantized_bias()
 
     def _call(self, node: Node, values: dict[int, Any]) -> list[Any]:
         def ref(v: Any) -> Any:
@@ -130,8 +142,43 @@ class _Executor:
         kwargs = keras.tree.map_structure(ref, node.kwargs)
         layer = self.built.layers[node.name]
         if node.name in self.kernels and len(args) == 1 and not kwargs:
-            return [weighted_forward(layer.kind, layer.layer, args[0], self.kernels[node.name])]
+            return [
+                weighted_forward(
+                    layer.kind, layer.layer, args[0], self.kernels[node.name], self.biases[node.name]
+                )
+            ]
         return keras.tree.flatten(layer(*args, **kwargs))
+
+    def _variant_input_scales(
+        self, node: Node, activation_params: dict[int, Sequence[QuantParams]]
+    ) -> list[float] | None:
+        """The input grid scale of each candidate when weighted ``node`` reads a candidate's tensor (directly or
+        through single-input ops without a quantizer of their own); None otherwise."""
+        if node.name not in self.kernels or len(node.inputs) != 1 or not activation_params:
+            return None
+        tensor = node.inputs[0]
+        while tensor not in activation_params:
+            producer = self.producers.get(tensor)
+            if producer is None or tensor in self.quantizers or len(producer.inputs) != 1:
+                return None
+            tensor = producer.inputs[0]
+        scales = [
+            grid_scale(np.float32(np.reshape(p.scale, -1)[0]), p.method.value)
+            for p in activation_params[tensor]
+        ]
+        return [float(keras.ops.convert_to_numpy(s)) for s in scales]
+
+    def _call_per_input_grid(self, node: Node, x: Any, scales: list[float]) -> list[Any]:
+        """Weighted ``node`` on a candidate-stacked input, each candidate's bias on its own input grid."""
+        layer = self.built.layers[node.name]
+        parts = ops.split(x, len(scales), axis=0)
+        outs = [
+            weighted_forward(
+                layer.kind, layer.layer, part, self.kernels[node.name], layer.quantized_bias(scale)
+            )
+            for part, scale in zip(parts, scales, strict=True)
+        ]
+        return [ops.concatenate(outs, axis=0)]
 
     def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
         """Every tensor as its consumers read it (after its quantizer), for the reference model."""
@@ -181,7 +228,7 @@ class _Executor:
                         layer.layer,
                         x,
                         {k: _quantize(getattr(layer.layer, k), p) for k, p in grid.items()},
-                        bias,
+                        _candidate_bias(layer, grid, bias),
                     )
                     for grid, bias in zip(kernel_params, biases or [None] * len(kernel_params), strict=True)
                 ]
@@ -191,7 +238,11 @@ class _Executor:
                     t: dirty[t] if t in dirty else ops.concatenate([values[t]] * n_variants, axis=0)
                     for t in node.inputs
                 }
-                results = self._call(node, local) if touched else self._call(node, values)
+                scales = self._variant_input_scales(node, activation_params) if touched else None
+                if scales is not None:  # a weighted layer whose input grid is the candidate's
+                    results = self._call_per_input_grid(node, local[node.inputs[0]], scales)
+                else:
+                    results = self._call(node, local) if touched else self._call(node, values)
             for tid, y in zip(node.outputs, results, strict=True):
                 if tid in activation_params:
                     dirty[tid] = _slices(y, activation_params[tid], n)

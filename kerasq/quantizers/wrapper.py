@@ -16,6 +16,17 @@ def _broadcast_shape(kernel_shape: tuple[int, ...], axes: list[int]) -> tuple[in
     return tuple(dim if i in axes else 1 for i, dim in enumerate(kernel_shape))
 
 
+def bias_on_grid(bias: Any, input_scale: float | None, kernel_scale: Any) -> Any:
+    """``bias`` rounded to steps of ``input_scale * kernel_scale`` (straight-through), the grid TFLite stores it
+    on as int32; unchanged when ``input_scale`` is None or the kernel's scales are not one per output channel
+    (nor one for all)."""
+    step = keras.ops.reshape(kernel_scale, (-1,))
+    if bias is None or input_scale is None or step.shape[0] not in (1, bias.shape[0]):
+        return bias
+    step = input_scale * keras.ops.cast(step, "float32")
+    return round_ste(bias / step) * step
+
+
 @keras.saving.register_keras_serializable(package="kerasq")
 class QuantizeWrapper(keras.layers.Wrapper):
     """Wraps a conv/dense-like layer; its kernels pass through per-channel fake quantization.
@@ -88,19 +99,17 @@ class QuantizeWrapper(keras.layers.Wrapper):
             )  # fmt: skip
         return kernels
 
-    def quantized_bias(self) -> Any:
+    def quantized_bias(self, input_scale: float | None = None) -> Any:
         """The bias as an integer runtime adds it: rounded to steps of ``input_scale`` times the kernel's scale
         of each output channel (TFLite's int32 bias). Unrounded without an ``input_scale`` or a single-kernel
-        grid whose channels are the bias's; None for a layer without bias."""
+        grid whose channels are the bias's; None for a layer without bias. ``input_scale``: another input grid
+        than the layer's own (``self.input_scale``)."""
         bias = getattr(self.layer, "bias", None)
-        if bias is None or self.input_scale is None or list(self.kernel_quantizers) != ["kernel"]:
+        input_scale = self.input_scale if input_scale is None else input_scale
+        if bias is None or input_scale is None or list(self.kernel_quantizers) != ["kernel"]:
             return bias
         scale, _ = self._grid_vars["kernel"]
-        scale = grid_scale(scale, self.kernel_quantizers["kernel"]["method"])
-        step = self.input_scale * keras.ops.reshape(scale, (-1,))
-        if step.shape[0] not in (1, bias.shape[0]):
-            return bias
-        return round_ste(bias / step) * step
+        return bias_on_grid(bias, input_scale, grid_scale(scale, self.kernel_quantizers["kernel"]["method"]))
 
     def call(self, inputs: Any) -> Any:
         kernels, bias = self.quantized_kernels(), self.quantized_bias()
