@@ -185,6 +185,7 @@ def build_model(
     kinds = _neighbour_kinds(graph) if fused_params else {}
     tensors: dict[int, Any] = {}  # id -> tensor consumers read (quantized when planned)
     raw: dict[int, Any] = {}  # id -> tensor before its activation quantizer
+    quantizers: dict[int, ActivationQuantizer] = {}  # id -> the quantizer it passes through
 
     def publish(ids: list[int], values: list[Any], producer: str) -> None:
         for k, (tid, value) in enumerate(zip(ids, values, strict=True)):
@@ -197,7 +198,8 @@ def build_model(
             if tid in act_params:
                 qname = quantizer_name(producer, k, len(ids))
                 references = (reference_inputs or {}).get(tid)
-                value = activation_quantizer.from_params(act_params[tid], qname, references)(value)
+                quantizers[tid] = activation_quantizer.from_params(act_params[tid], qname, references)
+                value = quantizers[tid](value)
             tensors[tid] = value
 
     inputs = []
@@ -218,7 +220,10 @@ def build_model(
                 weights_to_load.append((op, node))
             if node.name in weight_params:
                 grids = {k: _kernel_grid(p) for k, p in weight_params[node.name].items()}
-                op = wrapper(op, kind=node.kind, kernel_quantizers=grids, name=f"quant_{node.name}")
+                scale = _input_scale(node, quantizers, plan)
+                op = wrapper(
+                    op, kind=node.kind, kernel_quantizers=grids, input_scale=scale, name=f"quant_{node.name}"
+                )
             by_op[id(node.op)] = op
         layers[node.name] = op
         outputs = op(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
@@ -233,6 +238,23 @@ def build_model(
         for kernel_name, kernel_params in kernels.items():
             layers[node_name].set_params(kernel_name, kernel_params)
     return BuiltModel(model=model, tensors=raw, layers=layers)
+
+
+def _input_scale(
+    node: Node, quantizers: dict[int, ActivationQuantizer], plan: QuantizationPlan | None
+) -> float | None:
+    """The scale of the grid ``node``'s (first) input is on: its quantizer's, also through grid-preserving ops
+    (a max pool, a flatten); None when the input is not quantized. An integer runtime stores the bias of the
+    layer on steps of this scale times the kernel's."""
+    if not node.inputs:
+        return None
+    tensor, seen = node.inputs[0], set()
+    inherits = plan.inherits if plan is not None else {}
+    while tensor not in quantizers and tensor in inherits and tensor not in seen:
+        seen.add(tensor)
+        tensor = inherits[tensor]
+    quantizer = quantizers.get(tensor)
+    return None if quantizer is None else quantizer.grid()[0]
 
 
 def _kernel_params_per_layer(

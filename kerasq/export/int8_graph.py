@@ -219,7 +219,9 @@ class TFQuantizedWeighted(keras.layers.Layer):
         # The kernel already on its (possibly < 8-bit) grid: the int8 fake quant below is then exact.
         kernel = np.asarray(source.quantized_kernels()["kernel"], np.float32)
         self.requantized: str | None = None
-        bias = self.factor * np.asarray(self.layer.bias.numpy()) if self.layer.bias is not None else 0.0
+        # the bias on its int32 grid, as the Keras model adds it: the converter's own rounding is then exact
+        bias = source.quantized_bias()
+        bias = self.factor * keras.ops.convert_to_numpy(bias) if bias is not None else 0.0
         has_bias = self.layer.bias is not None or self.offset != 0.0
         self._bias = np.asarray(bias + self.offset, np.float32) if has_bias else None
         self._layout_kernel(

@@ -50,6 +50,7 @@ from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
+from kerasq.quantizers.wrapper import bias_on_grid
 
 _EPS = 1e-12
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
@@ -90,7 +91,7 @@ class Sensitivity:
         params = grids.params_for(plan)
         same = self.corrector is not None and self.corrector.graph is graph
         corrected = (self.corrector if same else _BiasCorrector(graph, self.input_means)).corrected(params)
-        values = _Executor(corrected, *self.layers, params).reference(self.samples)
+        values = _Executor(corrected, *self.layers, params, plan.inherits).reference(self.samples)
         outputs = set(graph.output_ids())
         d = [
             _nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True) if t in outputs
@@ -166,8 +167,10 @@ class _Executor:
     No model is built: ``layers`` and ``linear`` are ``executor_layers``' (of ``graph`` before bias
     correction). Weighted linear nodes run through ``weighted_forward`` with their float kernels, or, where
     ``params`` has grids, their kernels fake-quantized once as ``QuantizeWrapper`` does, and their bias
-    from ``graph`` (bias-corrected). Every planned tensor is fake-quantized as its ``ActivationQuantizer``
-    would. A layer called by several nodes has one kernel: its first call's grid and weights (the builder's).
+    from ``graph`` (bias-corrected) on its int32 grid (steps of the input grid's scale times the kernel's,
+    ``bias_on_grid``; the input grid found through ``inherits``, the plan's grid-preserving ops, as the builder
+    finds it). Every planned tensor is fake-quantized as its ``ActivationQuantizer`` would. A layer called by
+    several nodes has one kernel and one bias: its first call's grids and weights (the builder's).
     """
 
     def __init__(
@@ -176,14 +179,18 @@ class _Executor:
         layers: dict[str, Any],
         linear: dict[str, dict[str, Any]],
         params: QuantizationParams,
+        inherits: dict[int, int] | None = None,
     ) -> None:
         self.graph, self.layers, self.linear = graph, layers, linear
-        self.grids = params.activations
+        self.grids, self.inherits = params.activations, inherits or {}
         self._grid_cache: dict[
             tuple, tuple
         ] = {}  # (id of grid, shape, how) -> (grid, scale, zero point, rounding)
         self.kernels: dict[str, dict[str, Any]] = {}  # the grid's kernels, quantized once (else float)
-        self.biases: dict[str, Any] = {}
+        self.biases: dict[str, Any] = {}  # as the layer adds them (on their int32 grid when it has one)
+        self.float_biases: dict[str, Any] = {}  # before that rounding (bias-corrected)
+        self.input_scales: dict[str, float | None] = {}  # the scale of the grid the layer's input is on
+        self.kernel_grids: dict[str, dict[str, QuantParams]] = {}
         by_name = {node.name: node for node in graph.nodes}
         for first, calls in graph.layer_calls().items():
             if first not in linear:
@@ -196,8 +203,39 @@ class _Executor:
             }
             node = by_name[first]  # its bias: corrected (weights set), else the float one
             bias = linear[first].get("bias") if node.weights is None else named_weights(node).get("bias")
+            scale = self._input_scale(node.inputs[0]) if node.inputs else None
+            on_grid = self.bias_for(bias, scale, grids, _KERNEL)
             for name in calls:
-                self.kernels[name], self.biases[name] = kernels, bias
+                self.kernels[name], self.biases[name] = kernels, on_grid
+                self.float_biases[name], self.input_scales[name] = bias, scale
+                self.kernel_grids[name] = grids
+
+    def _grid_source(self, tensor: int) -> int | None:
+        """The tensor whose grid ``tensor`` is on (itself, or up through grid-preserving ops); None: none."""
+        seen: set[int] = set()
+        while tensor not in self.grids and tensor in self.inherits and tensor not in seen:
+            seen.add(tensor)
+            tensor = self.inherits[tensor]
+        return tensor if tensor in self.grids else None
+
+    def _input_scale(self, tensor: int, grid: QuantParams | None = None) -> float | None:
+        """The scale of ``grid`` (default: the grid ``tensor`` is on), as its ``ActivationQuantizer`` uses it."""
+        if grid is None:
+            source = self._grid_source(tensor)
+            if source is None:
+                return None
+            grid = self.grids[source]
+        scale = grid_scale(np.float32(np.reshape(grid.scale, -1)[0]), grid.method.value)
+        return float(ops.convert_to_numpy(scale))
+
+    def bias_for(self, bias: Any, input_scale: float | None, grids: dict[str, QuantParams], how: str) -> Any:
+        """``bias`` on the int32 grid of ``input_scale`` times the kernel grid's scale (``how``: the kernel's
+        quantization, ``_KERNEL`` or ``_CANDIDATE``), as ``QuantizeWrapper.quantized_bias`` adds it."""
+        if bias is None or input_scale is None or list(grids) != ["kernel"]:
+            return bias
+        p = grids["kernel"]
+        step = _grid_tensors(p, (int(np.size(p.scale)),), how)[0]
+        return bias_on_grid(ops.convert_to_tensor(bias), input_scale, step)
 
     def quantize(self, x: Any, p: QuantParams, how: str) -> Any:
         """``x`` fake-quantized on ``p`` (``how``: see ``_grid_tensors``; its tensors made once per grid)."""
@@ -231,6 +269,34 @@ class _Executor:
                 weighted_forward(node.kind, layer, args[0], self.kernels[node.name], self.biases[node.name])
             ]
         return keras.tree.flatten(layer(*args, **kwargs))
+
+    def _candidate_input_scales(
+        self, node: Node, activation_params: dict[int, Sequence[QuantParams]]
+    ) -> list[float | None] | None:
+        """Each candidate's input scale when weighted ``node`` reads a tensor on a candidate grid; else None."""
+        if node.name not in self.kernels or not node.inputs:
+            return None
+        tensor, seen = node.inputs[0], set()
+        while tensor not in activation_params and tensor in self.inherits and tensor not in seen:
+            seen.add(tensor)
+            tensor = self.inherits[tensor]
+        if tensor not in activation_params:
+            return None
+        return [self._input_scale(tensor, p) for p in activation_params[tensor]]
+
+    def _call_per_input_grid(self, node: Node, x: Any, scales: list[float | None]) -> list[Any]:
+        """Weighted ``node`` on a candidate-stacked input, each candidate's bias on its own input grid."""
+        outs = [
+            weighted_forward(
+                node.kind,
+                self.layers[node.name],
+                part,
+                self.kernels[node.name],
+                self.bias_for(self.float_biases[node.name], scale, self.kernel_grids[node.name], _KERNEL),
+            )
+            for part, scale in zip(ops.split(x, len(scales), axis=0), scales, strict=True)
+        ]
+        return [ops.concatenate(outs, axis=0)]
 
     def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
         """Every tensor as its consumers read it (after its quantizer), for the reference model."""
@@ -279,7 +345,12 @@ class _Executor:
                         layer,
                         x,
                         {k: self.quantize(self.linear[node.name][k], p, _CANDIDATE) for k, p in grid.items()},
-                        self.biases.get(node.name) if bias is None else bias,
+                        self.bias_for(
+                            self.float_biases.get(node.name) if bias is None else bias,
+                            self.input_scales.get(node.name),
+                            grid,
+                            _CANDIDATE,
+                        ),
                     )
                     for grid, bias in zip(kernel_params, biases or [None] * len(kernel_params), strict=True)
                 ]
@@ -289,7 +360,11 @@ class _Executor:
                     t: dirty[t] if t in dirty else ops.concatenate([values[t]] * n_variants, axis=0)
                     for t in node.inputs
                 }
-                results = self._call(node, local) if touched else self._call(node, values)
+                scales = self._candidate_input_scales(node, activation_params) if touched else None
+                if scales is not None:  # a weighted layer whose input grid is the candidate's
+                    results = self._call_per_input_grid(node, local[node.inputs[0]], scales)
+                else:
+                    results = self._call(node, local) if touched else self._call(node, values)
             for tid, y in zip(node.outputs, results, strict=True):
                 if tid in activation_params:
                     dirty[tid] = self._slices(y, activation_params[tid], n)
@@ -439,7 +514,9 @@ def compute_sensitivity(
     reference_params = grids.params_for(reference_plan)
     layers = executor_layers(graph)
     corrector = _BiasCorrector(graph, input_means)
-    executor = _Executor(corrector.corrected(reference_params), *layers, reference_params)
+    executor = _Executor(
+        corrector.corrected(reference_params), *layers, reference_params, reference_plan.inherits
+    )
     points = interest_points(graph, plan)
     float_values = _Executor(graph, *layers, QuantizationParams({}, {})).reference(samples)
     floats = [np.asarray(float_values[t], np.float64) for t, _ in points]

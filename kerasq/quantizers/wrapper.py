@@ -8,12 +8,23 @@ import keras
 import numpy as np
 
 from kerasq.params import QuantParams
-from kerasq.quantizers.fake_quant import fake_quant, grid_scale
+from kerasq.quantizers.fake_quant import fake_quant, grid_scale, round_ste
 from kerasq.quantizers.kernel_ops import weighted_forward
 
 
 def _broadcast_shape(kernel_shape: tuple[int, ...], axes: list[int]) -> tuple[int, ...]:
     return tuple(dim if i in axes else 1 for i, dim in enumerate(kernel_shape))
+
+
+def bias_on_grid(bias: Any, input_scale: float | None, kernel_scale: Any) -> Any:
+    """``bias`` rounded to steps of ``input_scale * kernel_scale`` (straight-through), the grid TFLite stores it
+    on as int32; unchanged when ``input_scale`` is None or the kernel's scales are not one per output channel
+    (nor one for all)."""
+    step = keras.ops.reshape(kernel_scale, (-1,))
+    if bias is None or input_scale is None or step.shape[0] not in (1, bias.shape[0]):
+        return bias
+    step = input_scale * keras.ops.cast(step, "float32")
+    return round_ste(bias / step) * step
 
 
 @keras.saving.register_keras_serializable(package="kerasq")
@@ -27,6 +38,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
             ``{"n_bits", "qmin", "qmax", "method", "axes"}`` (``axes``: kernel axes holding channels;
             empty for per-tensor).
         train_scale: the kernel scales are trainable (quantization-aware training; see ``kerasq.qat``).
+        input_scale: the scale of the grid the layer's input is on (None: its input is not on a known grid).
+            The bias is then added on its integer grid, steps of ``input_scale * kernel scale`` per output
+            channel, as integer runtimes store it (``quantized_bias``).
     """
 
     def __init__(
@@ -35,10 +49,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
         kind: str,
         kernel_quantizers: dict[str, dict],
         train_scale: bool = False,
+        input_scale: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(layer, **kwargs)
         self.train_scale = bool(train_scale)
+        self.input_scale = None if input_scale is None else float(input_scale)
         self.kind = kind
         self.kernel_quantizers = {name: dict(spec) for name, spec in kernel_quantizers.items()}
         self._grid_vars: dict[str, tuple[Any, Any]] = {}
@@ -83,13 +99,29 @@ class QuantizeWrapper(keras.layers.Wrapper):
             )  # fmt: skip
         return kernels
 
+    def quantized_bias(self, input_scale: float | None = None) -> Any:
+        """The bias as an integer runtime adds it: rounded to steps of ``input_scale`` times the kernel's scale
+        of each output channel (TFLite's int32 bias). Unrounded without an ``input_scale`` or a single-kernel
+        grid whose channels are the bias's; None for a layer without bias. ``input_scale``: another input grid
+        than the layer's own (``self.input_scale``)."""
+        bias = getattr(self.layer, "bias", None)
+        input_scale = self.input_scale if input_scale is None else input_scale
+        if bias is None or input_scale is None or list(self.kernel_quantizers) != ["kernel"]:
+            return bias
+        scale, _ = self._grid_vars["kernel"]
+        return bias_on_grid(bias, input_scale, grid_scale(scale, self.kernel_quantizers["kernel"]["method"]))
+
     def call(self, inputs: Any) -> Any:
-        return weighted_forward(self.kind, self.layer, inputs, self.quantized_kernels())
+        kernels, bias = self.quantized_kernels(), self.quantized_bias()
+        return weighted_forward(self.kind, self.layer, inputs, kernels, bias)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(kind=self.kind, kernel_quantizers=self.kernel_quantizers, train_scale=self.train_scale)
+        config.update(
+            kind=self.kind, kernel_quantizers=self.kernel_quantizers, train_scale=self.train_scale,
+            input_scale=self.input_scale,
+        )  # fmt: skip
         return config

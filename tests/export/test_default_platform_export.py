@@ -122,7 +122,12 @@ def test_the_file_agrees_with_the_keras_model_on_real_images(exported, cifar):
     quantizes what TFLite stores. Measured on these nets (2,000 test images, one training each): top-1
     agreement 98.4-99.0%, SQNR 27-32 dB; for comparison the Keras quantized model agrees with the float
     model on 96.5-97.8%. With the no-clipping weight grids and shift-negative correction on (2026-12-01) the
-    squeeze-and-excite net agreed on 97.8% (one run): below issue 12's 99% goal."""
+    squeeze-and-excite net agreed on 97.8% (one run), 97.7% with biases on their int32 grid: below issue 12's
+    99% goal. Layer by layer (file vs Keras given the file's own inputs) its convolutions are exact; what differs
+    is what TFLite cannot do in one rounding: the three stored fused tensors (swish input 26% of the swish
+    outputs one step off, hard-swish input 13%, the add's conv operand 34%) and TFLite's swish, a LOGISTIC onto
+    its fixed 1/256 grid then a MUL. A Keras model that also rounded those agrees on 99.5% (fused tensors) and
+    99.8% (and the swish's sigmoid): an imx500 model does not round them, so the bar stays below 99%."""
     _, q_model, conversion = exported
     agreement, sqnr = _agreement(q_model, conversion.flatbuffer, cifar[2])
     assert agreement >= 0.975
@@ -130,7 +135,9 @@ def test_the_file_agrees_with_the_keras_model_on_real_images(exported, cifar):
 
 
 def test_on_the_tflite_platform_the_file_agrees_on_99_percent(trained, cifar):
-    """Measured: 99.2-99.9% top-1 agreement, SQNR 33-38 dB; nothing requantized."""
+    """Measured: 99.2-99.9% top-1 agreement, SQNR 33-38 dB; nothing requantized. The squeeze-and-excite net's
+    0.9% left is TFLite's swish (its sigmoid rounded onto 1/256 before the multiply): a Keras swish rounded so
+    agreed on 100% of the 2,000 images."""
     _, model = trained
     q_model, conversion = _export(model, cifar[0][:256], "tflite")
     assert conversion.requantized == ()
