@@ -321,7 +321,10 @@ def solve(problem: MixedPrecisionProblem, *, time_limit: float = 60.0) -> np.nda
     bvec = np.array([budgets[r] for r in prog.resources])
     scale = _row_scale(prog, bvec)
     x, cons, expr = _model(prog, scale)
-    cons.append(expr <= (bvec - prog.const) / scale)
+    # Within ``_fits``' tolerance, as the reachability check above: a budget a hair below the minimum that
+    # check accepted must not be infeasible for HiGHS (the fit is checked exactly after each solve).
+    slack = 2 * _RTOL * np.abs(bvec)
+    cons.append(expr <= (bvec + slack - prog.const) / scale)
     obj = np.concatenate([s - s.min() for s in sens])  # per-unit shifts do not move the optimum
     obj = obj / obj.max() if obj.max() > 0 else obj
     for _ in range(_MAX_CUTS):
