@@ -50,7 +50,7 @@ from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
-from kerasq.quantizers.wrapper import bias_on_grid
+from kerasq.quantizers.wrapper import bias_on_grid, int8_storage_steps
 
 _EPS = 1e-12
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
@@ -234,7 +234,9 @@ class _Executor:
         if bias is None or input_scale is None or list(grids) != ["kernel"]:
             return bias
         p = grids["kernel"]
-        step = _grid_tensors(p, (int(np.size(p.scale)),), how)[0]
+        step = _grid_tensors(p, (int(np.size(p.scale)),), how)[0] / int8_storage_steps(
+            p.n_bits, p.qmin, p.qmax
+        )
         return bias_on_grid(ops.convert_to_tensor(bias), input_scale, step)
 
     def quantize(self, x: Any, p: QuantParams, how: str) -> Any:

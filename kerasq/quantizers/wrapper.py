@@ -16,6 +16,16 @@ def _broadcast_shape(kernel_shape: tuple[int, ...], axes: list[int]) -> tuple[in
     return tuple(dim if i in axes else 1 for i, dim in enumerate(kernel_shape))
 
 
+def int8_storage_steps(n_bits: int, qmin: int, qmax: int) -> int:
+    """int8 steps per step of a kernel grid when the kernel is stored in int8 at the finest scale that holds
+    its levels exactly: 1 from 8 bits up, ``127 // max|level|`` below (15 at 4 bits: [-8, 7] as multiples of 15
+    within [-127, 127]; 63 at 2 bits). TFLite stores a bias in int32 at input scale times the stored kernel
+    scale, so the finer storage keeps the bias rounding of a 4-bit layer as small as an 8-bit one's."""
+    if n_bits >= 8:
+        return 1
+    return max(1, 127 // max(-int(qmin), int(qmax), 1))
+
+
 def bias_on_grid(bias: Any, input_scale: float | None, kernel_scale: Any) -> Any:
     """``bias`` rounded to steps of ``input_scale * kernel_scale`` (straight-through), the grid TFLite stores it
     on as int32; unchanged when ``input_scale`` is None or the kernel's scales are not one per output channel
@@ -100,8 +110,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         return kernels
 
     def quantized_bias(self, input_scale: float | None = None) -> Any:
-        """The bias as an integer runtime adds it: rounded to steps of ``input_scale`` times the kernel's scale
-        of each output channel (TFLite's int32 bias). Unrounded without an ``input_scale`` or a single-kernel
+        """The bias as an integer runtime adds it: rounded to steps of ``input_scale`` times the kernel's int8
+        storage scale of each output channel (TFLite's int32 bias; ``int8_storage_steps``). Unrounded without an ``input_scale`` or a single-kernel
         grid whose channels are the bias's; None for a layer without bias. ``input_scale``: another input grid
         than the layer's own (``self.input_scale``)."""
         bias = getattr(self.layer, "bias", None)
@@ -109,7 +119,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
         if bias is None or input_scale is None or list(self.kernel_quantizers) != ["kernel"]:
             return bias
         scale, _ = self._grid_vars["kernel"]
-        return bias_on_grid(bias, input_scale, grid_scale(scale, self.kernel_quantizers["kernel"]["method"]))
+        spec = self.kernel_quantizers["kernel"]
+        steps = int8_storage_steps(spec["n_bits"], spec["qmin"], spec["qmax"])
+        return bias_on_grid(bias, input_scale, grid_scale(scale, spec["method"]) / steps)
 
     def call(self, inputs: Any) -> Any:
         kernels, bias = self.quantized_kernels(), self.quantized_bias()

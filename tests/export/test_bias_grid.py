@@ -48,6 +48,7 @@ def relu_then_bn_net() -> keras.Model:
 @pytest.fixture(scope="module", params=["imx500", "tflite"])
 def quantized(request):
     """(q_model, conversion, images) on one platform."""
+    keras.utils.set_random_seed(0)  # the kernels' initialization: not left to the tests run before
     data = np.random.default_rng(1).uniform(0, 1, (64, 8, 8, 3)).astype("float32")
     tpc = kerasq.get_target_platform_capabilities(request.param)
     q_model, _ = kerasq.ptq.keras_post_training_quantization(
@@ -101,7 +102,9 @@ def test_the_bias_is_on_its_int32_grid(quantized):
 def test_the_file_computes_the_normalization_exactly(quantized):
     q_model, conversion, data = quantized
     steps = _bn_output_steps(q_model, conversion.flatbuffer, data)
-    assert np.mean(steps != 0) == 0.0  # with a float bias in Keras: every dead channel the rounding moved
+    # With a float bias in Keras: every element of the dead channels the rounding moved (up to 2 of 16
+    # channels). Left: float32 ties TFLite's integer arithmetic decides (0 to 1 element in 36,864, seeds 0-7).
+    assert np.mean(steps != 0) <= 1e-4
     out = q_model.predict(data, verbose=0)
     np.testing.assert_allclose(predict_litert(conversion.flatbuffer, data), out, atol=1e-5)
 
