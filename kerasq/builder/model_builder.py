@@ -22,7 +22,7 @@ from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node, resolve_refs
 from kerasq.params import QuantParams
 from kerasq.params.selection import QuantizationParams
-from kerasq.platform.assign import QuantizationPlan
+from kerasq.platform.assign import QuantizationPlan, inherited_from
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
 
 
@@ -248,11 +248,7 @@ def _input_scale(
     layer on steps of this scale times the kernel's."""
     if not node.inputs:
         return None
-    tensor, seen = node.inputs[0], set()
-    inherits = plan.inherits if plan is not None else {}
-    while tensor not in quantizers and tensor in inherits and tensor not in seen:
-        seen.add(tensor)
-        tensor = inherits[tensor]
+    tensor = inherited_from(plan.inherits if plan is not None else {}, node.inputs[0], quantizers)
     quantizer = quantizers.get(tensor)
     return None if quantizer is None else quantizer.grid()[0]
 

@@ -226,12 +226,13 @@ class TFQuantizedWeighted(keras.layers.Layer):
         has_bias = self.layer.bias is not None or self.offset != 0.0
         self._bias = np.asarray(bias + self.offset, np.float32) if has_bias else None
         # int8 storage at the finest scale holding the grid's levels, which the Keras bias grid assumes
-        steps = 1 if self.bits == 4 else int8_storage_steps(spec["n_bits"], spec["qmin"], spec["qmax"])
-        if self.bits == 4 and has_bias and int8_storage_steps(spec["n_bits"], spec["qmin"], spec["qmax"]) > 1:
+        finer = int8_storage_steps(spec["n_bits"], spec["qmin"], spec["qmax"])
+        if self.bits == 4 and has_bias and finer > 1:
             self.requantized = (
                 "bias stored in int32 at input scale x the int4 kernel's scale, a coarser grid than the Keras "
                 "model's (which assumes the kernel stored in int8; export without int4_weights to match it)"
             )
+        steps = 1 if self.bits == 4 else finer  # int4 storage: the grid's own scale
         self._layout_kernel(
             kernel * self.factor, np.asarray(scale, np.float32) * abs(self.factor) / steps, list(spec["axes"])
         )

@@ -46,7 +46,7 @@ from kerasq.mixed_precision.hessian import activation_hessian_scores
 from kerasq.mixed_precision.units import Unit, apply_bits, unit_tensors
 from kerasq.params.quant_params import HALF_TO_EVEN, QuantParams
 from kerasq.params.selection import GridCache, QuantizationParams
-from kerasq.platform.assign import QuantizationPlan
+from kerasq.platform.assign import QuantizationPlan, inherited_from
 from kerasq.progress import progress
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
 from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
@@ -212,10 +212,7 @@ class _Executor:
 
     def _grid_source(self, tensor: int) -> int | None:
         """The tensor whose grid ``tensor`` is on (itself, or up through grid-preserving ops); None: none."""
-        seen: set[int] = set()
-        while tensor not in self.grids and tensor in self.inherits and tensor not in seen:
-            seen.add(tensor)
-            tensor = self.inherits[tensor]
+        tensor = inherited_from(self.inherits, tensor, self.grids)
         return tensor if tensor in self.grids else None
 
     def _input_scale(self, tensor: int, grid: QuantParams | None = None) -> float | None:
@@ -278,10 +275,7 @@ class _Executor:
         """Each candidate's input scale when weighted ``node`` reads a tensor on a candidate grid; else None."""
         if node.name not in self.kernels or not node.inputs:
             return None
-        tensor, seen = node.inputs[0], set()
-        while tensor not in activation_params and tensor in self.inherits and tensor not in seen:
-            seen.add(tensor)
-            tensor = self.inherits[tensor]
+        tensor = inherited_from(self.inherits, node.inputs[0], activation_params)
         if tensor not in activation_params:
             return None
         return [self._input_scale(tensor, p) for p in activation_params[tensor]]

@@ -6,6 +6,7 @@ the model builder all read.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -179,12 +180,19 @@ def _round_onto_input_grid(
     )
 
 
+def inherited_from(inherits: dict[int, int], tensor: int, quantized: Container[int]) -> int:
+    """``tensor``, or the first tensor in ``quantized`` up its chain of grid-preserving ops (``inherits``, a
+    plan's): the one whose grid it is on (the last one reached when none is quantized)."""
+    seen = set()
+    while tensor not in quantized and tensor in inherits and tensor not in seen:
+        seen.add(tensor)
+        tensor = inherits[tensor]
+    return tensor
+
+
 def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:
     """The tensor whose quantizer sets ``tensor``'s grid (through preserving ops and shared grids); None = float."""
-    seen = set()
-    while tensor not in plan.activations and tensor in plan.inherits and tensor not in seen:
-        seen.add(tensor)
-        tensor = plan.inherits[tensor]
+    tensor = inherited_from(plan.inherits, tensor, plan.activations)
     spec = plan.activations.get(tensor)
     if spec is None:
         return None

@@ -500,3 +500,23 @@ def test_a_per_channel_affine_with_one_offset_exports_exactly(sequence):
     keras_out, file_out = np.asarray(q_model(data[:8])), _litert(flatbuffer, data[:8])
     sqnr = 10 * np.log10(np.sum(keras_out**2) / max(np.sum((file_out - keras_out) ** 2), 1e-30))
     assert sqnr >= 60.0
+
+
+def test_int4_storage_reports_the_coarser_bias_grid_and_int8_does_not(images):
+    """Stored as int4, a 4-bit kernel keeps its own scale, so its int32 bias is 15 times coarser than the Keras
+    model assumes (int8 storage): the report names every such layer; the int8 file has no such place."""
+    from kerasq.export.tflite import convert
+
+    keras.utils.set_random_seed(0)
+    q_model = _quantize(plain_net(), images[0], weights_n_bits=4)
+    with_bias = {
+        w.layer.name
+        for w in q_model.layers
+        if isinstance(w, kerasq.QuantizeWrapper) and w.layer.bias is not None
+    }
+    assert with_bias
+    int4 = convert(q_model, QuantizationFormat.INT8, int4_weights=True).requantized
+    coarse = {r.tensor for r in int4 if "coarser grid" in r.reason}
+    assert coarse == with_bias
+    int8 = convert(q_model, QuantizationFormat.INT8).requantized
+    assert not [r for r in int8 if "coarser grid" in r.reason]
