@@ -1,4 +1,4 @@
-"""Every ``keras.applications`` architecture through PTQ, INT8 export and LiteRT, on each platform.
+"""Every ``keras.applications`` architecture through PTQ, INT8 export, LiteRT and TFLM, on each platform.
 
     python -m benchmarks.coverage [--models all|NASNetMobile,ResNet50,...] [--platforms tflite,imx500]
         [--size 96] [--n-samples 32] [--eval-samples 64] [--data cifar|random] [--row-timeout 1800]
@@ -28,6 +28,12 @@ so a crash, an out-of-memory kill or a timeout is that row's gap, never the benc
 - Keras vs jittered Keras dB: the Keras quantized model against itself with about 1% of its input values
   moved one grid step (``jittered``): how far a network amplifies a one-step difference on a few values,
   which bounds the file-vs-Keras SQNR of any file whose rounding is not bit-identical to Keras's;
+- TFLM vs LiteRT dB / agree %: the same file run by TensorFlow Lite Micro (its reference kernels, as on a
+  microcontroller) against LiteRT's default kernels (XNNPACK and the optimized builtins), on the held-out images:
+  two runtimes of one file, whose requantizations round a few values differently. On these random-weight
+  networks that difference grows through the layers just like the file-vs-Keras one, so where this column is
+  below 30 dB no Keras model could reach 30 dB against both runtimes; TFLM arena KiB: the tensor arena the file
+  needs on a device (``kerasq.export.tflm.tflm_arena``);
 - float / gap: layers kerasq kept float (and why) and tensors the file left float; or, when a stage failed,
   ``GAP <stage>: <exception>``.
 """
@@ -180,7 +186,7 @@ def _on_alarm(signum, frame):
 def worker(
     platform: str, name: str, size: int, n_samples: int, eval_samples: int, data: str, timeout: int
 ) -> dict:
-    """One row: build, float pass, PTQ, export, LiteRT; the first failing stage ends the row as a gap."""
+    """One row: build, float pass, PTQ, export, LiteRT, TFLM; the first failing stage ends the row as a gap."""
     import numpy as np
 
     row: dict = {"model": name, "platform": platform}
@@ -194,6 +200,7 @@ def worker(
         from kerasq.export.file_bytes import file_bytes
         from kerasq.export.runtimes import predict_litert
         from kerasq.export.tflite import convert
+        from kerasq.export.tflm import predict_tflm, tflm_arena
         from kerasq.export.verify import sqnr_db, unrounded_twin
 
         model = build(name, size)
@@ -227,6 +234,11 @@ def worker(
         row["jitter_db"] = sqnr_db(keras_out, q_model.predict(jittered(held), batch_size=BATCH, verbose=0))
         row["agree"] = float(np.mean(np.argmax(keras_out, -1) == np.argmax(litert_out, -1)) * 100.0)
         row["floats"] = float_report(info, flatbuffer)
+        stage = "TFLM"
+        tflm_out = predict_tflm(flatbuffer, held)
+        row["tflm_db"] = sqnr_db(litert_out, tflm_out)
+        row["tflm_agree"] = float(np.mean(np.argmax(litert_out, -1) == np.argmax(tflm_out, -1)) * 100.0)
+        row["arena_kib"] = tflm_arena(flatbuffer).total / 1024
     except (Exception, RowTimeout) as err:  # a failing stage is the row's finding
         _gap(row, stage, err)
     finally:
@@ -239,6 +251,8 @@ COLUMNS = [("model", "architecture"), ("platform", "platform"), ("size", "px"), 
            ("bytes_per_param", "bytes / param"), ("floor_per_param", "format floor / param"),
            ("sqnr_db", "SQNR dB"), ("agree", "top-1 agree %"), ("keras_db", "Keras vs unrounded dB"),
            ("file_db", "file vs unrounded dB"), ("jitter_db", "Keras vs jittered Keras dB"),
+           ("tflm_db", "TFLM vs LiteRT dB"), ("tflm_agree", "TFLM vs LiteRT agree %"),
+           ("arena_kib", "TFLM arena KiB"),
            ("floats", "float / gap")]  # fmt: skip
 
 
