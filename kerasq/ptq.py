@@ -14,7 +14,8 @@ from kerasq.builder import LayerPool, build_model
 from kerasq.core.config import CoreConfig, QuantizationConfig
 from kerasq.core.enums import QuantizationErrorMethod
 from kerasq.core.resource_utilization import ResourceUtilization
-from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases, correct_biases
+from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases, correct_biases, with_kernels
+from kerasq.corrections.compensated_kernels import KernelCompensation
 from kerasq.corrections.concat_report import concat_range_warnings
 from kerasq.corrections.shift_negative import apply_shift_negative, shifted_input_means
 from kerasq.data import RepresentativeData, input_specs_from_model
@@ -59,6 +60,7 @@ class Prepared:
     input_means: dict[str, np.ndarray]  # weighted node -> its input averaged over samples (bias correction)
     warnings: list[str]  # findings users should act on (e.g. concat inputs with very different ranges)
     float_layers: LayerPool | None = None  # the statistics model's clones, for the quantized model to wrap
+    compensation: KernelCompensation | None = None  # low-bit kernels' error-compensated rounding (lazy)
 
 
 def keras_post_training_quantization(
@@ -110,7 +112,8 @@ def prepare(
     tpc: TargetPlatformCapabilities | None,
 ) -> Prepared:
     """read → rewrites → plan (platform + manual bits) → statistics → shift-negative correction → input means
-    (bias correction) → Hessian scores (HMSE) → grid cache."""
+    (bias correction) → Hessian scores (HMSE) → grid cache (and, for low-bit kernels, the input statistics of
+    compensated rounding, gathered when first needed)."""
     core_config, tpc = _resolve(core_config, tpc)
     qc = core_config.quantization_config
     graph, plan = plan_model(model, None, core_config, tpc)
@@ -136,21 +139,34 @@ def prepare(
         importance = kernel_importance(graph, plan, data.take(n_images))
     grids = GridCache(graph, stats, qc, importance)
     warnings += concat_range_warnings(graph, stats) + constant
-    return Prepared(model, graph, plan, data, grids, core_config, tpc, input_means, warnings, float_layers)
+    compensation = KernelCompensation(graph, data) if qc.weights_compensated_rounding else None
+    return Prepared(
+        model=model, graph=graph, plan=plan, data=data, grids=grids, core_config=core_config, tpc=tpc,
+        input_means=input_means, warnings=warnings, float_layers=float_layers, compensation=compensation,
+    )  # fmt: skip
 
 
 def finish(
     prepared: Prepared, plan: QuantizationPlan, mixed: MixedPrecisionReport | None = None
 ) -> tuple[keras.Model, QuantizationInfo]:
-    """Grids at the plan's widths → bias correction → quantized model → report."""
+    """Grids at the plan's widths → compensated rounding of low-bit kernels → bias correction → quantized model
+    → report."""
     graph, params = corrected(prepared, plan)
     return assemble(prepared, graph, plan, params, mixed)
 
 
-def corrected(prepared: Prepared, plan: QuantizationPlan) -> tuple[Graph, QuantizationParams]:
-    """The grids at the plan's widths, and the graph with biases corrected for those grids."""
+def corrected(
+    prepared: Prepared, plan: QuantizationPlan, compensate: bool = True
+) -> tuple[Graph, QuantizationParams]:
+    """The grids at the plan's widths, and the graph with biases corrected for those grids.
+
+    ``compensate``: low-bit kernels take their error-compensated rounding (when the configuration asks for it);
+    the graph then holds those kernels, already on their grids, and the biases correct their errors.
+    """
     params = prepared.grids.params_for(plan)
-    return correct_biases(prepared.graph, params, prepared.input_means), params
+    kernels = prepared.compensation.kernels(params) if compensate and prepared.compensation else {}
+    graph = correct_biases(prepared.graph, params, prepared.input_means, kernels)
+    return with_kernels(graph, kernels), params
 
 
 def assemble(

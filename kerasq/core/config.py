@@ -44,6 +44,12 @@ class QuantizationConfig:
         num_histogram_bins: histogram resolution for activation statistics (even, >= 64).
         weights_bias_correction: remove the mean output shift weight quantization causes, using the input of
             each conv / depthwise / dense layer averaged over the representative data (default on).
+        weights_compensated_rounding: round conv / depthwise / dense kernels of at most 7 bits with error
+            compensation (OPTQ, Frantar et al. 2023): row by row, each rounding error is spread over the rows not
+            rounded yet, weighted by the inverse of the layer's input correlation measured on the representative
+            data. The grids stay those the error method chose; only the level each value takes changes. Default
+            on (no MCT counterpart; 8-bit kernels always round to nearest, gradient-based PTQ learns its own
+            rounding).
         z_threshold: remove activation values whose z-score exceeds this before choosing thresholds
             (outliers; typical 5..20). None (default) keeps every value.
         shift_negative_activation_correction: activations with a negative tail (swish, gelu, elu, leaky relu,
@@ -74,6 +80,7 @@ class QuantizationConfig:
     weights_n_bits: int | None = None
     num_histogram_bins: int = 4096
     weights_bias_correction: bool = True
+    weights_compensated_rounding: bool = True
     z_threshold: float | None = None
     shift_negative_activation_correction: bool = True
     shift_negative_ratio: float = 0.05
@@ -112,7 +119,7 @@ class QuantizationConfig:
                 f"choice), got {self.weights_per_channel!r}."
             )
         _check_flags(
-            self, "weights_bias_correction", "shift_negative_activation_correction",
+            self, "weights_bias_correction", "weights_compensated_rounding", "shift_negative_activation_correction",
             "shift_negative_threshold_recalculation", "shift_negative_params_search", "concat_threshold_update",
             "linear_collapsing", "residual_collapsing", "relu_bound_to_power_of_2",
         )  # fmt: skip

@@ -33,21 +33,33 @@ def bias_shift(node: Node, error: np.ndarray, mean_input: np.ndarray) -> np.ndar
     return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
 
-def _corrected(node: Node, kernel_params: QuantParams, mean_input: np.ndarray) -> Node:
+def _corrected(
+    node: Node, kernel_params: QuantParams, mean_input: np.ndarray, quantized: np.ndarray | None = None
+) -> Node:
     weights = named_weights(node)
     kernel = weights["kernel"]
-    shift = bias_shift(node, kernel_params.fake_quant(kernel.astype(np.float64)) - kernel, mean_input)
+    if quantized is None:
+        quantized = kernel_params.fake_quant(kernel.astype(np.float64))
+    shift = bias_shift(node, quantized - kernel, mean_input)
     bias = weights.get("bias", np.zeros(shift.shape, np.float32)).astype(np.float64)
     weights["bias"] = (bias - shift).astype(np.float32)
     config = {**node.layer_config, "use_bias": True}
     return replace(node, config=config, weights=[weights[n] for n in weight_names(node.kind, use_bias=True)])
 
 
-def correct_biases(graph: Graph, params: QuantizationParams, input_means: dict[str, np.ndarray]) -> Graph:
+def correct_biases(
+    graph: Graph,
+    params: QuantizationParams,
+    input_means: dict[str, np.ndarray],
+    quantized_kernels: dict[str, np.ndarray] | None = None,
+) -> Graph:
     """A copy of ``graph`` whose quantized conv / depthwise / dense nodes have corrected biases.
 
     ``input_means``: node name -> the node's input averaged over samples (nodes without one are left alone).
+    ``quantized_kernels``: node name -> the kernel the quantized model will hold where it is not the nearest
+    rounding of the float one (error-compensated rounding); the shift is that kernel's error.
     """
+    quantized_kernels = quantized_kernels or {}
     nodes = []
     for node in graph.nodes:
         kernels = params.weights.get(node.name, {})
@@ -60,7 +72,9 @@ def correct_biases(graph: Graph, params: QuantizationParams, input_means: dict[s
             and node.name in input_means
             and channels_last
         ):
-            node = _corrected(node, kernels["kernel"], input_means[node.name])
+            node = _corrected(
+                node, kernels["kernel"], input_means[node.name], quantized_kernels.get(node.name)
+            )
         nodes.append(node)
     return graph.with_nodes(nodes)
 
@@ -83,5 +97,18 @@ def add_zero_biases(graph: Graph, names: set[str]) -> Graph:
             node = replace(
                 node, config=config, weights=[weights[n] for n in weight_names(node.kind, use_bias=True)]
             )
+        nodes.append(node)
+    return graph.with_nodes(nodes)
+
+
+def with_kernels(graph: Graph, kernels: dict[str, np.ndarray]) -> Graph:
+    """A copy of ``graph`` whose named nodes hold the given kernels (biases and other weights kept)."""
+    nodes = []
+    for node in graph.nodes:
+        if node.name in kernels:
+            weights = named_weights(node)
+            weights["kernel"] = kernels[node.name]
+            names = weight_names(node.kind, bool(node.layer_config.get("use_bias", False)))
+            node = replace(node, weights=[weights[n] for n in names])
         nodes.append(node)
     return graph.with_nodes(nodes)

@@ -68,7 +68,7 @@ def keras_gradient_post_training_quantization(
         )
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
     plan, mixed = choose_bits(prepared, target_resource_utilization)
-    graph, params = corrected(prepared, plan)
+    graph, params = corrected(prepared, plan, compensate=False)  # it learns the rounding of the float kernels
     data = prepared.data
     if gptq_representative_data_gen is not None:
         data = RepresentativeData(

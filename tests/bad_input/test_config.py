@@ -51,6 +51,7 @@ QUANTIZATION_CONFIG = [
         case
         for flag in (
             "weights_bias_correction",
+            "weights_compensated_rounding",
             "shift_negative_activation_correction",
             "shift_negative_threshold_recalculation",
             "shift_negative_params_search",
