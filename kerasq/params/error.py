@@ -13,10 +13,15 @@ version the same way, with each level's mass spread over the occupied part of it
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from kerasq.core.enums import QuantizationErrorMethod as E
 
+# relative floating-point slack of a clipping bound: far above the ~m * 2**-53 rounding of its sums and of a
+# candidate's error, so a candidate is only skipped when its error provably exceeds the best one's
+_BOUND_RELATIVE_SLACK = 1e-9
 _KL_EPS = 1e-4  # probability given to an occupied bin the quantized distribution leaves empty (TensorRT's)
 
 
@@ -76,6 +81,70 @@ def binned_lp_error(
         at = np.abs(lower[:, cols] - quantize(lower[:, cols], scale, zero_point, qmin, qmax)) ** p
         total += (at * np.where(point, w, 0.0)[:, cols]).sum(-1)
     return total / np.maximum(w.sum(-1), 1e-30)
+
+
+def _tail_sums(
+    lower: np.ndarray, upper: np.ndarray, density: np.ndarray, order: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Suffix sums over the bins [lower, upper] [m] (ascending, ``density``: count over width) of the moments
+    ``density * (upper**k - lower**k)`` for k = 1..order, and of their magnitudes: [order, m+1] each (column j:
+    the bins from j on)."""
+    up, low = np.empty((order, upper.size)), np.empty((order, lower.size))
+    up[0], low[0] = upper, lower
+    for k in range(1, order):  # products, not a general power
+        np.multiply(up[k - 1], upper, out=up[k])
+        np.multiply(low[k - 1], lower, out=low[k])
+    moments = density * (up - low)  # [order, m]
+
+    def suffix(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.cumsum(x[:, ::-1], axis=1)[:, ::-1], np.zeros((order, 1))], axis=1)
+
+    return suffix(moments), suffix(np.abs(moments))
+
+
+def _tail_error(
+    lower: np.ndarray, upper: np.ndarray, w: np.ndarray, end: np.ndarray, p: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(sum, slack)``: the Lp error mass ``sum_bins count/width * integral (x - end)^p dx`` over the values at
+    or above ``end`` [K] (x_hat = end there): the bins lying wholly above from moments, the part of the bin
+    straddling ``end`` directly; and a bound on its floating-point error. Point masses (zero width) are left
+    out."""
+    width = upper - lower
+    density = np.where(width > 0.0, w / np.where(width > 0.0, width, 1.0), 0.0)
+    sums, magnitudes = _tail_sums(lower, upper, density, p + 1)
+    first = np.searchsorted(lower, end, side="left")  # the first bin starting at or above the end
+    k = np.arange(1, p + 2)[:, None]
+    binomial = np.array([math.comb(p + 1, int(i)) for i in k[:, 0]], np.float64)[:, None]
+    coefficient = binomial * (-end[None]) ** (p + 1 - k)  # [p+1, K]
+    total = (coefficient * sums[:, first]).sum(0) / (p + 1)
+    slack = (np.abs(coefficient) * magnitudes[:, first]).sum(0) / (p + 1)
+    straddling = np.maximum(first - 1, 0)  # the bin before starts below the end, and may reach beyond it
+    beyond = np.where(first > 0, np.maximum(upper[straddling] - end, 0.0), 0.0)
+    partial = density[straddling] * beyond ** (p + 1) / (p + 1)
+    return total + partial, (slack + partial) * _BOUND_RELATIVE_SLACK
+
+
+def clipping_lower_bound(
+    lower: np.ndarray, upper: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
+    qmin: int, qmax: int, p: float,
+) -> np.ndarray | None:  # fmt: skip
+    """A lower bound [K, 1] on ``binned_lp_error`` of one histogram (``lower``/``upper``/``w`` [1, m]) for each
+    candidate grid [K, 1]: the error of the values beyond the grid's ends alone, where ``x_hat`` is the end
+    (every bin's error is non-negative, so the rest only adds), minus a generous bound on the floating-point
+    error of both this sum and the candidate's own; from prefix sums of the bins' moments, O(K + m) instead
+    of ``binned_lp_error``'s O(K m). None for a non-integer ``p`` (no polynomial moments)."""
+    if not float(p).is_integer() or p < 1 or lower.shape[0] != 1 or scale.shape[1] != 1:
+        return None
+    p = int(p)
+    s = scale[:, 0]
+    lo, hi = (qmin - zero_point[:, 0]) * s, (qmax - zero_point[:, 0]) * s
+    low, up, c = lower[0], upper[0], np.broadcast_to(w, lower.shape)[0]
+    above, above_slack = _tail_error(low, up, c, hi, p)
+    # below the low end: the mirror image (x -> -x) of the bins, above -lo
+    below, below_slack = _tail_error(-up[::-1], -low[::-1], c[::-1], -lo, p)
+    total_w = max(float(c.sum()), 1e-30)
+    bound = (above + below - above_slack - below_slack) / total_w
+    return bound[:, None]
 
 
 def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from kerasq.core.enums import QuantizationErrorMethod as E
 from kerasq.core.enums import QuantizationMethod as M
 from kerasq.errors import ConfigError, DataError
-from kerasq.params.error import binned_lp_error, candidate_errors
+from kerasq.params.error import binned_lp_error, candidate_errors, clipping_lower_bound
 from kerasq.params.quant_params import (
     MIN_SCALE,
     QuantParams,
@@ -53,6 +53,7 @@ _UNIFORM_ACT_SHRINK = np.unique(np.concatenate([np.geomspace(2.0**-8, 0.3, 12), 
 ]
 _KL_ELEMENTS = 2**19  # candidates x bins per chunk of the KL divergence (a few MB per temporary)
 _BLOCK_ELEMENTS = 2**17  # candidates x values per block of the Lp errors: 1 MB buffers stay in cache
+_BOUND_MARGIN = 1e-9  # relative: a candidate whose error bound is this far above the best is skipped
 _LP_POWER = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0}  # as candidate_errors maps them (LP: l_p_value)
 
 
@@ -143,6 +144,14 @@ def _evaluate(method: E, values: _Values, scale: np.ndarray, zero_point: np.ndar
     if values.upper is not None:  # histogram bins: one row of counts, blocks of candidates
         w = np.ones_like(v) if w is None else w
         step = max(1, _BLOCK_ELEMENTS // max(v.size, 1))
+        # more than one block: the first block's best may rule the others out
+        bound = (
+            clipping_lower_bound(v, values.upper, w, scale, zero_point, qmin, qmax, power)
+            if scale.shape[0] > step
+            else None
+        )
+        if bound is not None:
+            return _bounded_binned_errors(v, values.upper, w, scale, zero_point, qmin, qmax, power, bound)
         parts = [
             binned_lp_error(
                 v, values.upper, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, power
@@ -160,6 +169,33 @@ def _evaluate(method: E, values: _Values, scale: np.ndarray, zero_point: np.ndar
             block = (slice(k, k + step), cols)
             errors[block] = lp_errors(v[cols], None if w is None else w[cols], scale[block], zero_point[block],
                                       qmin, qmax, power)  # fmt: skip
+    return errors
+
+
+def _bounded_binned_errors(
+    lower: np.ndarray, upper: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
+    qmin: int, qmax: int, p: float, bound: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """``binned_lp_error`` of the candidates [K, 1] that can still be the best, +inf for the others.
+
+    Candidates go in blocks in the order of their lower ``bound`` (``clipping_lower_bound``: the error of what
+    they clip alone); a candidate whose bound exceeds the best error found so far cannot be chosen, nor tie with
+    the choice, and is not evaluated. Most grids of a wide search clip far too much, so only a fraction is. The
+    errors computed are those of one ``binned_lp_error`` call on all candidates, bit for bit (each candidate's
+    error is a reduction over its own row), so ``_best`` picks the same candidate."""
+    errors = np.full(scale.shape, np.inf)
+    step = max(1, _BLOCK_ELEMENTS // max(lower.size, 1))
+    order = np.argsort(bound[:, 0], kind="stable")
+    best = np.inf
+    for i in range(0, order.size, step):
+        block = order[i : i + step]
+        block = block[bound[block, 0] <= best * (1.0 + _BOUND_MARGIN)]  # best = inf: all
+        if block.size == 0:  # sorted by bound: no later candidate can do better either
+            break
+        errors[block] = binned_lp_error(lower, upper, w, scale[block], zero_point[block], qmin, qmax, p)
+        found = errors[block, 0]
+        found = found[np.isfinite(found)]
+        best = min(best, float(found.min())) if found.size else best
     return errors
 
 

@@ -11,6 +11,7 @@ from kerasq.errors import ConfigError
 from kerasq.params import QuantParams
 from kerasq.params.quant_params import HALF_TO_EVEN, ROUNDINGS
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
+from kerasq.quantizers.variables import layer_variable
 
 
 @keras.saving.register_keras_serializable(package="kerasq")
@@ -47,8 +48,8 @@ class ActivationQuantizer(keras.layers.Layer):
             if self.reference_count
             else None
         )
-        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=False)
-        self.zero_point = self.add_weight(name="zero_point", shape=(), initializer="zeros", trainable=False)
+        self.scale = layer_variable(self, "scale", (), 1.0)
+        self.zero_point = layer_variable(self, "zero_point", (), 0.0)
 
     @classmethod
     def from_params(

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from kerasq.params import QuantParams
+from kerasq.quantizers.variables import layer_variable
 
 
 @keras.saving.register_keras_serializable(package="kerasq")
@@ -28,8 +29,8 @@ class FusedTensorRange(keras.layers.Layer):
     def __init__(self, producer_kind: str = "", consumer_kind: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.producer_kind, self.consumer_kind = str(producer_kind), str(consumer_kind)
-        self.minimum = self.add_weight(name="minimum", shape=(), initializer="zeros", trainable=False)
-        self.maximum = self.add_weight(name="maximum", shape=(), initializer="ones", trainable=False)
+        self.minimum = layer_variable(self, "minimum", (), 0.0)
+        self.maximum = layer_variable(self, "maximum", (), 1.0)
 
     @classmethod
     def from_params(

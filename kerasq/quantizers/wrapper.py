@@ -10,6 +10,7 @@ import numpy as np
 from kerasq.params import QuantParams
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale, round_ste
 from kerasq.quantizers.kernel_ops import weighted_forward
+from kerasq.quantizers.variables import layer_variable
 
 
 def _broadcast_shape(kernel_shape: tuple[int, ...], axes: list[int]) -> tuple[int, ...]:
@@ -75,12 +76,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         for name, spec in self.kernel_quantizers.items():
             kernel_shape = tuple(getattr(self.layer, name).shape)
             shape = _broadcast_shape(kernel_shape, list(spec["axes"]))
-            scale = self.add_weight(
-                name=f"{name}_scale", shape=shape, initializer="ones", trainable=self.train_scale
-            )
-            zero_point = self.add_weight(
-                name=f"{name}_zero_point", shape=shape, initializer="zeros", trainable=False
-            )
+            scale = layer_variable(self, f"{name}_scale", shape, 1.0, trainable=self.train_scale)
+            zero_point = layer_variable(self, f"{name}_zero_point", shape, 0.0)
             self._grid_vars[name] = (scale, zero_point)
         self.built = True
 

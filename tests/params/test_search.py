@@ -227,3 +227,97 @@ def test_uniform_search_of_a_non_negative_tensor_is_the_full_grid_s_choice():
     best = int(np.argmin(errors[:, 0]))
     assert p.scale == np.float32(scale[best, 0]) and int(p.zero_point) == int(zero_point[best, 0])
     assert p.range_max < 0.95 * x.max()  # the tail is clipped
+
+
+# -- skipping candidates whose clipping alone costs more than the best (issue 12): same choice, bit for bit ---
+
+
+def _random_histogram(seed: int, relu: bool, saturate: bool) -> tuple[np.ndarray, float, float, float]:
+    """counts over [-r, r], r, observed min and max: a heavy-tailed sample, with gaps (empty bins), optionally
+    a ReLU's exact zeros and values saturated at the maximum."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_t(3, 30000) * rng.uniform(0.1, 10.0)
+    if relu:
+        x = np.maximum(x, 0.0)
+    if saturate:
+        x = np.minimum(x, np.quantile(x, 0.97))
+    counts, r = _histogram(x, bins=int(rng.choice([256, 1024, 4096])))
+    return counts, r, float(x.min()), float(x.max())
+
+
+def _uniform_candidates(lo: float, hi: float, n_bits: int):
+    from kerasq.params.quant_params import uniform_grid
+    from kerasq.params.search import _UNIFORM_ACT_SHRINK
+
+    a, b = (g.ravel() for g in np.meshgrid(_UNIFORM_ACT_SHRINK, _UNIFORM_ACT_SHRINK, indexing="ij"))
+    return uniform_grid(a[:, None] * min(lo, 0.0), b[:, None] * max(hi, 0.0), n_bits)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000), relu=st.booleans(), saturate=st.booleans(), n_bits=st.sampled_from([2, 4, 8]),
+    p=st.sampled_from([1.0, 2.0, 3.0]),
+)  # fmt: skip
+def test_skipping_candidates_keeps_every_evaluated_error_and_the_choice(seed, relu, saturate, n_bits, p):
+    """``_evaluate`` on histogram bins skips candidates by their clipping bound: the errors it computes are
+    ``binned_lp_error``'s on all candidates at once, bit for bit, every skipped candidate is worse than the
+    best, so the first minimum (the choice) is the same, whatever order the candidates come in."""
+    from kerasq.params.error import binned_lp_error
+    from kerasq.params.search import _evaluate, _Values, histogram_bins
+
+    counts, r, lo, hi = _random_histogram(seed, relu, saturate)
+    lower, upper, occupied = histogram_bins(counts, r, lo, hi)
+    scale, zero_point, qmin, qmax = _uniform_candidates(lo, hi, n_bits)
+    shuffled = np.random.default_rng(seed).permutation(len(scale))  # the order candidates come in is no hint
+    scale, zero_point = scale[shuffled], zero_point[shuffled]
+    method = {1.0: E.MAE, 2.0: E.MSE}.get(p, E.LP)
+    reference = binned_lp_error(lower, upper, occupied, scale, zero_point, qmin, qmax, p)
+    got = _evaluate(method, _Values(lower, occupied, upper=upper), scale, zero_point, qmin, qmax, p)
+    done = np.isfinite(got[:, 0])
+    np.testing.assert_array_equal(got[done], reference[done])
+    assert np.all(reference[~done, 0] > reference[:, 0].min())
+    assert int(np.argmin(got[:, 0])) == int(np.argmin(reference[:, 0]))
+
+
+def test_most_candidates_of_a_wide_uniform_search_are_skipped():
+    from kerasq.params.search import _evaluate, _Values, histogram_bins
+
+    counts, r, lo, hi = _random_histogram(0, relu=False, saturate=False)  # 4096 bins, 663 occupied
+    lower, upper, occupied = histogram_bins(counts, r, lo, hi)
+    scale, zero_point, qmin, qmax = _uniform_candidates(lo, hi, 8)
+    got = _evaluate(E.MSE, _Values(lower, occupied, upper=upper), scale, zero_point, qmin, qmax, 2.0)
+    assert np.isfinite(got).mean() < 0.3
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    relu=st.booleans(),
+    saturate=st.booleans(),
+    p=st.sampled_from([1.0, 2.0, 3.0]),
+)
+def test_clipping_bound_is_below_every_candidate_s_error(seed, relu, saturate, p):
+    from kerasq.params.error import binned_lp_error, clipping_lower_bound
+    from kerasq.params.search import histogram_bins
+
+    counts, r, lo, hi = _random_histogram(seed, relu, saturate)
+    lower, upper, occupied = histogram_bins(counts, r, lo, hi)
+    scale, zero_point, qmin, qmax = _uniform_candidates(lo, hi, 8)
+    bound = clipping_lower_bound(lower, upper, occupied, scale, zero_point, qmin, qmax, p)
+    error = binned_lp_error(lower, upper, occupied, scale, zero_point, qmin, qmax, p)
+    assert np.all(bound <= error)
+    # not a trivial bound: most of the error of the narrowest grid (the last: both ends shrunk most)
+    assert bound[-1, 0] > 0.5 * error[-1, 0]
+
+
+def test_clipping_bound_is_the_exact_error_of_bins_beyond_both_ends():
+    """Bins [-3, -2] (2 values) and [2, 3] (1 value) on the grid {-1, 0, 1}: every value is clipped, the mean
+    squared error is (2 * 7/3 + 7/3) / 3 = 7/3, the integral of (x - 1)**2 over [2, 3]."""
+    from kerasq.params.error import binned_lp_error, clipping_lower_bound
+
+    lower, upper, w = np.array([[-3.0, 2.0]]), np.array([[-2.0, 3.0]]), np.array([[2.0, 1.0]])
+    scale, zero_point = np.array([[1.0], [4.0]]), np.array([[1.0], [1.0]])  # the second grid clips nothing
+    bound = clipping_lower_bound(lower, upper, w, scale, zero_point, 0, 2, 2.0)
+    assert bound[0, 0] == pytest.approx(7.0 / 3.0, rel=1e-8) and bound[1, 0] <= 0.0
+    assert binned_lp_error(lower, upper, w, scale, zero_point, 0, 2, 2.0)[0, 0] == pytest.approx(7.0 / 3.0)
+    assert clipping_lower_bound(lower, upper, w, scale, zero_point, 0, 2, 2.5) is None  # no moments
