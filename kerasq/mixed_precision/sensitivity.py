@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
 from kerasq.quantizers.wrapper import bias_on_grid, int8_storage_steps
 
 _EPS = 1e-12
+THREADS = 2  # units measured at once: TensorFlow runs eager ops without the GIL
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
 
 
@@ -561,13 +563,12 @@ def compute_sensitivity(
     reference = float(weights @ ref_d)
     reach = _reachable_points(graph, [t for t, _ in points])
     point_set = frozenset(t for t, _ in points)
-    result, increases = [], []
-    for unit in progress(units, "kerasq: mixed-precision sensitivity", len(units), "layer"):
+
+    def measure(unit: Unit) -> tuple[np.ndarray, np.ndarray]:
+        """(sensitivity per candidate, distance increase per candidate and point) of one unit."""
         others = unit.candidates[1:]
         if not others:
-            result.append(np.zeros(1))
-            increases.append(np.zeros((1, len(points))))
-            continue
+            return np.zeros(1), np.zeros((1, len(points)))
         if unit.kind == "weights":
             specs = reference_plan.weights[unit.node]
             kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
@@ -592,8 +593,17 @@ def compute_sensitivity(
                 increase = d[:, i] - ref_d[i]
             elif increase is not None and downstream >> i & 1:  # beyond the window
                 d[:, i] = ref_d[i] + increase
-        result.append(np.concatenate([[0.0], d @ weights - reference]))
-        increases.append(np.concatenate([np.zeros((1, len(points))), d - ref_d], axis=0))
+        return (
+            np.concatenate([[0.0], d @ weights - reference]),
+            np.concatenate([np.zeros((1, len(points))), d - ref_d], axis=0),
+        )
+
+    with ThreadPoolExecutor(THREADS) as pool:  # units in order, each measured on its own
+        measured = list(
+            progress(pool.map(measure, units), "kerasq: mixed-precision sensitivity", len(units), "layer")
+        )
+    result = [m[0] for m in measured]
+    increases = [m[1] for m in measured]
     return Sensitivity(
         values=result,
         interest_points=labels,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -193,8 +195,11 @@ def test_work_grows_linearly_with_depth(monkeypatch):
     calls = []
     call = sensitivity._Executor._call
 
+    lock = threading.Lock()  # units are measured on several threads
+
     def counted(self, node, values):
-        calls[-1] += 1
+        with lock:
+            calls[-1] += 1
         return call(self, node, values)
 
     monkeypatch.setattr(sensitivity._Executor, "_call", counted)
@@ -334,8 +339,11 @@ def test_activation_units_reuse_the_reference_output_before_its_quantizer(prepar
     calls = []
     call, reference = sensitivity._Executor._call, sensitivity._Executor.reference
 
+    lock = threading.Lock()  # units are measured on several threads
+
     def counted(self, node, values):
-        calls[-1] += 1
+        with lock:
+            calls[-1] += 1
         return call(self, node, values)
 
     monkeypatch.setattr(sensitivity._Executor, "_call", counted)
