@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,12 @@ import numpy as np
 from kerasq.core.resource_utilization import ResourceUtilization
 from kerasq.errors import ConfigError
 from kerasq.mixed_precision.resources import activation_schedule, resource_rows, resource_utilization
-from kerasq.mixed_precision.sensitivity import Sensitivity, compute_sensitivity, search_candidate_grids
+from kerasq.mixed_precision.sensitivity import (
+    THREADS,
+    Sensitivity,
+    compute_sensitivity,
+    search_candidate_grids,
+)
 from kerasq.mixed_precision.solver import (
     InfeasibleTargetError,
     MixedPrecisionProblem,
@@ -196,7 +202,10 @@ class BitAllocator:
                 options.append(uniform)
         if len(options) > 1:
             p, sens = self.prepared, self.sensitivity
-            distances = [sens.joint_distance(p.graph, self.plan_for(o), p.grids) for o in options]
+            with ThreadPoolExecutor(THREADS) as pool:  # one full pass each, independent
+                distances = list(
+                    pool.map(lambda o: sens.joint_distance(p.graph, self.plan_for(o), p.grids), options)
+                )
             choice = options[int(np.argmin(distances))]
             self.seconds["check"] = time.perf_counter() - start
         return choice

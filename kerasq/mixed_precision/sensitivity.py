@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from kerasq.builder.model_builder import build_model, clone_operation
@@ -53,6 +55,7 @@ from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
 from kerasq.quantizers.wrapper import bias_on_grid, int8_storage_steps
 
 _EPS = 1e-12
+THREADS = 2  # units measured at once: TensorFlow runs eager ops without the GIL
 WINDOW = 8  # interest points recomputed downstream of a unit; beyond, its distance increase persists
 
 
@@ -107,9 +110,15 @@ def _fake_quant_value(x: Any, scale: Any, zero_point: Any, p: QuantParams, round
     if rounding != HALF_TO_EVEN:
         return fake_quant(x, scale, zero_point, p.qmin, p.qmax, rounding, p.n_bits)
     offset = bool(np.any(np.asarray(p.zero_point) != 0))
-    q = ops.round(ops.divide(x, scale))
-    q = ops.clip(ops.add(q, zero_point) if offset else q, p.qmin, p.qmax)
-    return ops.multiply(ops.subtract(q, zero_point) if offset else q, scale)
+    q = tf.math.round(tf.math.divide(x, scale))
+    q = _clip(tf.math.add(q, zero_point) if offset else q, p.qmin, p.qmax)
+    return tf.math.multiply(tf.math.subtract(q, zero_point) if offset else q, scale)
+
+
+def _clip(x: Any, low: float, high: float) -> Any:
+    """``ops.clip(x, low, high)`` of a float32 tensor as one kernel (``ClipByValue``): equal values, one pass
+    over ``x`` where ``ops.clip`` makes two (minimum, then maximum) and cost ten times as long here."""
+    return tf.raw_ops.ClipByValue(t=x, clip_value_min=np.float32(low), clip_value_max=np.float32(high))
 
 
 _CANDIDATE, _ACTIVATION, _KERNEL = "candidate", "activation", "kernel"  # how ``_Executor.quantize`` quantizes
@@ -191,6 +200,7 @@ class _Executor:
         self.float_biases: dict[str, Any] = {}  # before that rounding (bias-corrected)
         self.input_scales: dict[str, float | None] = {}  # the scale of the grid the layer's input is on
         self.kernel_grids: dict[str, dict[str, QuantParams]] = {}
+        self.raw: dict[int, Any] = {}  # kept node outputs before their quantizers (``reference``'s ``keep``)
         by_name = {node.name: node for node in graph.nodes}
         for first, calls in graph.layer_calls().items():
             if first not in linear:
@@ -294,14 +304,17 @@ class _Executor:
         ]
         return [ops.concatenate(outs, axis=0)]
 
-    def reference(self, inputs: list[np.ndarray]) -> dict[int, Any]:
-        """Every tensor as its consumers read it (after its quantizer), for the reference model."""
+    def reference(self, inputs: list[np.ndarray], keep: frozenset[str] = frozenset()) -> dict[int, Any]:
+        """Every tensor as its consumers read it (after its quantizer), for the reference model. The outputs
+        of the nodes named in ``keep`` are kept before their quantizers too (``raw``), for ``variants``."""
         values: dict[int, Any] = {}
         for tid, x in zip(self.graph.inputs, inputs, strict=True):
             values[tid] = self._consumed(tid, ops.convert_to_tensor(x))
         for node in self.graph.nodes:
             for tid, y in zip(node.outputs, self._call(node, values), strict=True):
                 values[tid] = self._consumed(tid, y)
+                if node.name in keep:
+                    self.raw[tid] = y
         return values
 
     def variants(
@@ -359,8 +372,12 @@ class _Executor:
                 scales = self._candidate_input_scales(node, activation_params) if touched else None
                 if scales is not None:  # a weighted layer whose input grid is the candidate's
                     results = self._call_per_input_grid(node, local[node.inputs[0]], scales)
+                elif touched:
+                    results = self._call(node, local)
+                elif all(t in self.raw for t in node.outputs):  # the reference's, before its quantizers
+                    results = [self.raw[t] for t in node.outputs]
                 else:
-                    results = self._call(node, local) if touched else self._call(node, values)
+                    results = self._call(node, values)
             for tid, y in zip(node.outputs, results, strict=True):
                 if tid in activation_params:
                     dirty[tid] = self._slices(y, activation_params[tid], n)
@@ -530,7 +547,15 @@ def compute_sensitivity(
     weights = point_weights(
         config.distance_weighting_method, labels, is_output, config.exp_distance_weighting_sigma, hessian
     )
-    values = executor.reference(samples)
+    producers = graph.producers()
+    requantized = frozenset(  # nodes whose outputs activation units quantize on their candidates
+        producers[t].name
+        for unit in units
+        if unit.kind == "activation"
+        for t in unit_tensors(reference_plan, unit)
+        if t in producers
+    )
+    values = executor.reference(samples, requantized)
     energies = [_energy(f) for f in floats]
     ref_d = np.array(
         [_nmse(values[t], f, 1, e)[0] for (t, _), f, e in zip(points, floats, energies, strict=True)]
@@ -538,13 +563,12 @@ def compute_sensitivity(
     reference = float(weights @ ref_d)
     reach = _reachable_points(graph, [t for t, _ in points])
     point_set = frozenset(t for t, _ in points)
-    result, increases = [], []
-    for unit in progress(units, "kerasq: mixed-precision sensitivity", len(units), "layer"):
+
+    def measure(unit: Unit) -> tuple[np.ndarray, np.ndarray]:
+        """(sensitivity per candidate, distance increase per candidate and point) of one unit."""
         others = unit.candidates[1:]
         if not others:
-            result.append(np.zeros(1))
-            increases.append(np.zeros((1, len(points))))
-            continue
+            return np.zeros(1), np.zeros((1, len(points)))
         if unit.kind == "weights":
             specs = reference_plan.weights[unit.node]
             kernels = [{k: grids.weight(s, b) for k, s in specs.items()} for b in others]
@@ -569,8 +593,17 @@ def compute_sensitivity(
                 increase = d[:, i] - ref_d[i]
             elif increase is not None and downstream >> i & 1:  # beyond the window
                 d[:, i] = ref_d[i] + increase
-        result.append(np.concatenate([[0.0], d @ weights - reference]))
-        increases.append(np.concatenate([np.zeros((1, len(points))), d - ref_d], axis=0))
+        return (
+            np.concatenate([[0.0], d @ weights - reference]),
+            np.concatenate([np.zeros((1, len(points))), d - ref_d], axis=0),
+        )
+
+    with ThreadPoolExecutor(THREADS) as pool:  # units in order, each measured on its own
+        measured = list(
+            progress(pool.map(measure, units), "kerasq: mixed-precision sensitivity", len(units), "layer")
+        )
+    result = [m[0] for m in measured]
+    increases = [m[1] for m in measured]
     return Sensitivity(
         values=result,
         interest_points=labels,

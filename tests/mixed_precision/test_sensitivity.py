@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -193,8 +195,11 @@ def test_work_grows_linearly_with_depth(monkeypatch):
     calls = []
     call = sensitivity._Executor._call
 
+    lock = threading.Lock()  # units are measured on several threads
+
     def counted(self, node, values):
-        calls[-1] += 1
+        with lock:
+            calls[-1] += 1
         return call(self, node, values)
 
     monkeypatch.setattr(sensitivity._Executor, "_call", counted)
@@ -321,3 +326,38 @@ def test_joint_check_of_a_shared_layer_measures_the_model_ptq_builds(bits):
     q = np.asarray(quantized.predict(samples, verbose=0), np.float64)
     expected = np.mean(np.sum((q - f) ** 2, 1) / np.sum(f**2, 1))
     assert sens.joint_distance(graph, mixed, grids) == pytest.approx(expected, rel=1e-5)
+
+
+def test_activation_units_reuse_the_reference_output_before_its_quantizer(prepared, monkeypatch):
+    """An activation unit's candidates quantize its producer's reference output as it was before the reference
+    quantizer: no producer is recomputed for it (one ``_call`` fewer per activation unit whose producer nothing
+    upstream changes), and every sensitivity equals the one with the producer recomputed."""
+    graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
+    units = configurable_units(graph, plan)
+    samples = prepared.data.take(16)
+    config = MixedPrecisionQuantizationConfig()
+    calls = []
+    call, reference = sensitivity._Executor._call, sensitivity._Executor.reference
+
+    lock = threading.Lock()  # units are measured on several threads
+
+    def counted(self, node, values):
+        with lock:
+            calls[-1] += 1
+        return call(self, node, values)
+
+    monkeypatch.setattr(sensitivity._Executor, "_call", counted)
+    results = []
+    for keep in (True, False):
+        if not keep:  # the reference keeps nothing: variants recompute every producer
+            monkeypatch.setattr(
+                sensitivity._Executor, "reference", lambda self, x, keep=(): reference(self, x)
+            )
+        calls.append(0)
+        results.append(compute_sensitivity(graph, plan, units, grids, samples, config).values)
+    producers = graph.producers()
+    reused = sum(u.kind == "activation" and u.tensor in producers for u in units)
+    assert reused >= 3
+    assert calls[1] - calls[0] == reused
+    for kept, recomputed in zip(*results, strict=True):
+        np.testing.assert_allclose(kept, recomputed, rtol=1e-12, atol=0)
