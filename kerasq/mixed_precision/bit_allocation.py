@@ -190,8 +190,9 @@ class BitAllocator:
     def _best_of(self, problem: MixedPrecisionProblem, choice: np.ndarray) -> np.ndarray:
         """Guard against the additive model's blind spot: per-unit sensitivities assume errors add up, which
         fails when several units drop at once. Measure the solution and every uniform configuration that fits
-        the budget (in its own execution order) jointly, one full pass each on the sensitivity samples, and
-        keep the closest to float."""
+        the budget (in its own execution order) jointly, one full pass each on the sensitivity samples, with
+        the kernels PTQ will give them (error-compensated rounding where it applies), and keep the closest to
+        float."""
         start = time.perf_counter()
         scheduled = any(r in problem.budgets for r in _SCHEDULED)
         options = [choice]
@@ -202,10 +203,17 @@ class BitAllocator:
                 options.append(uniform)
         if len(options) > 1:
             p, sens = self.prepared, self.sensitivity
+
+            def distance(option: np.ndarray) -> float:
+                plan = self.plan_for(option)
+                kernels = p.compensation.kernels(p.grids.params_for(plan)) if p.compensation else None
+                return sens.joint_distance(p.graph, plan, p.grids, kernels)
+
+            if p.compensation is not None:  # its statistics once, before the passes run side by side
+                for option in options:
+                    p.compensation.kernels(p.grids.params_for(self.plan_for(option)))
             with ThreadPoolExecutor(THREADS) as pool:  # one full pass each, independent
-                distances = list(
-                    pool.map(lambda o: sens.joint_distance(p.graph, self.plan_for(o), p.grids), options)
-                )
+                distances = list(pool.map(distance, options))
             choice = options[int(np.argmin(distances))]
             self.seconds["check"] = time.perf_counter() - start
         return choice

@@ -82,7 +82,13 @@ class Sensitivity:
     layers: tuple[dict[str, Any], dict[str, dict[str, Any]]] = ({}, {})  # ``executor_layers``
     corrector: _BiasCorrector | None = None  # the corrected nodes so far
 
-    def joint_distance(self, graph: Graph, plan: QuantizationPlan, grids: GridCache) -> float:
+    def joint_distance(
+        self,
+        graph: Graph,
+        plan: QuantizationPlan,
+        grids: GridCache,
+        kernels: dict[str, np.ndarray] | None = None,
+    ) -> float:
         """Distance to float at the model outputs (normalized MSE, averaged over outputs) of a whole
         configuration, every unit at its planned width and biases corrected as in the final model: one full
         pass. Measured at the outputs whatever the sensitivity weighting, as it ranks complete models: on the
@@ -90,11 +96,22 @@ class Sensitivity:
         0.0274) while their outputs were 0.045 and 0.094 from float (top-1 43.9% and 39.8%).
 
         The pass is the executor's (``executor_layers``, the configuration's grids): the model PTQ would
-        build for ``plan``, computed without building it."""
+        build for ``plan``, computed without building it. ``kernels``: node -> the kernel PTQ gives it where
+        that is not the nearest rounding (``KernelCompensation.kernels`` of the configuration's grids)."""
         params = grids.params_for(plan)
-        same = self.corrector is not None and self.corrector.graph is graph
-        corrected = (self.corrector if same else _BiasCorrector(graph, self.input_means)).corrected(params)
-        values = _Executor(corrected, *self.layers, params, plan.inherits).reference(self.samples)
+        layers, linear = self.layers
+        if kernels:  # as ``ptq.corrected`` makes the graph: biases correct the compensated kernels' errors
+            corrected = correct_biases(graph, params, self.input_means, kernels)
+            linear = {
+                name: {**w, "kernel": ops.convert_to_tensor(kernels[name])} if name in kernels else w
+                for name, w in linear.items()
+            }
+        else:
+            corrector = self.corrector
+            if corrector is None or corrector.graph is not graph:
+                corrector = _BiasCorrector(graph, self.input_means)
+            corrected = corrector.corrected(params)
+        values = _Executor(corrected, layers, linear, params, plan.inherits).reference(self.samples)
         outputs = set(graph.output_ids())
         d = [
             _nmse(values[t], f, 1)[0] for t, f in zip(self.tensors, self.floats, strict=True) if t in outputs
