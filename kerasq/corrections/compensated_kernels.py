@@ -6,7 +6,8 @@ is rounded onto its grid by ``compensated_rounding`` instead of to the nearest l
 gathered once, on the first request, and the rounded kernels are cached per layer and width, so mixed
 precision's repeated finishes cost one pass. 8-bit kernels keep nearest rounding (their rounding error is
 already small next to the activations'); so do shared layers (one kernel serves several inputs), grouped and
-channels-first convolutions, and grids that round ties their own way.
+channels-first convolutions, grids that round ties their own way, and kernels with more than ``MAX_ROWS``
+rows (a VGG16 classifier's 25,088: its statistics alone would take 5 GB).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kerasq.params.selection import QuantizationParams
 
 COMPENSATED_KINDS = ("conv", "depthwise_conv", "dense")
 MAX_BITS = 7  # kernels of at most this many bits are compensated
+MAX_ROWS = 8192  # kernel rows (inputs per output) beyond which the d x d statistics cost too much memory
 ROWS = 4096  # input rows per layer kept for its statistics (at least 4 per kernel row), drawn at random
 SEED = 0
 
@@ -48,9 +50,16 @@ def compensable(graph: Graph) -> list[Node]:
             and id(node.op) not in shared
             and config.get("data_format", "channels_last") == "channels_last"
             and config.get("groups", 1) == 1
+            and _kernel_rows(node) <= MAX_ROWS
         ):
             picked.append(node)
     return picked
+
+
+def _kernel_rows(node: Node) -> int:
+    """Rows of the node's kernel as ``kernel_matrix`` lays it out (a depthwise kernel's per channel)."""
+    shape = named_weights(node)["kernel"].shape
+    return int(np.prod(shape[:-2])) if node.kind == "depthwise_conv" else int(np.prod(shape[:-1]))
 
 
 def _rows(node: Node, x: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

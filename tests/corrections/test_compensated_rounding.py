@@ -169,3 +169,19 @@ def test_8_bit_models_are_unchanged(trained_cnn, calibration, cifar):
         )
         outputs.append(q.predict(cifar[2][:64], verbose=0))
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_kernels_with_too_many_rows_keep_nearest_rounding(monkeypatch):
+    """The d x d statistics of a very wide layer would not fit in memory: such layers are left out."""
+    import keras
+
+    from kerasq.corrections import compensated_kernels
+    from kerasq.graph import read_model
+
+    i = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(6, 3, name="narrow")(i)
+    model = keras.Model(i, keras.layers.Dense(3, name="wide")(keras.layers.Flatten()(x)))
+    graph = read_model(model)
+    assert {n.name for n in compensated_kernels.compensable(graph)} == {"narrow", "wide"}
+    monkeypatch.setattr(compensated_kernels, "MAX_ROWS", 100)  # narrow: 36 rows, wide: 216
+    assert {n.name for n in compensated_kernels.compensable(graph)} == {"narrow"}
