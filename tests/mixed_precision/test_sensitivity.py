@@ -52,6 +52,22 @@ def _consumed(built, tensor):
     return built.tensors[tensor]
 
 
+def _count_calls(monkeypatch) -> list[int]:
+    """``_Executor._call`` counted into the last entry of the returned list (append a 0 to start a count);
+    under a lock, since units are measured on several threads."""
+    calls: list[int] = []
+    call = sensitivity._Executor._call
+    lock = threading.Lock()
+
+    def counted(self, node, values):
+        with lock:
+            calls[-1] += 1
+        return call(self, node, values)
+
+    monkeypatch.setattr(sensitivity._Executor, "_call", counted)
+    return calls
+
+
 def test_matches_full_rerun(prepared, monkeypatch):
     monkeypatch.setattr(sensitivity, "WINDOW", None)  # every downstream point recomputed
     graph, plan, grids = prepared.graph, prepared.plan, prepared.grids
@@ -194,17 +210,7 @@ def test_work_grows_linearly_with_depth(monkeypatch):
     """Each unit recomputes at most ``WINDOW`` interest points downstream, so every 12 more layers cost the
     same number of node evaluations (recomputing everything downstream, 1.67x more from 24 to 36 layers than
     from 12 to 24)."""
-    calls = []
-    call = sensitivity._Executor._call
-
-    lock = threading.Lock()  # units are measured on several threads
-
-    def counted(self, node, values):
-        with lock:
-            calls[-1] += 1
-        return call(self, node, values)
-
-    monkeypatch.setattr(sensitivity._Executor, "_call", counted)
+    calls = _count_calls(monkeypatch)
     data = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
     for depth in (12, 24, 36):
         prepared = prepare(_dense_chain(depth), data, None, None)
@@ -338,17 +344,8 @@ def test_activation_units_reuse_the_reference_output_before_its_quantizer(prepar
     units = configurable_units(graph, plan)
     samples = prepared.data.take(16)
     config = MixedPrecisionQuantizationConfig()
-    calls = []
-    call, reference = sensitivity._Executor._call, sensitivity._Executor.reference
-
-    lock = threading.Lock()  # units are measured on several threads
-
-    def counted(self, node, values):
-        with lock:
-            calls[-1] += 1
-        return call(self, node, values)
-
-    monkeypatch.setattr(sensitivity._Executor, "_call", counted)
+    reference = sensitivity._Executor.reference
+    calls = _count_calls(monkeypatch)
     results = []
     for keep in (True, False):
         if not keep:  # the reference keeps nothing: variants recompute every producer
