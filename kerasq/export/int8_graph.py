@@ -336,12 +336,25 @@ class TFQuantizedWeighted(keras.layers.Layer):
         )
 
     def _dense(self, x: Any) -> Any:
-        """Dense as a 1x1 convolution (the converter rejects per-channel FULLY_CONNECTED constants)."""
+        """Dense as a 1x1 convolution (the converter rejects per-channel FULLY_CONNECTED constants).
+
+        With static inner dimensions the batch stays the leading dimension of every reshape (a feature map
+        runs as it is, other ranks as ``[batch, 1, positions, units]``): folding positions into the batch
+        (``[-1, 1, 1, units]``) would make the converter declare a batch of 1 for a tensor that holds many,
+        a shape LiteRT resizes at run time and TensorFlow Lite Micro, which plans its arena from the declared
+        shapes, does not (ConvNeXt's pointwise Dense layers)."""
         units_in, units_out = self._kernel_values.shape[-2:]
-        y = self._biased(lambda t, k: tf.nn.conv2d(t, k, 1, "VALID"), tf.reshape(x, [-1, 1, 1, units_in]))
-        inner = x.shape[1:-1]
-        if all(d is not None for d in inner):  # static shape: a plain RESHAPE, no shape arithmetic ops
+        inner = tuple(x.shape[1:-1])
+
+        def conv(t: Any) -> Any:
+            return self._biased(lambda v, k: tf.nn.conv2d(v, k, 1, "VALID"), t)
+
+        if all(d is not None for d in inner):  # static shape: plain RESHAPEs, no shape arithmetic ops
+            if len(inner) == 2:
+                return conv(x)
+            y = conv(tf.reshape(x, [-1, 1, int(np.prod(inner, dtype=np.int64)), units_in]))
             return tf.reshape(y, [-1, *inner, units_out])
+        y = conv(tf.reshape(x, [-1, 1, 1, units_in]))
         return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [units_out]], 0))
 
 

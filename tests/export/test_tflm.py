@@ -56,6 +56,11 @@ OP_KINDS = {
         _conv(i))), "DEPTHWISE_CONV_2D", 1),
     # kerasq writes Dense as a 1x1 CONV_2D (after a RESHAPE here)
     "dense": (lambda: _image_model(lambda i: layers.Dense(16)(layers.Flatten()(_conv(i, 4)))), "CONV_2D", 1),
+    # Dense on a feature map / a sequence (ConvNeXt's pointwise layers): the declared shapes must hold every
+    # position, TFLM plans its arena from them
+    "dense_on_feature_map": (lambda: _image_model(lambda i: layers.Dense(16)(_conv(i))), "CONV_2D", 1),
+    "dense_on_sequence": (lambda: _image_model(lambda i: layers.Dense(16)(layers.Reshape((SIZE * SIZE, 8))(
+        _conv(i)))), "CONV_2D", 1),
     "add": (lambda: _image_model(lambda i: layers.Add()([_conv(i), _conv(i, kernel=1)])), "ADD", 1),
     "multiply": (lambda: _image_model(lambda i: layers.Multiply()([_conv(i), _conv(i, kernel=1)])), "MUL", 2),
     "concat": (lambda: _image_model(lambda i: layers.Concatenate()([_conv(i), _conv(i, 4, kernel=1)])),
