@@ -41,8 +41,12 @@ def _applies(model, knob: dict) -> str:
     """How many places of the model a knob can touch (rewrite matches, concat nodes, ...)."""
     from kerasq.core import QuantizationConfig
     from kerasq.graph import read_model
-    from kerasq.graph.rewrites import bound_relu_to_power_of_2, collapse_linear, collapse_residual
-    from kerasq.ptq import rewrite_graph
+    from kerasq.graph.rewrites import (
+        bound_relu_to_power_of_2,
+        collapse_linear,
+        collapse_residual,
+        rewrite_graph,
+    )
 
     # the pipeline's rewrites with the optional ones off: what the knobs would act on
     plain = QuantizationConfig(linear_collapsing=False, residual_collapsing=False)

@@ -65,7 +65,7 @@ def worker(method: str, model_name: str, args: argparse.Namespace) -> dict:
     ptq = kerasq.ptq.keras_post_training_quantization
     kind, _, arg = method.partition(":")
     if kind == "search":
-        from kerasq.mixed_precision.budget_search import keras_accuracy_target_search
+        from kerasq.budget_search import keras_accuracy_target_search
 
         # the test file is sorted by class: split a fixed random permutation, not x_test[:n] / x_test[n:]
         order = np.random.default_rng(0).permutation(len(x_test))

@@ -48,8 +48,8 @@ def measure(name: str, test_images: int) -> tuple[list[dict], dict]:
     from kerasq.core import CoreConfig
     from kerasq.mixed_precision.bit_allocation import BitAllocator
     from kerasq.mixed_precision.units import apply_bits
-    from kerasq.ptq import finish
-    from kerasq.ptq import prepare as prepare_ptq
+    from kerasq.pipeline import finish
+    from kerasq.pipeline import prepare as prepare_ptq
 
     spec = prepare(name, test_images, DEFAULT_GPTQ_EPOCHS, tflite=False)
     if spec is None:

@@ -4,10 +4,9 @@
 ``mct.ptq.keras_post_training_quantization(model, data, core_config=mct.core.CoreConfig(...))``.
 """
 
-from kerasq import core, errors, export, exporter, gptq, layers, ptq, qat
+from kerasq import budget_search, core, errors, export, exporter, gptq, layers, mixed_precision, ptq, qat
 from kerasq.errors import KerasqError
 from kerasq.info import QuantizationInfo
-from kerasq.mixed_precision import budget_search as _budget_search  # noqa: F401 - kerasq.mixed_precision.*
 from kerasq.platform import get_target_platform_capabilities
 from kerasq.progress import set_progress
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
@@ -19,6 +18,7 @@ __all__ = [
     "KerasqError",
     "QuantizationInfo",
     "QuantizeWrapper",
+    "budget_search",
     "core",
     "errors",
     "export",

@@ -168,7 +168,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def _output_format(out: Path, overwrite: bool) -> str:
     """The serialization format the output's suffix asks for, once the output can be written there."""
-    from kerasq.export.exporter import check_export_target
+    from kerasq.export.keras_export import check_export_target
 
     fmt = _OUTPUT_FORMATS.get(out.suffix)
     if fmt is None:
@@ -207,8 +207,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if path.suffix == ".tflite":
         return _info_tflite(path)
     model = _load_model(args.model)
-    from kerasq.mixed_precision.resources import kernel_bytes
     from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
+    from kerasq.resources.utilization import kernel_bytes
 
     total = 0
     print(f"{'layer':40s} {'type':24s} {'weight bits':>11s} {'params':>9s} {'bytes':>9s}")

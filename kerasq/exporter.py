@@ -1,4 +1,5 @@
-"""MCT-compatible name for ``kerasq.export`` (``mct.exporter.keras_export_model(...)``)."""
+"""``mct.exporter`` as MCT users type it (``mct.exporter.keras_export_model(...)``): the names of ``kerasq.export``,
+whose ``keras_export.py`` implements them."""
 
 from kerasq.export import (
     ExportError,

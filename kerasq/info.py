@@ -10,26 +10,52 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kerasq.builder.model_builder import quantizer_name
+from kerasq.config.resource_utilization import ResourceUtilization
 from kerasq.graph.model_graph import Graph
-from kerasq.mixed_precision.resources import layer_kernel_bytes, stored_layer_bytes
-from kerasq.mixed_precision.units import layer_calls
-from kerasq.params.quant_params import QuantParams
-from kerasq.params.selection import QuantizationParams
-from kerasq.platform.assign import QuantizationPlan
-
-if TYPE_CHECKING:
-    from kerasq.core.resource_utilization import ResourceUtilization
-    from kerasq.gptq.training import GPTQReport
-    from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport
+from kerasq.mixed_precision.bit_allocation import MixedPrecisionReport
+from kerasq.plan import QuantizationParams, QuantizationPlan
+from kerasq.quantizers.grid import QuantParams
+from kerasq.resources.utilization import layer_kernel_bytes, stored_layer_bytes
 
 
 def _values(array: np.ndarray | None) -> list[float] | None:
     return None if array is None else np.asarray(array, np.float64).reshape(-1).tolist()
+
+
+@dataclass
+class GPTQReport:
+    """What fine-tuning did. Losses are relative to the PTQ solution's (rounding to nearest) on the first
+    ``kerasq.gptq.training.CHECK_BATCHES`` batches."""
+
+    epochs: int
+    steps: int
+    compare_points: int
+    hessian_weights: bool
+    loss: list[float] = field(default_factory=list)  # mean reconstruction loss per epoch
+    regularizer: list[float] = field(default_factory=list)  # mean rounding regularizer per epoch (0 = hard)
+    seconds: float = 0.0
+    final_loss: float = 1.0  # with the learned rounding hardened, on the first batches (PTQ = 1.0)
+    kept_ptq: bool = False  # the learned rounding was not better than PTQ's, so PTQ's was kept
+    flipped: float = 0.0  # fraction of kernel values rounded away from nearest
+    trained: dict[str, int] = field(default_factory=dict)  # variable group -> number of values trained
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(self.epochs, 1)
+
+    def summary(self) -> str:
+        losses = ", ".join(f"{v:.4f}" for v in self.loss)
+        return (
+            f"gradient-based rounding: {self.epochs} epochs ({self.steps} steps, {self.seconds:.1f} s), "
+            f"{self.compare_points} compare points, loss per epoch [{losses}], hardened {self.final_loss:.4f} "
+            "(PTQ = 1), "
+            f"{100 * self.flipped:.1f}% of kernel values rounded away from nearest"
+            + (" (not better than PTQ: PTQ's rounding kept)" if self.kept_ptq else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -133,7 +159,7 @@ def build_info(
 ) -> QuantizationInfo:
     """Assemble the report from the graph, the plan and the chosen grids."""
     layers: dict[str, LayerInfo] = {}
-    first_call = {call: first for first, calls in layer_calls(graph).items() for call in calls}
+    first_call = {call: first for first, calls in graph.layer_calls().items() for call in calls}
     for node in graph.nodes:
         info = LayerInfo(name=node.name, kind=node.kind, layer_type=type(node.op).__name__)
         kernels = params.weights.get(node.name, {})

@@ -224,7 +224,7 @@ def test_stored_zero_is_the_exporters_storage_convention():
     """The Keras rule needs the level that is 0 in the stored tensor; the exporter decides where the grid is
     stored. Both must agree for every width."""
     from kerasq.export.int8_graph import storage_range
-    from kerasq.params.quant_params import stored_zero
+    from kerasq.quantizers.grid import stored_zero
 
     for n_bits, qmin, qmax, zero_point in [(8, 0, 255, 37), (8, -128, 127, 0), (4, 0, 15, 3), (4, -8, 7, 0),
                                            (2, 0, 3, 1), (16, -32768, 32767, 0)]:  # fmt: skip

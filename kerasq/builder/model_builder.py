@@ -20,10 +20,9 @@ import numpy as np
 
 from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node, resolve_refs
-from kerasq.params import QuantParams
-from kerasq.params.selection import QuantizationParams
-from kerasq.platform.assign import QuantizationPlan, inherited_from
+from kerasq.plan import QuantizationParams, QuantizationPlan, inherited_from
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
+from kerasq.quantizers.grid import QuantParams
 
 
 @dataclass

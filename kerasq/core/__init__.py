@@ -1,14 +1,21 @@
-"""User-facing configuration: configs, enums and resource figures."""
+"""``mct.core`` as MCT users type it: the configs (``kerasq.config``) and the resource report of a model.
 
-from kerasq.core.config import (
+This package sits at the top of the layering (the report runs the pipeline's first stages); code inside kerasq
+imports the configs from ``kerasq.config``.
+"""
+
+from kerasq.config import (
     BitWidthConfig,
     CoreConfig,
     ManualBitWidth,
     MixedPrecisionQuantizationConfig,
+    MpDistanceWeighting,
     QuantizationConfig,
+    QuantizationErrorMethod,
+    QuantizationMethod,
+    ResourceUtilization,
 )
-from kerasq.core.enums import MpDistanceWeighting, QuantizationErrorMethod, QuantizationMethod
-from kerasq.core.resource_utilization import ResourceUtilization
+from kerasq.pipeline import keras_resource_utilization_data
 
 __all__ = [
     "BitWidthConfig",
@@ -22,11 +29,3 @@ __all__ = [
     "ResourceUtilization",
     "keras_resource_utilization_data",
 ]
-
-
-def __getattr__(name: str):  # the resource report needs the whole pipeline; import it on first use
-    if name == "keras_resource_utilization_data":
-        from kerasq.mixed_precision.resources import keras_resource_utilization_data
-
-        return keras_resource_utilization_data
-    raise AttributeError(name)

@@ -15,9 +15,9 @@ import keras
 import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node
-from kerasq.graph.weights import named_weights, weight_names
-from kerasq.params.quant_params import QuantParams
-from kerasq.params.selection import QuantizationParams
+from kerasq.graph.weights import declared_weight_names, named_weights, weight_names
+from kerasq.plan import QuantizationParams
+from kerasq.quantizers.grid import QuantParams
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
 
 CORRECTED_KINDS = ("conv", "dense", "depthwise_conv")
@@ -108,7 +108,6 @@ def with_kernels(graph: Graph, kernels: dict[str, np.ndarray]) -> Graph:
         if node.name in kernels:
             weights = named_weights(node)
             weights["kernel"] = kernels[node.name]
-            names = weight_names(node.kind, bool(node.layer_config.get("use_bias", False)))
-            node = replace(node, weights=[weights[n] for n in names])
+            node = replace(node, weights=[weights[n] for n in declared_weight_names(node)])
         nodes.append(node)
     return graph.with_nodes(nodes)

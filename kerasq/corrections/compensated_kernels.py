@@ -28,8 +28,8 @@ from kerasq.corrections.compensated_rounding import (
 from kerasq.data import RepresentativeData
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.weights import named_weights
-from kerasq.params.quant_params import HALF_TO_EVEN, QuantParams
-from kerasq.params.selection import QuantizationParams
+from kerasq.plan import QuantizationParams
+from kerasq.quantizers.grid import HALF_TO_EVEN, QuantParams
 
 COMPENSATED_KINDS = ("conv", "depthwise_conv", "dense")
 MAX_BITS = 7  # kernels of at most this many bits are compensated

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 
 import kerasq
+from kerasq.export import keras_export_model
+from kerasq.export.runtimes import predict_litert
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -102,9 +104,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def export_and_run(q_model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, path: Path | None) -> None:
     """INT8 TFLite export of ``q_model`` (to ``path``, or a temporary file), then its accuracy on LiteRT."""
-    from kerasq.export import keras_export_model
-    from kerasq.export.runtimes import predict_litert
-
     with tempfile.TemporaryDirectory() as tmp:
         report = keras_export_model(q_model, path or Path(tmp) / "q.tflite", "tflite", "int8")
         print("\n" + report.summary())

@@ -86,7 +86,7 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
     On any exception (including KeyboardInterrupt) the temporary output is removed and an existing ``path``
     is left untouched. Keeping the suffix lets writers that infer the format from it (``.keras``) work. Files
     get the permissions ``open()`` gives new files (0666 less the umask). What may be replaced is the caller's
-    decision (``kerasq.export.exporter.check_export_target``). An ``OSError`` (a folder that cannot be written,
+    decision (``kerasq.export.keras_export.check_export_target``). An ``OSError`` (a folder that cannot be written,
     a full disk) becomes an ``ExportError`` naming ``path``, not the temporary.
     """
     target = Path(path)

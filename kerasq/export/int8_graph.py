@@ -36,8 +36,8 @@ from kerasq.export.report import Requantization
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, fresh_inputs, resolve_refs
 from kerasq.layers import ShiftedActivation
-from kerasq.params import integer_range
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
+from kerasq.quantizers.grid import integer_range
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
 from kerasq.quantizers.wrapper import int8_storage_steps
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from kerasq.mixed_precision.resources import kernel_bytes
 from kerasq.quantizers import QuantizeWrapper
+from kerasq.resources.utilization import kernel_bytes
 
 
 def sub_byte_savings(q_model: keras.Model) -> int:

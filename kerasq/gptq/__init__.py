@@ -2,7 +2,7 @@
 
 from kerasq.gptq.config import GradientPTQConfig, get_keras_gptq_config
 from kerasq.gptq.quantize import keras_gradient_post_training_quantization
-from kerasq.gptq.training import GPTQReport
+from kerasq.info import GPTQReport
 
 __all__ = [
     "GPTQReport",

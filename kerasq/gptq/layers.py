@@ -8,9 +8,9 @@ import keras
 import numpy as np
 
 from kerasq.gptq.soft_rounding import hard_quantize, initial_logits, soft_quantize
-from kerasq.params import QuantParams
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
+from kerasq.quantizers.grid import QuantParams
 
 
 @keras.saving.register_keras_serializable(package="kerasq")

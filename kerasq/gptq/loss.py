@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from kerasq.errors import ConfigError
-from kerasq.mixed_precision.hessian import activation_hessian_scores
+from kerasq.hessian import activation_hessian_scores
 
 _EPS = 1e-12
 

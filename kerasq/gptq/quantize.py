@@ -15,8 +15,8 @@ import keras
 import numpy as np
 
 from kerasq.builder import build_model
-from kerasq.core.config import CoreConfig
-from kerasq.core.resource_utilization import ResourceUtilization
+from kerasq.config.config import CoreConfig
+from kerasq.config.resource_utilization import ResourceUtilization
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.errors import ConfigError, DataError, ModelError
 from kerasq.gptq.config import GradientPTQConfig
@@ -24,13 +24,12 @@ from kerasq.gptq.layers import BlendedActivationQuantizer, SoftRoundingWrapper
 from kerasq.gptq.loss import energy_weights, hessian_weights, sample_weights
 from kerasq.gptq.training import TrainingSetup, train_rounding
 from kerasq.graph.model_graph import Graph
+from kerasq.hessian import HessianConfig, activation_hessian_sample_scores
 from kerasq.info import QuantizationInfo
-from kerasq.mixed_precision.hessian import HessianConfig, activation_hessian_sample_scores
-from kerasq.params.selection import QuantizationParams
+from kerasq.pipeline import assemble, choose_bits, corrected, prepare
+from kerasq.plan import QuantizationParams, QuantizationPlan
 from kerasq.platform import TargetPlatformCapabilities
-from kerasq.platform.assign import QuantizationPlan
 from kerasq.progress import progress
-from kerasq.ptq import assemble, choose_bits, corrected, prepare
 
 # per-sample estimates need more draws than per-tensor totals over a batch (each sample sees fewer terms)
 SAMPLE_HESSIAN = HessianConfig(min_iterations=8, max_iterations=50)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -23,41 +23,10 @@ from kerasq.gptq.soft_rounding import (
     rectified_sigmoid,
     rounding_penalty,
 )
+from kerasq.info import GPTQReport
 from kerasq.progress import progress
 
 CHECK_BATCHES = 8  # batches on which the learned rounding is compared with rounding to nearest
-
-
-@dataclass
-class GPTQReport:
-    """What fine-tuning did. Losses are relative to the PTQ solution's (rounding to nearest) on the first
-    ``CHECK_BATCHES`` batches."""
-
-    epochs: int
-    steps: int
-    compare_points: int
-    hessian_weights: bool
-    loss: list[float] = field(default_factory=list)  # mean reconstruction loss per epoch
-    regularizer: list[float] = field(default_factory=list)  # mean rounding regularizer per epoch (0 = hard)
-    seconds: float = 0.0
-    final_loss: float = 1.0  # with the learned rounding hardened, on the first batches (PTQ = 1.0)
-    kept_ptq: bool = False  # the learned rounding was not better than PTQ's, so PTQ's was kept
-    flipped: float = 0.0  # fraction of kernel values rounded away from nearest
-    trained: dict[str, int] = field(default_factory=dict)  # variable group -> number of values trained
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        return self.seconds / max(self.epochs, 1)
-
-    def summary(self) -> str:
-        losses = ", ".join(f"{v:.4f}" for v in self.loss)
-        return (
-            f"gradient-based rounding: {self.epochs} epochs ({self.steps} steps, {self.seconds:.1f} s), "
-            f"{self.compare_points} compare points, loss per epoch [{losses}], hardened {self.final_loss:.4f} "
-            "(PTQ = 1), "
-            f"{100 * self.flipped:.1f}% of kernel values rounded away from nearest"
-            + (" (not better than PTQ: PTQ's rounding kept)" if self.kept_ptq else "")
-        )
 
 
 @dataclass

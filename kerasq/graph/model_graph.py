@@ -7,6 +7,7 @@ so the builder can replay the call with new tensors. Nodes may carry replacement
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -101,11 +102,14 @@ class Graph:
     def producers(self) -> dict[int, Node]:
         return {tid: node for node in self.nodes for tid in node.outputs}
 
-    def layer_calls(self) -> dict[str, tuple[str, ...]]:
-        """First call -> every call (graph order) of each operation: nodes calling one layer share its weights."""
+    def layer_calls(self, among: Collection[str] | None = None) -> dict[str, tuple[str, ...]]:
+        """First call -> every call (graph order) of each operation: nodes calling one layer share its weights.
+
+        ``among``: only the nodes named there (e.g. ``plan.weights``: the layers with quantized kernels)."""
         calls: dict[int, list[str]] = {}
         for node in self.nodes:
-            calls.setdefault(id(node.op), []).append(node.name)
+            if among is None or node.name in among:
+                calls.setdefault(id(node.op), []).append(node.name)
         return {names[0]: tuple(names) for names in calls.values()}
 
     def shared_operations(self) -> set[int]:

@@ -40,9 +40,20 @@ def weight_names(kind: str, use_bias: bool) -> tuple[str, ...]:
     return _WEIGHT_NAMES[kind] + (("bias",) if use_bias else ())
 
 
+def declared_weight_names(node: Node) -> tuple[str, ...]:
+    """The weights ``node``'s kind declares (its kernels, and ``bias`` with ``use_bias``), in layer order."""
+    return weight_names(node.kind, bool(node.layer_config.get("use_bias", False)))
+
+
+def has_plain_weights(node: Node) -> bool:
+    """Whether ``node`` holds exactly the weights its kind declares: no extra ones such as LoRA factors or
+    Keras-native quantization scales, which rewrites and corrections would not carry over."""
+    return len(node.layer_weights) == len(declared_weight_names(node))
+
+
 def named_weights(node: Node) -> dict[str, np.ndarray]:
     """The node's weights by name (kernel/bias/...), after any rewrite."""
-    names = weight_names(node.kind, bool(node.layer_config.get("use_bias", False)))
+    names = declared_weight_names(node)
     values = node.layer_weights
     if len(values) != len(names):
         raise ModelError(

@@ -1,1 +1,1 @@
-"""Mixed precision: resources, sensitivity, Hessian scores, the integer program and budget search."""
+"""Mixed precision: configurable units, their sensitivity, resource rows, the integer program, bit allocation."""

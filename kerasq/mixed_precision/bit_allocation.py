@@ -12,13 +12,16 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kerasq.core.resource_utilization import ResourceUtilization
+from kerasq.config.config import MixedPrecisionQuantizationConfig
+from kerasq.config.resource_utilization import ResourceUtilization
+from kerasq.corrections.compensated_kernels import KernelCompensation
+from kerasq.data import RepresentativeData
 from kerasq.errors import ConfigError
-from kerasq.mixed_precision.resources import activation_schedule, resource_rows, resource_utilization
+from kerasq.graph.model_graph import Graph
+from kerasq.mixed_precision.resource_rows import resource_rows
 from kerasq.mixed_precision.sensitivity import (
     THREADS,
     Sensitivity,
@@ -34,10 +37,9 @@ from kerasq.mixed_precision.solver import (
     solve,
 )
 from kerasq.mixed_precision.units import Unit, apply_bits, configurable_units
-from kerasq.platform.assign import QuantizationPlan
-
-if TYPE_CHECKING:
-    from kerasq.ptq import Prepared
+from kerasq.params.grid_cache import GridCache
+from kerasq.plan import QuantizationPlan
+from kerasq.resources.utilization import activation_schedule, resource_utilization
 
 _WEIGHT_RESOURCES = ("weights_memory", "total_memory", "bops")
 _ACTIVATION_RESOURCES = ("activation_memory", "total_memory", "bops")
@@ -67,6 +69,19 @@ class MixedPrecisionReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class AllocationInputs:
+    """What bit allocation reads of a model ready for quantization (``kerasq.pipeline.allocation_inputs``)."""
+
+    graph: Graph  # rewritten, with every correction that changes the graph applied
+    plan: QuantizationPlan  # at the platform's (and manual) widths
+    grids: GridCache  # grids of every tensor and kernel, searched per width on demand
+    data: RepresentativeData  # sensitivity runs on its first ``config.num_of_images`` samples
+    config: MixedPrecisionQuantizationConfig
+    input_means: dict[str, np.ndarray]  # bias correction's mean inputs, so candidates are measured corrected
+    compensation: KernelCompensation | None  # low-bit kernels' compensated rounding, when PTQ applies it
+
+
 def _fits(problem: MixedPrecisionProblem, choice: np.ndarray) -> bool:
     values = evaluate(problem, choice)
     return all(values[r] <= b * (1 + 1e-9) for r, b in problem.budgets.items())
@@ -76,23 +91,23 @@ def _fits(problem: MixedPrecisionProblem, choice: np.ndarray) -> bool:
 class BitAllocator:
     """Units, resource rows and (lazily) sensitivity of one prepared model: solve many budgets cheaply."""
 
-    prepared: Prepared
+    inputs: AllocationInputs
     units: list[Unit]
     problem: MixedPrecisionProblem  # rows with activation memory in the order best at the highest widths
     sensitivity: Sensitivity | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, prepared: Prepared, restricted: Sequence[str] | None) -> BitAllocator:
+    def create(cls, inputs: AllocationInputs, restricted: Sequence[str] | None) -> BitAllocator:
         """Units configurable for the ``restricted`` resources (all units when None)."""
         start = time.perf_counter()
         weights = restricted is None or any(r in restricted for r in _WEIGHT_RESOURCES)
         activations = restricted is None or any(r in restricted for r in _ACTIVATION_RESOURCES)
-        units = configurable_units(prepared.graph, prepared.plan, weights=weights, activations=activations)
-        rows, _ = resource_rows(prepared.graph, prepared.plan, units)
+        units = configurable_units(inputs.graph, inputs.plan, weights=weights, activations=activations)
+        rows, _ = resource_rows(inputs.graph, inputs.plan, units)
         zeros = [np.zeros(len(u.candidates)) for u in units]
         problem = MixedPrecisionProblem(zeros, rows, {})
-        return cls(prepared, units, problem, seconds={"resources": time.perf_counter() - start})
+        return cls(inputs, units, problem, seconds={"resources": time.perf_counter() - start})
 
     def reachable(self, resource: str) -> float:
         """The smallest value of ``resource`` the platform's candidates allow. Activation and total memory
@@ -112,8 +127,8 @@ class BitAllocator:
 
     def ensure_sensitivity(self) -> Sensitivity:
         if self.sensitivity is None:
-            p = self.prepared
-            mp = p.core_config.mixed_precision_config
+            p = self.inputs
+            mp = p.config
             samples = p.data.take(mp.num_of_images)
             start = time.perf_counter()
             search_candidate_grids(p.plan, self.units, p.grids)
@@ -142,7 +157,7 @@ class BitAllocator:
     def _problem_at(self, choice: Sequence[int], budgets: dict[str, float]) -> MixedPrecisionProblem:
         """The problem with activation memory constrained at the cuts of the order best at ``choice``'s widths
         (``choice``'s value there is the activation memory its model reports)."""
-        p = self.prepared
+        p = self.inputs
         schedule = activation_schedule(p.graph, self.plan_for(choice))
         rows = resource_rows(p.graph, p.plan, self.units, schedule=schedule)[0]
         values = self.problem.sensitivity if self.sensitivity is None else self.sensitivity.values
@@ -150,7 +165,7 @@ class BitAllocator:
 
     def _solve_rows(self, problem: MixedPrecisionProblem) -> np.ndarray:
         choice = solve(problem)
-        if self.prepared.core_config.mixed_precision_config.refine_after_solve:
+        if self.inputs.config.refine_after_solve:
             choice = greedy_raise(problem, choice)
         return np.asarray(choice, int)
 
@@ -202,7 +217,7 @@ class BitAllocator:
             if _fits(own, uniform) and not (uniform == choice).all():
                 options.append(uniform)
         if len(options) > 1:
-            p, sens = self.prepared, self.sensitivity
+            p, sens = self.inputs, self.sensitivity
 
             def distance(option: np.ndarray) -> float:
                 plan = self.plan_for(option)
@@ -220,7 +235,7 @@ class BitAllocator:
 
     def plan_for(self, choice: Sequence[int]) -> QuantizationPlan:
         bits = [u.candidates[c] for u, c in zip(self.units, choice, strict=True)]
-        return apply_bits(self.prepared.plan, self.units, bits)
+        return apply_bits(self.inputs.plan, self.units, bits)
 
     def report(self, choice: Sequence[int], target: ResourceUtilization | None) -> MixedPrecisionReport:
         plan = self.plan_for(choice)
@@ -230,7 +245,7 @@ class BitAllocator:
             choice=[int(c) for c in choice],
             bits=[u.candidates[c] for u, c in zip(self.units, choice, strict=True)],
             target=target,
-            achieved=resource_utilization(self.prepared.graph, plan),
+            achieved=resource_utilization(self.inputs.graph, plan),
             sensitivity=None
             if self.sensitivity is None
             else [list(map(float, v)) for v in self.sensitivity.values],
@@ -257,7 +272,7 @@ def check_overwrite(overwrite: Sequence[int], units: Sequence[Unit]) -> np.ndarr
 
 
 def allocate_bits(
-    prepared: Prepared, target: ResourceUtilization | None
+    inputs: AllocationInputs, target: ResourceUtilization | None
 ) -> tuple[QuantizationPlan, MixedPrecisionReport]:
     """The plan at the widths the target (or ``configuration_overwrite``) asks for, and the report."""
     if target is not None and not isinstance(target, ResourceUtilization):
@@ -265,9 +280,9 @@ def allocate_bits(
             "target_resource_utilization must be a kerasq.core.ResourceUtilization, e.g. "
             f"ResourceUtilization(weights_memory=200_000); got {type(target).__name__}."
         )
-    overwrite = prepared.core_config.mixed_precision_config.configuration_overwrite
+    overwrite = inputs.config.configuration_overwrite
     restricted = None if target is None else list(target.restricted())
-    allocator = BitAllocator.create(prepared, restricted)
+    allocator = BitAllocator.create(inputs, restricted)
     if overwrite is not None:
         choice = check_overwrite(overwrite, allocator.units)
     elif not target.restricted():

@@ -39,18 +39,18 @@ import tensorflow as tf
 from keras import ops
 
 from kerasq.builder.model_builder import build_model, clone_operation
-from kerasq.core.config import MixedPrecisionQuantizationConfig
-from kerasq.core.enums import MpDistanceWeighting
+from kerasq.config.config import MixedPrecisionQuantizationConfig
+from kerasq.config.enums import MpDistanceWeighting
 from kerasq.corrections.bias_correction import correct_biases
 from kerasq.graph.model_graph import Graph, Node, TensorRef, resolve_refs
 from kerasq.graph.weights import named_weights, weight_names
-from kerasq.mixed_precision.hessian import activation_hessian_scores
+from kerasq.hessian import activation_hessian_scores
 from kerasq.mixed_precision.units import Unit, apply_bits, unit_tensors
-from kerasq.params.quant_params import HALF_TO_EVEN, QuantParams
-from kerasq.params.selection import GridCache, QuantizationParams
-from kerasq.platform.assign import QuantizationPlan, inherited_from
+from kerasq.params.grid_cache import GridCache
+from kerasq.plan import QuantizationParams, QuantizationPlan, inherited_from
 from kerasq.progress import progress
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
+from kerasq.quantizers.grid import HALF_TO_EVEN, QuantParams
 from kerasq.quantizers.kernel_ops import LINEAR_OPS, weighted_forward
 from kerasq.quantizers.wrapper import bias_on_grid, int8_storage_steps
 
@@ -100,7 +100,9 @@ class Sensitivity:
         that is not the nearest rounding (``KernelCompensation.kernels`` of the configuration's grids)."""
         params = grids.params_for(plan)
         layers, linear = self.layers
-        if kernels:  # as ``ptq.corrected`` makes the graph: biases correct the compensated kernels' errors
+        if (
+            kernels
+        ):  # as ``pipeline.corrected`` makes the graph: biases correct the compensated kernels' errors
             corrected = correct_biases(graph, params, self.input_means, kernels)
             linear = {
                 name: {**w, "kernel": ops.convert_to_tensor(kernels[name])} if name in kernels else w

@@ -10,11 +10,11 @@ Candidate index 0 is the highest width.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from kerasq.graph.model_graph import Graph
-from kerasq.platform.assign import QuantizationPlan
+from kerasq.plan import QuantizationPlan, follow_grid_owners
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,12 @@ class Unit:
         return f"{self.name} ({self.kind})"
 
 
-def layer_calls(graph: Graph, among: Collection[str] | None = None) -> dict[str, tuple[str, ...]]:
-    """``graph.layer_calls()`` over the nodes named in ``among`` (all when None; e.g. ``plan.weights``: the
-    layers with quantized kernels)."""
-    if among is None:
-        return graph.layer_calls()
-    kept = {first: tuple(n for n in calls if n in among) for first, calls in graph.layer_calls().items()}
-    return {calls[0]: calls for calls in kept.values() if calls}
-
-
 def configurable_units(
     graph: Graph, plan: QuantizationPlan, *, weights: bool = True, activations: bool = True
 ) -> list[Unit]:
     """Units with more than one candidate, of the requested kinds, in the documented order."""
     units = []
-    calls = layer_calls(graph, plan.weights) if weights else {}
+    calls = graph.layer_calls(plan.weights) if weights else {}
 
     def add_activation(tensor: int) -> None:
         spec = plan.activations.get(tensor)
@@ -91,9 +82,7 @@ def apply_bits(plan: QuantizationPlan, units: Sequence[Unit], bits: Sequence[int
                 new.weights[name] = {k: replace(s, n_bits=b) for k, s in new.weights[name].items()}
         else:
             new.activations[unit.tensor] = replace(new.activations[unit.tensor], n_bits=b)
-    for tid, spec in new.activations.items():
-        if spec.shares_grid_of is not None:
-            new.activations[tid] = replace(spec, n_bits=new.activations[spec.shares_grid_of].n_bits)
+    follow_grid_owners(new.activations)
     return new
 
 

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from kerasq.core.enums import QuantizationErrorMethod as E
+from kerasq.config.enums import QuantizationErrorMethod as E
 
 # relative floating-point slack of a clipping bound: far above the ~m * 2**-53 rounding of its sums and of a
 # candidate's error, so a candidate is only skipped when its error provably exceeds the best one's

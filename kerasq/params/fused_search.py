@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasq.core.enums import QuantizationMethod
-from kerasq.params.quant_params import QuantParams, uniform_grid
+from kerasq.config.enums import QuantizationMethod
+from kerasq.quantizers.grid import QuantParams, uniform_grid
 from kerasq.statistics.histogram import TensorStats
 
 # consumer kind -> (low, high): the consumer's output is constant below low and above high

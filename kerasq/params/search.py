@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasq.core.enums import QuantizationErrorMethod as E
-from kerasq.core.enums import QuantizationMethod as M
+from kerasq.config.enums import QuantizationErrorMethod as E
+from kerasq.config.enums import QuantizationMethod as M
 from kerasq.errors import ConfigError, DataError
 from kerasq.params.error import binned_lp_error, candidate_errors, clipping_lower_bound
-from kerasq.params.quant_params import (
+from kerasq.quantizers.grid import (
     MIN_SCALE,
     QuantParams,
     integer_range,

@@ -6,58 +6,18 @@ the model builder all read.
 
 from __future__ import annotations
 
-from collections.abc import Container
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
-from kerasq.core.config import QuantizationConfig
-from kerasq.core.enums import QuantizationMethod
+from kerasq.config.config import QuantizationConfig
 from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import is_weighted
 from kerasq.graph.weights import QUANTIZED_KERNELS, channel_axes, named_weights
-from kerasq.params.quant_params import HALF_AWAY_FROM_STORED_ZERO, HALF_TO_EVEN
+from kerasq.plan import ActivationSpec, QuantizationPlan, WeightSpec, grid_source
 from kerasq.platform.capabilities import OpQuantizationConfig, TargetPlatformCapabilities
-
-
-@dataclass(frozen=True)
-class ActivationSpec:
-    """An activation quantizer to insert on one tensor."""
-
-    tensor: int
-    producer: str  # node name, or the input name for model inputs
-    n_bits: int
-    method: QuantizationMethod
-    signedness: str  # "auto" | "signed" | "unsigned"
-    bit_candidates: tuple[int, ...]
-    fixed_range: tuple[float, float] | None = None  # imposed by the platform; no search
-    shares_grid_of: int | None = None  # takes the grid of this tensor (e.g. the concat it feeds)
-    rounding: str = (
-        HALF_TO_EVEN  # where ties go (kerasq.params.quant_params): the device's rule if it has one
-    )
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """A kernel quantizer for one kernel of a weighted node."""
-
-    node: str
-    kernel: str
-    n_bits: int
-    method: QuantizationMethod
-    axes: tuple[int, ...]  # non-negative kernel axes holding channels; () = per-tensor
-    narrow_range: bool
-    bit_candidates: tuple[int, ...]
-
-
-@dataclass
-class QuantizationPlan:
-    activations: dict[int, ActivationSpec] = field(default_factory=dict)
-    weights: dict[str, dict[str, WeightSpec]] = field(default_factory=dict)
-    float_nodes: dict[str, str] = field(default_factory=dict)  # node name -> why it stays float
-    fused: set[int] = field(default_factory=set)  # tensors inside a fused chain: never materialized on device
-    inherits: dict[int, int] = field(default_factory=dict)  # output of a grid-preserving op -> its input
+from kerasq.quantizers.grid import HALF_AWAY_FROM_STORED_ZERO
 
 
 def _with_overrides(cfg: OpQuantizationConfig, qc: QuantizationConfig) -> OpQuantizationConfig:
@@ -178,25 +138,6 @@ def _round_onto_input_grid(
     plan.activations[tensor] = replace(
         spec, tensor=tensor, producer=name, rounding=HALF_AWAY_FROM_STORED_ZERO
     )
-
-
-def inherited_from(inherits: dict[int, int], tensor: int, quantized: Container[int]) -> int:
-    """``tensor``, or the first tensor in ``quantized`` up its chain of grid-preserving ops (``inherits``, a
-    plan's): the one whose grid it is on (the last one reached when none is quantized)."""
-    seen = set()
-    while tensor not in quantized and tensor in inherits and tensor not in seen:
-        seen.add(tensor)
-        tensor = inherits[tensor]
-    return tensor
-
-
-def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:
-    """The tensor whose quantizer sets ``tensor``'s grid (through preserving ops and shared grids); None = float."""
-    tensor = inherited_from(plan.inherits, tensor, plan.activations)
-    spec = plan.activations.get(tensor)
-    if spec is None:
-        return None
-    return spec.shares_grid_of if spec.shares_grid_of is not None else tensor
 
 
 def _share_input_grids(node: Node, plan: QuantizationPlan, consumers: dict, every_input: bool) -> None:

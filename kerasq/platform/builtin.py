@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import replace
 
-from kerasq.core.enums import QuantizationMethod
+from kerasq.config.enums import QuantizationMethod
 from kerasq.errors import ConfigError
 from kerasq.platform.capabilities import OperatorSet, OpQuantizationConfig, TargetPlatformCapabilities
 

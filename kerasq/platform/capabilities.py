@@ -11,7 +11,7 @@ import difflib
 import math
 from dataclasses import dataclass, field
 
-from kerasq.core.enums import QuantizationMethod, parse_enum
+from kerasq.config.enums import QuantizationMethod, parse_enum
 from kerasq.errors import ConfigError
 from kerasq.graph import op_kinds
 
@@ -67,7 +67,7 @@ class OpQuantizationConfig:
         weights_narrow_range: the most negative int8 value (-128) is never used, as TFLite's int8 kernels
             require: a symmetric grid of 8 or more bits drops its most negative level ([-127, 127] at 8 bits);
             a grid of fewer bits fits in [-127, 127] with its full range and keeps it ([-8, 7] at 4 bits,
-            [-2, 1] at 2 bits; ``kerasq.params.integer_range``).
+            [-2, 1] at 2 bits; ``kerasq.quantizers.grid.integer_range``).
         enable_weights_quantization: False keeps kernels in float.
         weights_bit_candidates / activation_bit_candidates: widths mixed precision may choose from
             (empty means just the default width).

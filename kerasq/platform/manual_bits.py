@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kerasq.core.config import BitWidthConfig, ManualBitWidth
+from kerasq.config.config import BitWidthConfig, ManualBitWidth
 from kerasq.errors import ConfigError
 from kerasq.graph.model_graph import Graph
-from kerasq.platform.assign import QuantizationPlan
+from kerasq.plan import QuantizationPlan, follow_grid_owners
 
 
 def _pin_weights(plan: QuantizationPlan, node: str, bits: int) -> None:
@@ -59,11 +59,5 @@ def pin_bit_widths(graph: Graph, plan: QuantizationPlan, config: BitWidthConfig)
                 f"BitWidthConfig rule {rule.describe()} ({rule.target}, {rule.bits} bits) matched no layer with "
                 f"{what}; fix the selector or remove the rule. Layers it could name: {candidates[:20]}{' ...' if len(candidates) > 20 else ''}."
             )
-    # tensors that take another tensor's grid follow its width
-    for tid, spec in pinned.activations.items():
-        if spec.shares_grid_of is not None:
-            target = pinned.activations[spec.shares_grid_of]
-            pinned.activations[tid] = replace(
-                spec, n_bits=target.n_bits, bit_candidates=target.bit_candidates
-            )
+    follow_grid_owners(pinned.activations)
     return pinned

@@ -8,9 +8,8 @@ import keras
 import numpy as np
 
 from kerasq.errors import ConfigError
-from kerasq.params import QuantParams
-from kerasq.params.quant_params import HALF_TO_EVEN, ROUNDINGS
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale
+from kerasq.quantizers.grid import HALF_TO_EVEN, ROUNDINGS, QuantParams
 from kerasq.quantizers.variables import layer_variable
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from keras import ops
 
-from kerasq.params.quant_params import HALF_AWAY_FROM_STORED_ZERO, HALF_TO_EVEN, TIE_TOLERANCE, stored_zero
+from kerasq.quantizers.grid import HALF_AWAY_FROM_STORED_ZERO, HALF_TO_EVEN, TIE_TOLERANCE, stored_zero
 
 
 def round_ste(x: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasq.params import QuantParams
+from kerasq.quantizers.grid import QuantParams
 from kerasq.quantizers.variables import layer_variable
 
 

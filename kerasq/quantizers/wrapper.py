@@ -7,8 +7,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasq.params import QuantParams
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale, round_ste
+from kerasq.quantizers.grid import QuantParams
 from kerasq.quantizers.kernel_ops import weighted_forward
 from kerasq.quantizers.variables import layer_variable
 

@@ -20,7 +20,7 @@ from kerasq.core import (
     ResourceUtilization,
 )
 from kerasq.errors import ConfigError
-from kerasq.mixed_precision.hessian import HessianConfig
+from kerasq.hessian import HessianConfig
 
 NAN, INF = math.nan, math.inf
 

@@ -9,9 +9,9 @@ import pytest
 from bad_input.matrix import Case, check, images, params, tiny_model
 
 import kerasq
+from kerasq.budget_search import keras_accuracy_target_search
 from kerasq.core import CoreConfig, MixedPrecisionQuantizationConfig, ResourceUtilization
 from kerasq.errors import ConfigError, DataError
-from kerasq.mixed_precision.budget_search import keras_accuracy_target_search
 from kerasq.mixed_precision.solver import InfeasibleTargetError
 
 ptq = kerasq.ptq.keras_post_training_quantization

@@ -174,7 +174,7 @@ def test_bad_data(case):
 
 def test_hessian_service_names_the_batch():
     """The Hessian service (mixed precision, HMSE, GPTQ) refuses batches that do not fit the model itself."""
-    from kerasq.mixed_precision.hessian import activation_hessian_scores
+    from kerasq.hessian import activation_hessian_scores
 
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(3)(inputs)

@@ -10,7 +10,7 @@ import numpy as np
 from keras import layers
 
 from kerasq.builder import LayerPool, build_model
-from kerasq.ptq import prepare
+from kerasq.pipeline import prepare
 
 IMAGES = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype("float32")
 

@@ -10,7 +10,7 @@ import pytest
 
 from kerasq.builder import build_model
 from kerasq.errors import ModelError
-from kerasq.ptq import prepare
+from kerasq.pipeline import prepare
 
 L = keras.layers
 DATA = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")

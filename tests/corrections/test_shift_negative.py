@@ -111,7 +111,7 @@ def test_bias_correction_means_of_shifted_inputs_are_those_of_the_corrected_grap
     # derived (zero padded like the activation, plus the shift), not measured again on the rewritten graph.
     from kerasq.builder import build_model
     from kerasq.data import RepresentativeData, input_specs_from_model
-    from kerasq.ptq import prepare
+    from kerasq.pipeline import prepare
 
     model = _swish_net()
     calibration, _ = data

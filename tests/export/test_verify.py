@@ -10,7 +10,7 @@ import pytest
 import kerasq
 from kerasq.export import KerasExportSerializationFormat, QuantizationFormat, keras_export_model
 from kerasq.export.verify import MIN_SQNR_DB, Verification, compare, sqnr_db
-from kerasq.ptq import REFERENCE_SAMPLES
+from kerasq.pipeline import REFERENCE_SAMPLES
 
 layers = keras.layers
 TFLITE = kerasq.get_target_platform_capabilities("tflite")

@@ -11,6 +11,7 @@ import pytest
 from helpers import accuracy
 
 import kerasq
+from kerasq.budget_search import keras_accuracy_target_search
 from kerasq.core import (
     BitWidthConfig,
     CoreConfig,
@@ -21,10 +22,9 @@ from kerasq.core import (
 )
 from kerasq.mixed_precision import bit_allocation
 from kerasq.mixed_precision.bit_allocation import BitAllocator
-from kerasq.mixed_precision.budget_search import keras_accuracy_target_search
-from kerasq.mixed_precision.resources import resource_utilization
 from kerasq.mixed_precision.solver import InfeasibleTargetError, MixedPrecisionProblem, evaluate, solve
-from kerasq.ptq import prepare
+from kerasq.pipeline import prepare
+from kerasq.resources.utilization import resource_utilization
 
 ptq = kerasq.ptq.keras_post_training_quantization
 

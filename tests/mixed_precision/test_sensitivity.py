@@ -20,9 +20,9 @@ from kerasq.mixed_precision.sensitivity import (
     search_candidate_grids,
 )
 from kerasq.mixed_precision.units import apply_bits, configurable_units
-from kerasq.params import selection
-from kerasq.params.selection import GridCache
-from kerasq.ptq import prepare
+from kerasq.params import grid_cache
+from kerasq.params.grid_cache import GridCache
+from kerasq.pipeline import prepare
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_joint_check_measures_the_model_ptq_builds(prepared, trained_cnn):
     mp = MixedPrecisionQuantizationConfig()  # AVG: the joint check still measures at the outputs
     sens = compute_sensitivity(graph, plan, units, grids, samples, mp, prepared.input_means)
     mixed = apply_bits(plan, units, [u.candidates[-1 - i % 2] for i, u in enumerate(units)])  # 2 and 4 bits
-    quantized, _ = kerasq.ptq.finish(prepared, mixed)
+    quantized, _ = kerasq.pipeline.finish(prepared, mixed)
     f = np.asarray(trained_cnn.predict(samples, verbose=0), np.float64)
     q = np.asarray(quantized.predict(samples, verbose=0), np.float64)
     expected = np.mean(np.sum((q - f) ** 2, 1) / np.sum(f**2, 1))
@@ -264,9 +264,9 @@ def test_candidate_grids_are_searched_before_the_sensitivity(prepared, monkeypat
     units = configurable_units(graph, plan)
     searched = []
     for name in ("weight_params", "activation_params"):
-        real = getattr(selection, name)
+        real = getattr(grid_cache, name)
         monkeypatch.setattr(
-            selection, name, lambda *a, _real=real, _name=name, **k: searched.append(_name) or _real(*a, **k)
+            grid_cache, name, lambda *a, _real=real, _name=name, **k: searched.append(_name) or _real(*a, **k)
         )
     search_candidate_grids(plan, units, grids)
     assert {"weight_params", "activation_params"} <= set(searched)
@@ -329,7 +329,7 @@ def test_joint_check_of_a_shared_layer_measures_the_model_ptq_builds(bits):
     mixed = apply_bits(
         plan, units, [bits if u.label == "shared (weights)" else u.candidates[0] for u in units]
     )
-    quantized, _ = kerasq.ptq.finish(prepared, mixed)
+    quantized, _ = kerasq.pipeline.finish(prepared, mixed)
     f = np.asarray(prepared.model.predict(samples, verbose=0), np.float64)
     q = np.asarray(quantized.predict(samples, verbose=0), np.float64)
     expected = np.mean(np.sum((q - f) ** 2, 1) / np.sum(f**2, 1))

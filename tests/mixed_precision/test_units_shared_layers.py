@@ -10,7 +10,7 @@ import pytest
 import kerasq
 from kerasq.core import BitWidthConfig, CoreConfig, MixedPrecisionQuantizationConfig, QuantizationConfig
 from kerasq.mixed_precision.units import configurable_units
-from kerasq.ptq import plan_model
+from kerasq.pipeline import plan_model
 from kerasq.quantizers import QuantizeWrapper
 
 L = keras.layers

@@ -12,8 +12,8 @@ from kerasq.core import QuantizationErrorMethod as E
 from kerasq.core import QuantizationMethod as M
 from kerasq.params import search_activation_params, search_weight_params
 from kerasq.params.error import binned_lp_error, kl_error
-from kerasq.params.quant_params import integer_range, no_clipping_scale
 from kerasq.params.search import _ACT_FACTORS, histogram_bins
+from kerasq.quantizers.grid import integer_range, no_clipping_scale
 
 
 def _histogram(x: np.ndarray, bins: int = 4096) -> tuple[np.ndarray, float]:

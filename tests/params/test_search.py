@@ -213,8 +213,8 @@ def test_uniform_search_of_a_non_negative_tensor_is_the_full_grid_s_choice():
     """A ReLU output's low end is 0 for every shrink: one row of the (low, high) grid is searched, and the
     choice is the one the full grid's first minimum makes."""
     from kerasq.params.error import candidate_errors
-    from kerasq.params.quant_params import uniform_grid
     from kerasq.params.search import _UNIFORM_ACT_SHRINK, histogram_bins
+    from kerasq.quantizers.grid import uniform_grid
 
     x = np.maximum(np.random.default_rng(8).standard_t(4, 200000), 0.0)  # a long tail: clipping pays
     counts, r = _histogram(x)
@@ -246,8 +246,8 @@ def _random_histogram(seed: int, relu: bool, saturate: bool) -> tuple[np.ndarray
 
 
 def _uniform_candidates(lo: float, hi: float, n_bits: int):
-    from kerasq.params.quant_params import uniform_grid
     from kerasq.params.search import _UNIFORM_ACT_SHRINK
+    from kerasq.quantizers.grid import uniform_grid
 
     a, b = (g.ravel() for g in np.meshgrid(_UNIFORM_ACT_SHRINK, _UNIFORM_ACT_SHRINK, indexing="ij"))
     return uniform_grid(a[:, None] * min(lo, 0.0), b[:, None] * max(hi, 0.0), n_bits)

@@ -9,7 +9,8 @@ from keras import layers
 import kerasq
 from kerasq.core import QuantizationConfig
 from kerasq.graph import read_model
-from kerasq.platform.assign import assign_quantization, grid_source
+from kerasq.plan import grid_source
+from kerasq.platform.assign import assign_quantization
 
 
 def _nested_concat() -> keras.Model:

@@ -25,18 +25,17 @@ import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind
-from kerasq.graph.weights import weight_names
+from kerasq.graph.weights import has_plain_weights, named_weights
 
 _COLLAPSIBLE_KINDS = ("conv", "dense")
 
 
 def linear_weights(node: Node) -> tuple[np.ndarray, np.ndarray | None] | None:
     """(kernel, bias or None) of a plain conv/dense node; ``None`` if it carries other weights."""
-    use_bias = bool(node.layer_config.get("use_bias", False))
-    values = node.layer_weights
-    if len(values) != len(weight_names(node.kind, use_bias)):
+    if not has_plain_weights(node):
         return None  # e.g. LoRA or Keras-native quantization weights
-    return np.asarray(values[0]), (np.asarray(values[1]) if use_bias else None)
+    weights = named_weights(node)
+    return np.asarray(weights["kernel"]), (np.asarray(weights["bias"]) if "bias" in weights else None)
 
 
 def _is_linear_layer(node: Node, shared: set[int]) -> bool:

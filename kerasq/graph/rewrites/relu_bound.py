@@ -27,7 +27,7 @@ import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind, op_kind
-from kerasq.graph.weights import weight_names
+from kerasq.graph.weights import has_plain_weights
 
 _SCALABLE_KINDS = ("conv", "dense", "depthwise_conv")
 
@@ -54,11 +54,6 @@ def relu_bound(node: Node) -> float | None:
     return 6.0 if node.kind == "relu6" else None
 
 
-def _has_plain_weights(node: Node) -> bool:
-    use_bias = bool(node.layer_config.get("use_bias", False))
-    return len(node.layer_weights) == len(weight_names(node.kind, use_bias))
-
-
 def _scalable(node: Node | None, shared: set[int]) -> bool:
     return (
         node is not None
@@ -66,7 +61,7 @@ def _scalable(node: Node | None, shared: set[int]) -> bool:
         and not node.float_reason
         and id(node.op) not in shared
         and len(node.outputs) == 1
-        and _has_plain_weights(node)
+        and has_plain_weights(node)
     )
 
 

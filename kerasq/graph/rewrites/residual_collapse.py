@@ -23,15 +23,12 @@ import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind
-from kerasq.graph.weights import weight_names
+from kerasq.graph.weights import has_plain_weights, named_weights
 
 
 def _kernel(node: Node) -> np.ndarray | None:
     """The node's kernel, ``None`` if it carries weights other than kernel (+ bias)."""
-    values = node.layer_weights
-    if len(values) != len(weight_names(node.kind, bool(node.layer_config.get("use_bias", False)))):
-        return None
-    return np.asarray(values[0])
+    return np.asarray(named_weights(node)["kernel"]) if has_plain_weights(node) else None
 
 
 def is_identity_foldable(conv: Node, shared: set[int]) -> bool:

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from kerasq.graph.model_graph import Graph, Node, TensorInfo, TensorRef
-from kerasq.graph.weights import named_weights, weight_names
+from kerasq.graph.weights import has_plain_weights, named_weights, weight_names
 from kerasq.layers import ShiftedActivation
 
 SNC_KINDS = frozenset({"swish", "gelu", "elu", "leaky_relu", "prelu", "hard_swish", "selu"})
@@ -85,7 +85,7 @@ def _refusal(act: Node, graph: Graph, consumers: dict, shared: set[int], outputs
     if reader.inputs != [out_id] or len(reader.outputs) != 1:
         return f"its reader {reader.name!r} reads other tensors"
     config = reader.layer_config
-    if len(reader.layer_weights) != len(weight_names(reader.kind, bool(config.get("use_bias", False)))):
+    if not has_plain_weights(reader):
         return f"its reader {reader.name!r} has extra weights"
     if config.get("data_format", "channels_last") != "channels_last":
         return f"its reader {reader.name!r} is not channels_last"

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from kerasq.core.enums import MpDistanceWeighting, QuantizationErrorMethod, parse_enum
+from kerasq.config.enums import MpDistanceWeighting, QuantizationErrorMethod, parse_enum
 from kerasq.errors import ConfigError
 
 

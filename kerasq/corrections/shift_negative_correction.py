@@ -14,13 +14,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from kerasq.core.config import QuantizationConfig
+from kerasq.config.config import QuantizationConfig
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.rewrites.shift_negative import shift_negative, snc_candidates
 from kerasq.layers import ShiftedActivation
+from kerasq.params.grid_cache import activation_params
 from kerasq.params.search import fixed_activation_params
-from kerasq.params.selection import activation_params
-from kerasq.platform.assign import ActivationSpec, QuantizationPlan
+from kerasq.plan import ActivationSpec, QuantizationPlan
 from kerasq.platform.capabilities import TargetPlatformCapabilities
 from kerasq.statistics.histogram import TensorStats
 

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 import kerasq
 from kerasq.core import ResourceUtilization
-from kerasq.mixed_precision.resources import resource_rows, resource_utilization
+from kerasq.mixed_precision.resource_rows import resource_rows
 from kerasq.mixed_precision.solver import MixedPrecisionProblem, evaluate
 from kerasq.mixed_precision.units import apply_bits, configurable_units
-from kerasq.ptq import plan_model
+from kerasq.pipeline import plan_model
+from kerasq.resources.utilization import resource_utilization
 
 L = keras.layers
 

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
-from kerasq.core.config import QuantizationConfig
+from kerasq.config.config import QuantizationConfig
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.weights import named_weights
 from kerasq.params.fused_search import fused_tensor_params
-from kerasq.params.quant_params import QuantParams
 from kerasq.params.search import fixed_activation_params, search_activation_params, search_weight_params
-from kerasq.platform.assign import ActivationSpec, QuantizationPlan, WeightSpec
+from kerasq.plan import ActivationSpec, QuantizationParams, QuantizationPlan, WeightSpec
 from kerasq.progress import progress
+from kerasq.quantizers.grid import QuantParams
 from kerasq.statistics.histogram import TensorStats
 from kerasq.statistics.outliers import remove_outliers
-
-
-@dataclass
-class QuantizationParams:
-    """Chosen grids: per activation tensor id, and per node name -> kernel name.
-
-    ``fused``: an 8-bit uniform grid for each tensor inside a fused chain (not quantized by the platform),
-    for runtimes that store it anyway (see ``FusedTensorRange``).
-    """
-
-    activations: dict[int, QuantParams]
-    weights: dict[str, dict[str, QuantParams]]
-    fused: dict[int, QuantParams] = field(default_factory=dict)
-
 
 _SIGNED = {"auto": None, "signed": True, "unsigned": False}
 

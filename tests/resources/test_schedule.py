@@ -1,4 +1,4 @@
-"""Tests for kerasq.mixed_precision.schedule: live-tensor cuts and minimum-peak execution orders."""
+"""Tests for kerasq.resources.schedule: live-tensor cuts and minimum-peak execution orders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kerasq.mixed_precision.schedule import Step, best_schedule, cut_sizes, live_tensors
+from kerasq.resources.schedule import Step, best_schedule, cut_sizes, live_tensors
 
 
 def _is_topological(steps, inputs, order) -> bool:

@@ -24,16 +24,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasq.core.config import CoreConfig
-from kerasq.core.resource_utilization import RESOURCES, ResourceUtilization
+from kerasq.config.config import CoreConfig
+from kerasq.config.resource_utilization import RESOURCES, ResourceUtilization
 from kerasq.data import RepresentativeData, input_specs_from_model
 from kerasq.errors import ConfigError, DataError
 from kerasq.info import QuantizationInfo
 from kerasq.mixed_precision.bit_allocation import BitAllocator
 from kerasq.mixed_precision.solver import evaluate
+from kerasq.pipeline import allocation_inputs, finish, prepare
 from kerasq.platform import TargetPlatformCapabilities
 from kerasq.progress import progress
-from kerasq.ptq import finish, prepare
 
 
 @dataclass
@@ -163,7 +163,7 @@ def keras_accuracy_target_search(
         if held_out_data is None and isinstance(core_config, CoreConfig):  # n_iter was applied when reading
             core_config = replace(core_config, n_iter=None)
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
-    allocator = BitAllocator.create(prepared, [resource])
+    allocator = BitAllocator.create(allocation_inputs(prepared), [resource])
     if max_accuracy_drop is not None:
         float_metric = float(evaluate_fn(model))
 

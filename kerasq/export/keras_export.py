@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from kerasq.core.enums import parse_enum
+from kerasq.config.enums import parse_enum
 from kerasq.errors import ConfigError, ExportError, ExportTargetError
 from kerasq.export.atomic import atomic_output
 from kerasq.export.formats import KerasExportSerializationFormat, QuantizationFormat

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasq.core.enums import QuantizationMethod
+from kerasq.config.enums import QuantizationMethod
 
 MIN_SCALE = 2.0**-24  # floor that keeps degenerate (all-zero) tensors on a valid grid
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasq.mixed_precision.hessian import (
+from kerasq.hessian import (
     HessianConfig,
     activation_hessian_sample_scores,
     activation_hessian_scores,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import kerasq
+from kerasq import budget_search
+from kerasq.budget_search import keras_accuracy_target_search
 from kerasq.errors import ConfigError
-from kerasq.mixed_precision import budget_search
-from kerasq.mixed_precision.budget_search import keras_accuracy_target_search
 
 
 @pytest.fixture(scope="module")

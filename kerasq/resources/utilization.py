@@ -1,10 +1,8 @@
-"""Resource figures of a quantization plan, and the same figures as linear rows of the bit choices.
+"""Resource figures of a quantization plan.
 
 ``resource_utilization(graph, plan)`` reports a plan's weights memory, activation memory (peak over the best
-execution order), total memory and BOPs; definitions are in ``kerasq.core.resource_utilization``.
-``resource_rows(graph, plan, units)`` expresses each resource as rows of the mixed-precision integer program:
-weights memory and BOPs are one row each, activation memory one row per cut of the execution schedule (its
-peak is a maximum over cuts), total memory one row per cut plus the weights.
+execution order), total memory and BOPs; definitions are in ``kerasq.config.resource_utilization``. Mixed
+precision writes the same figures as rows of its integer program (``kerasq.mixed_precision.resource_rows``).
 
 Weight bytes are counted by one function, ``kernel_bytes``: as MCT counts ``weights_memory`` (quantized kernels,
 ``params * bits / 8``) or as the device stores them (``packed=True``: whole bytes per kernel;
@@ -25,16 +23,13 @@ from typing import Any
 import numpy as np
 
 from kerasq.builder.model_builder import build_model
-from kerasq.core.config import CoreConfig
-from kerasq.core.resource_utilization import ResourceUtilization
+from kerasq.config.resource_utilization import ResourceUtilization
 from kerasq.errors import ConfigError
 from kerasq.graph.model_graph import Graph, Node, TensorInfo
 from kerasq.graph.op_kinds import is_weighted
 from kerasq.graph.weights import named_weights
-from kerasq.mixed_precision.schedule import Schedule, Step, best_schedule
-from kerasq.mixed_precision.solver import ResourceRow
-from kerasq.mixed_precision.units import Unit, layer_calls, unit_tensors
-from kerasq.platform.assign import QuantizationPlan, grid_source
+from kerasq.plan import QuantizationPlan, grid_source
+from kerasq.resources.schedule import Schedule, Step, best_schedule
 
 FLOAT_BITS = 32
 BIAS_BITS = 32  # biases are int32 on the device (and float32 in float layers)
@@ -207,7 +202,8 @@ def macs(node: Node, graph: Graph, shapes: Mapping[int, tuple[int, ...]] | None 
     return int(size * np.prod(spatial, dtype=np.int64))
 
 
-def _kernel_bits(plan: QuantizationPlan, node: str) -> dict[str, int]:
+def kernel_bit_widths(plan: QuantizationPlan, node: str) -> dict[str, int]:
+    """Kernel name -> bit width of ``node``'s quantized kernels (empty for a float node)."""
     return {k: spec.n_bits for k, spec in plan.weights.get(node, {}).items()}
 
 
@@ -222,7 +218,8 @@ def weights_memory(graph: Graph, plan: QuantizationPlan) -> float:
     """Bytes of the quantized kernels at their bit widths, each layer once (MCT's ``weights_memory``)."""
     nodes = {node.name: node for node in graph.nodes}
     return math.fsum(
-        layer_kernel_bytes(nodes[name], _kernel_bits(plan, name)) for name in layer_calls(graph, plan.weights)
+        layer_kernel_bytes(nodes[name], kernel_bit_widths(plan, name))
+        for name in graph.layer_calls(plan.weights)
     )
 
 
@@ -238,7 +235,8 @@ def stored_layer_bytes(node: Node, kernel_bits: Mapping[str, int]) -> int:
     return int(packed + kernel_bytes(bias, BIAS_BITS) + kernel_bytes(rest, FLOAT_BITS))
 
 
-def _weight_bits(plan: QuantizationPlan, node: Node) -> int:
+def node_weight_bits(plan: QuantizationPlan, node: Node) -> int:
+    """The width of ``node``'s kernels (32 for a float node)."""
     kernels = plan.weights.get(node.name)
     return next(iter(kernels.values())).n_bits if kernels else FLOAT_BITS
 
@@ -249,7 +247,7 @@ def bops(graph: Graph, plan: QuantizationPlan, shapes: Mapping[int, tuple[int, .
     bits = tensor_bits(graph, plan)
     return int(
         sum(
-            macs(node, graph, shapes) * _weight_bits(plan, node) * bits[node.inputs[0]]
+            macs(node, graph, shapes) * node_weight_bits(plan, node) * bits[node.inputs[0]]
             for node in graph.nodes
             if is_weighted(node.kind)
         )
@@ -267,91 +265,3 @@ def resource_utilization(graph: Graph, plan: QuantizationPlan) -> ResourceUtiliz
         total_memory=weights + activations,
         bops=bops(graph, plan, shapes),
     )
-
-
-def _add(terms: dict[int, np.ndarray], unit: int, values: np.ndarray) -> None:
-    terms[unit] = terms[unit] + values if unit in terms else np.asarray(values, np.float64)
-
-
-def resource_rows(
-    graph: Graph, plan: QuantizationPlan, units: Sequence[Unit], schedule: Schedule | None = None
-) -> tuple[list[ResourceRow], Schedule]:
-    """Rows of every resource as functions of the units' candidate indices (others fixed at plan bits).
-    Activation memory is constrained at the cuts of ``schedule`` (default: the best order at the highest
-    candidate widths)."""
-    cand = [np.asarray(u.candidates, np.float64) for u in units]
-    weight_unit = {name: i for i, u in enumerate(units) if u.kind == "weights" for name in u.nodes}
-    source_unit = {t: i for i, u in enumerate(units) if u.kind == "activation" for t in unit_tensors(plan, u)}
-    shapes = sample_shapes(graph)
-    elements = tensor_elements(graph, shapes)
-    bits = tensor_bits(graph, plan)
-
-    # weights memory: each layer once (a unit holds every call of its layer)
-    w_terms: dict[int, np.ndarray] = {}
-    w_const = weights_memory(graph, plan)
-    nodes = {node.name: node for node in graph.nodes}
-    for i, unit in enumerate(units):
-        if unit.kind != "weights":
-            continue
-        node = nodes[unit.node]
-        w_const -= layer_kernel_bytes(node, _kernel_bits(plan, unit.node))
-        w_terms[i] = layer_kernel_bytes(node, dict.fromkeys(plan.weights[unit.node], 1)) * cand[i]
-    rows = [ResourceRow("weights_memory", w_const, w_terms)]
-
-    # activation memory: schedule at the highest candidate widths, one row per distinct cut
-    tensor_unit = {t: source_unit.get(grid_source(plan, t)) for t in graph.tensors if t not in plan.fused}
-    top_bits = {
-        t: (units[u].candidates[0] if (u := tensor_unit.get(t)) is not None else b) for t, b in bits.items()
-    }
-    schedule = schedule or activation_schedule(graph, plan, top_bits)
-    for cut in dict.fromkeys(schedule.cuts):
-        const, terms = 0.0, {}
-        for t in cut:
-            u = tensor_unit.get(t)
-            if u is None:
-                const += elements[t] * bits[t] / 8
-            else:
-                _add(terms, u, elements[t] * cand[u] / 8)
-        rows.append(ResourceRow("activation_memory", const, terms))
-        total_terms = dict(w_terms)
-        for u, values in terms.items():
-            _add(total_terms, u, values)
-        rows.append(ResourceRow("total_memory", const + w_const, total_terms))
-
-    # BOPs: weight bits x input-activation bits, a product where both are choices
-    b_const, b_terms, b_pairs = 0.0, {}, {}
-    for node in graph.nodes:
-        if not is_weighted(node.kind):
-            continue
-        m = float(macs(node, graph, shapes))
-        wu, au = weight_unit.get(node.name), tensor_unit.get(node.inputs[0])
-        wb, ab = _weight_bits(plan, node), bits[node.inputs[0]]
-        if wu is not None and au is not None:
-            key = (wu, au)
-            b_pairs[key] = b_pairs.get(key, 0) + m * np.outer(cand[wu], cand[au])
-        elif wu is not None:
-            _add(b_terms, wu, m * ab * cand[wu])
-        elif au is not None:
-            _add(b_terms, au, m * wb * cand[au])
-        else:
-            b_const += m * wb * ab
-    rows.append(ResourceRow("bops", b_const, b_terms, b_pairs))
-    return rows, schedule
-
-
-def keras_resource_utilization_data(
-    in_model: Any,
-    representative_data_gen: Any = None,
-    core_config: CoreConfig | None = None,
-    target_platform_capabilities: Any = None,
-) -> ResourceUtilization:
-    """Resource figures of ``in_model`` quantized at the platform's default bit widths (and manual bits).
-
-    The figures depend only on the model, the platform and the configs. ``representative_data_gen`` is checked
-    against the model's inputs; its sample shapes size the dimensions the model leaves open (without it, a model
-    input such as ``Input((None, None, 3))`` is refused with a ``ConfigError``).
-    """
-    from kerasq.ptq import plan_model  # the pipeline's first stages
-
-    graph, plan = plan_model(in_model, representative_data_gen, core_config, target_platform_capabilities)
-    return resource_utilization(graph, plan)

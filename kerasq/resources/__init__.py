@@ -1,0 +1,1 @@
+"""Resource accounting: weights / activation / total memory and BOPs of a plan, and execution orders."""
