@@ -12,7 +12,7 @@ gives them one unit); grids that disagree are refused rather than mixed into a c
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -182,30 +182,13 @@ def build_model(
     weight_params = params.weights if params else {}
     fused_params = params.fused if params else {}
     kinds = _neighbour_kinds(graph) if fused_params else {}
-    tensors: dict[int, Any] = {}  # id -> tensor consumers read (quantized when planned)
-    raw: dict[int, Any] = {}  # id -> tensor before its activation quantizer
-    quantizers: dict[int, ActivationQuantizer] = {}  # id -> the quantizer it passes through
-
-    def publish(ids: list[int], values: list[Any], producer: str) -> None:
-        for k, (tid, value) in enumerate(zip(ids, values, strict=True)):
-            raw[tid] = value
-            if tid in fused_params:
-                value = FusedTensorRange.from_params(
-                    fused_params[tid], *kinds[tid], name=f"{producer}_fused_range" if len(ids) == 1 else
-                    f"{producer}_{k}_fused_range",
-                )(value)  # fmt: skip
-            if tid in act_params:
-                qname = quantizer_name(producer, k, len(ids))
-                references = (reference_inputs or {}).get(tid)
-                quantizers[tid] = activation_quantizer.from_params(act_params[tid], qname, references)
-                value = quantizers[tid](value)
-            tensors[tid] = value
+    built = _Tensors(act_params, fused_params, kinds, reference_inputs or {}, activation_quantizer)
 
     inputs = []
     for tid, input_name in zip(graph.inputs, graph.input_names, strict=True):
         info = graph.tensors[tid]
         inputs.append(keras.Input(batch_shape=info.shape, dtype=info.dtype, name=input_name))
-        publish([tid], [inputs[-1]], input_name)
+        built.publish([tid], [inputs[-1]], input_name)
 
     by_op: dict[int, keras.Operation] = {}  # shared layers stay shared
     layers: dict[str, keras.layers.Layer] = {}
@@ -213,30 +196,77 @@ def build_model(
     for node in graph.nodes:
         op = by_op.get(id(node.op))
         if op is None:
-            taken = pool.take(graph, node) if pool is not None and node.name in weight_params else None
-            op = taken if taken is not None else clone_operation(node)
-            if isinstance(op, keras.layers.Layer):
-                weights_to_load.append((op, node))
-            if node.name in weight_params:
-                grids = {k: _kernel_grid(p) for k, p in weight_params[node.name].items()}
-                scale = _input_scale(node, quantizers, plan)
-                op = wrapper(
-                    op, kind=node.kind, kernel_quantizers=grids, input_scale=scale, name=f"quant_{node.name}"
-                )
+            op, clone = _operation_for(graph, node, weight_params, built.quantizers, plan, wrapper, pool)
+            if isinstance(clone, keras.layers.Layer):
+                weights_to_load.append((clone, node))
             by_op[id(node.op)] = op
         layers[node.name] = op
-        outputs = op(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
-        publish(node.outputs, keras.tree.flatten(outputs), node.name)
+        outputs = op(*resolve_refs(node.args, built.tensors), **resolve_refs(node.kwargs, built.tensors))
+        built.publish(node.outputs, keras.tree.flatten(outputs), node.name)
 
     model_inputs = inputs[0] if len(inputs) == 1 else inputs  # a single input stays a plain tensor
-    model = keras.Model(model_inputs, resolve_refs(graph.outputs, tensors), name=name or graph.name)
+    model = keras.Model(model_inputs, resolve_refs(graph.outputs, built.tensors), name=name or graph.name)
     for layer, node in weights_to_load:
         if node.layer_weights:
             layer.set_weights(node.layer_weights)
     for node_name, kernels in _kernel_params_per_layer(graph, weight_params).items():
         for kernel_name, kernel_params in kernels.items():
             layers[node_name].set_params(kernel_name, kernel_params)
-    return BuiltModel(model=model, tensors=raw, layers=layers)
+    return BuiltModel(model=model, tensors=built.raw, layers=layers)
+
+
+@dataclass
+class _Tensors:
+    """The tensors of a build so far, by graph tensor id: as consumers read them (``tensors``: through the
+    tensor's fused range and activation quantizer where the grids have them) and as their producer made them
+    (``raw``), with the activation quantizer each quantized tensor passes through (``quantizers``)."""
+
+    activations: dict[int, QuantParams]  # tensor id -> the grid of its activation quantizer
+    fused: dict[int, QuantParams]  # tensor id -> the grid of its fused range
+    kinds: dict[int, tuple[str, str]]  # tensor id -> (producer kind, consumer kind), for fused ranges
+    references: dict[int, np.ndarray]  # model input id -> calibration samples its quantizer keeps
+    activation_quantizer: type[ActivationQuantizer]
+    tensors: dict[int, Any] = field(default_factory=dict)
+    raw: dict[int, Any] = field(default_factory=dict)
+    quantizers: dict[int, ActivationQuantizer] = field(default_factory=dict)
+
+    def publish(self, ids: list[int], values: list[Any], producer: str) -> None:
+        """Record the outputs ``values`` of ``producer`` under their ``ids``, passing each through its fused
+        range and activation quantizer (new layers named after ``producer``) where the grids have them."""
+        for k, (tid, value) in enumerate(zip(ids, values, strict=True)):
+            self.raw[tid] = value
+            if tid in self.fused:
+                value = FusedTensorRange.from_params(
+                    self.fused[tid], *self.kinds[tid], name=f"{producer}_fused_range" if len(ids) == 1 else
+                    f"{producer}_{k}_fused_range",
+                )(value)  # fmt: skip
+            if tid in self.activations:
+                qname = quantizer_name(producer, k, len(ids))
+                references = self.references.get(tid)
+                self.quantizers[tid] = self.activation_quantizer.from_params(
+                    self.activations[tid], qname, references
+                )
+                value = self.quantizers[tid](value)
+            self.tensors[tid] = value
+
+
+def _operation_for(
+    graph: Graph, node: Node, weight_params: dict[str, dict[str, QuantParams]],
+    quantizers: dict[int, ActivationQuantizer], plan: QuantizationPlan | None, wrapper: type[QuantizeWrapper],
+    pool: LayerPool | None,
+) -> tuple[keras.Operation, keras.Operation]:  # fmt: skip
+    """``(op, clone)``: the operation the quantized model calls for ``node``'s first call, and the copy inside
+    it whose weights the build loads. The copy is a pooled float clone where ``pool`` has one for a node with
+    kernel grids, else a new one; a node with kernel grids gets it wrapped in ``wrapper`` (its kernels on those
+    grids, its bias on the scale of the grid its input is on)."""
+    taken = pool.take(graph, node) if pool is not None and node.name in weight_params else None
+    clone = taken if taken is not None else clone_operation(node)
+    if node.name not in weight_params:
+        return clone, clone
+    grids = {k: _kernel_grid(p) for k, p in weight_params[node.name].items()}
+    scale = _input_scale(node, quantizers, plan)
+    op = wrapper(clone, kind=node.kind, kernel_quantizers=grids, input_scale=scale, name=f"quant_{node.name}")
+    return op, clone
 
 
 def _input_scale(

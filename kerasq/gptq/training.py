@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,9 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     n_elements = float(sum(int(np.prod(v.shape)) for v in rounding))
     batches = data.num_batches()  # known from an earlier pass: no extra read
     total = config.n_epochs * batches
-    report = GPTQReport(config.n_epochs, total, len(setup.weights), setup.hessian)
+    report = GPTQReport(
+        epochs=config.n_epochs, steps=total, compare_points=len(setup.weights), hessian_weights=setup.hessian
+    )
     report.trained = {"rounding": int(n_elements), "rest": int(sum(np.prod(v.shape) for v in rest))}
     opt_rounding, opt_rest = config.make_optimizers()
     opt_rounding.build(rounding)
@@ -112,7 +114,31 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
             opt_rest.apply_gradients(zip(grads[len(rounding) :], rest, strict=True))
         return recon, reg
 
-    start, step = time.perf_counter(), 0
+    start = time.perf_counter()
+    _run_epochs(train_step, batch_weights, data, batches, config, report)
+    report.seconds = time.perf_counter() - start
+    learned = [v.numpy() for v in rounding]
+    report.final_loss = _hard_loss(setup, rounding, reconstruction, check, learned) / scale
+    if report.final_loss >= 1.0:  # worse than rounding to nearest: deploy the PTQ solution instead
+        report.kept_ptq = True
+        for v, value in zip(rounding + rest, initial_rounding + initial_rest, strict=True):
+            v.assign(value)
+    report.flipped = _flipped_fraction(_unique(setup.wrappers))
+    return report
+
+
+def _run_epochs(
+    train_step: Callable[..., tuple[Any, Any]],
+    batch_weights: Callable[[RepresentativeData], Iterator[tuple[list[np.ndarray], tf.Tensor]]],
+    data: RepresentativeData,
+    batches: int,
+    config: GradientPTQConfig,
+    report: GPTQReport,
+) -> None:
+    """``config.n_epochs`` passes of ``data`` through ``train_step`` (steps numbered from 0 across epochs, which
+    the schedules follow), each epoch's mean reconstruction loss and regularizer appended to ``report`` and
+    passed to ``config.log_function``."""
+    step = 0
     for epoch in range(config.n_epochs):
         recon_sum, reg_sum, count = 0.0, 0.0, 0
         previous = f", loss {report.loss[-1]:.4f}" if report.loss else ""
@@ -125,15 +151,6 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
         report.regularizer.append(reg_sum / max(count, 1))
         if config.log_function is not None:
             config.log_function(epoch, report.loss[-1], report.regularizer[-1])
-    report.seconds = time.perf_counter() - start
-    learned = [v.numpy() for v in rounding]
-    report.final_loss = _hard_loss(setup, rounding, reconstruction, check, learned) / scale
-    if report.final_loss >= 1.0:  # worse than rounding to nearest: deploy the PTQ solution instead
-        report.kept_ptq = True
-        for v, value in zip(rounding + rest, initial_rounding + initial_rest, strict=True):
-            v.assign(value)
-    report.flipped = _flipped_fraction(_unique(setup.wrappers))
-    return report
 
 
 def _batch_weights(setup: TrainingSetup, data: RepresentativeData) -> Any:

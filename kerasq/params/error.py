@@ -185,8 +185,7 @@ def kl_error(
     Q leaves empty gets probability 1e-4). Ranges spanning fewer histogram bins than there are levels (capped
     at a quarter of the bins) cannot be compared this way and score +inf.
     """
-    k, c = scale.shape
-    n = v.shape[-1]
+    c, n = scale.shape[1], v.shape[-1]
     width = np.broadcast_to(np.asarray(bin_width, np.float64), (c,))[None, :, None]  # [1, C, 1]
     first = v[None, :, :1] - width / 2.0  # [1, C, 1]: the lower edge of bin 0
     edges = first + np.arange(n + 1) * width  # [1, C, n+1]
@@ -195,46 +194,91 @@ def kl_error(
     total = cum[..., -1:]
     s, z = scale[..., None], zero_point[..., None]  # [K, C, 1]
     w_lo, w_hi = (qmin - z - 0.5) * s, (qmax - z + 0.5) * s
+    inside, below, p_ref = _folded_reference(cum, first, width, edges, w_lo, w_hi)
+    q = _spread_levels(cum, first, width, inside, p_ref, below, s, z, qmin, qmax)
+    kl = _smoothed_kl(p_ref, q, total)
+    min_bins = min(qmax - qmin + 1, n // 4)
+    too_narrow = (w_hi - w_lo - s)[..., 0] < min_bins * width[..., 0]
+    return np.where(too_narrow, np.inf, kl)
 
-    def cp(t: np.ndarray) -> np.ndarray:  # the histogram's cumulative mass at points t
-        return _interpolate(cum, (t - first) / width)
 
-    # P: in-window mass per bin, the mass beyond either window end spread over the window's last bin width
-    # at that end (the bins it overlaps, in proportion), so that where an end falls within a bin changes nothing
+def _histogram_mass_below(cum: np.ndarray, first: np.ndarray, width: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The histogram's cumulative mass at points ``t``: ``cum`` [1, C, n+1] (its mass below each bin edge,
+    the first edge at ``first``, bins ``width`` apart) interpolated, values taken as uniform within bins."""
+    return _interpolate(cum, (t - first) / width)
+
+
+def _folded_reference(
+    cum: np.ndarray,
+    first: np.ndarray,
+    width: np.ndarray,
+    edges: np.ndarray,
+    w_lo: np.ndarray,
+    w_hi: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """KL's P for each candidate window [w_lo, w_hi]: ``(inside, below, p_ref)``, the bin edges clipped to the
+    window [K, C, n+1], the mass below it [K, C, 1], and the in-window mass per bin [K, C, n] with the mass
+    beyond either window end spread over the window's last bin width at that end (the bins it overlaps, in
+    proportion), so that where an end falls within a bin changes nothing."""
+    total = cum[..., -1:]
     inside = np.clip(edges, w_lo, w_hi)  # [K, C, n+1]
-    below, above = cp(w_lo), total - cp(w_hi)
+    below = _histogram_mass_below(cum, first, width, w_lo)
+    above = total - _histogram_mass_below(cum, first, width, w_hi)
     ramp_lo = np.clip((inside - w_lo) / width, 0.0, 1.0)
     ramp_hi = np.clip((inside - w_hi) / width + 1.0, 0.0, 1.0)
-    p_cum = cp(inside) - below + below * ramp_lo + above * ramp_hi
-    p_ref = np.maximum(np.diff(p_cum, axis=-1), 0.0)
-    # occupied length of the window, cumulative at the bin edges
-    occupied = (p_ref > 0) * np.diff(inside, axis=-1)
-    occupied_cum = np.concatenate([np.zeros((k, c, 1)), np.cumsum(occupied, axis=-1)], axis=-1)
+    p_cum = _histogram_mass_below(cum, first, width, inside) - below + below * ramp_lo + above * ramp_hi
+    return inside, below, np.maximum(np.diff(p_cum, axis=-1), 0.0)
 
-    def cs(t: np.ndarray) -> np.ndarray:  # occupied length of the window below t (t inside the window)
-        pos = (t - first) / width
-        i = np.clip(np.floor(pos).astype(np.int64), 0, n - 1)
-        left, right = _gather(inside, i), _gather(inside, i + 1)
-        extra = _gather(p_ref > 0, i) * np.clip(t - left, 0.0, right - left)
-        return _gather(occupied_cum, i) + extra
+
+def _occupied_length_below(
+    t: np.ndarray, first: np.ndarray, width: np.ndarray, inside: np.ndarray, occupied: np.ndarray,
+    occupied_cum: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Occupied length of the window below points ``t`` inside it: ``occupied_cum`` (that length at each
+    clipped bin edge ``inside``) plus the occupied part of ``t``'s own bin below ``t``."""
+    n = inside.shape[-1] - 1
+    pos = (t - first) / width
+    i = np.clip(np.floor(pos).astype(np.int64), 0, n - 1)
+    left, right = _gather(inside, i), _gather(inside, i + 1)
+    extra = _gather(occupied, i) * np.clip(t - left, 0.0, right - left)
+    return _gather(occupied_cum, i) + extra
+
+
+def _spread_levels(
+    cum: np.ndarray, first: np.ndarray, width: np.ndarray, inside: np.ndarray, p_ref: np.ndarray,
+    below: np.ndarray, s: np.ndarray, z: np.ndarray, qmin: int, qmax: int,
+) -> np.ndarray:  # fmt: skip
+    """KL's Q [K, C, n]: the in-window mass of each level spread evenly over the occupied part (``p_ref > 0``)
+    of the level's rounding interval, per bin."""
+    occupied = p_ref > 0
+    length = occupied * np.diff(inside, axis=-1)  # occupied length of the window, per bin
+    occupied_cum = np.concatenate([np.zeros((*inside.shape[:2], 1)), np.cumsum(length, axis=-1)], axis=-1)
+
+    def occupied_below(t: np.ndarray) -> np.ndarray:
+        return _occupied_length_below(t, first, width, inside, occupied, occupied_cum)
 
     # Q cumulative at each edge: the mass of the levels below plus the share of the edge's own level
     level = np.clip(np.round(inside / s), qmin - z, qmax - z)
     lo_l, hi_l = (level - 0.5) * s, (level + 0.5) * s
-    start, stop = cp(lo_l), cp(hi_l)
-    cs_lo = cs(lo_l)
-    support = cs(hi_l) - cs_lo
-    share = np.where(support > 0, (cs(inside) - cs_lo) / np.where(support > 0, support, 1.0), 0.0)
+    start, stop = (
+        _histogram_mass_below(cum, first, width, lo_l),
+        _histogram_mass_below(cum, first, width, hi_l),
+    )
+    cs_lo = occupied_below(lo_l)
+    support = occupied_below(hi_l) - cs_lo
+    share = np.where(support > 0, (occupied_below(inside) - cs_lo) / np.where(support > 0, support, 1.0), 0.0)
     q_cum = start - below + (stop - start) * np.clip(share, 0.0, 1.0)
-    q = np.maximum(np.diff(q_cum, axis=-1), 0.0)
+    return np.maximum(np.diff(q_cum, axis=-1), 0.0)
+
+
+def _smoothed_kl(p_ref: np.ndarray, q: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """KL(P || Q) per candidate and channel [K, C] of the per-bin masses ``p_ref`` (of ``total``) and ``q``, Q
+    smoothed as TensorRT does (an occupied bin Q leaves empty gets probability ``_KL_EPS``)."""
     p_norm = p_ref / np.maximum(total, 1e-30)
     q_norm = q / np.maximum(q.sum(-1, keepdims=True), 1e-30)
     q_norm = np.where((p_norm > 0) & (q_norm <= 0), _KL_EPS, q_norm)
     safe_p = np.where(p_norm > 0, p_norm, 1.0)
-    kl = (p_norm * np.log(safe_p / np.where(p_norm > 0, q_norm, 1.0))).sum(-1)
-    min_bins = min(qmax - qmin + 1, n // 4)
-    too_narrow = (w_hi - w_lo - s)[..., 0] < min_bins * width[..., 0]
-    return np.where(too_narrow, np.inf, kl)
+    return (p_norm * np.log(safe_p / np.where(p_norm > 0, q_norm, 1.0))).sum(-1)
 
 
 def candidate_errors(
