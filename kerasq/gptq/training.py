@@ -72,9 +72,9 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     batches = data.num_batches()  # known from an earlier pass: no extra read
     total = config.n_epochs * batches
     report = GPTQReport(
-        epochs=config.n_epochs, steps=total, compare_points=len(setup.weights), hessian_weights=setup.hessian
-    )
-    report.trained = {"rounding": int(n_elements), "rest": int(sum(np.prod(v.shape) for v in rest))}
+        epochs=config.n_epochs, steps=total, compare_points=len(setup.weights), hessian_weights=setup.hessian,
+        trained={"rounding": int(n_elements), "rest": int(sum(np.prod(v.shape) for v in rest))},
+    )  # fmt: skip
     opt_rounding, opt_rest = config.make_optimizers()
     opt_rounding.build(rounding)
     if rest:
