@@ -80,7 +80,6 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
     if rest:
         opt_rest.build(rest)
     loss_fn = config.loss or weighted_mse
-    lam = config.regularization
     teacher, student = setup.teacher, setup.student
 
     def reconstruction(x: list[Any], w: Any) -> Any:
@@ -107,7 +106,7 @@ def train_rounding(setup: TrainingSetup, data: RepresentativeData, config: Gradi
         with tf.GradientTape() as tape:
             recon = reconstruction(x, w) / scale
             reg = tf.add_n([rounding_penalty(v, beta) for v in rounding]) / n_elements
-            loss = recon + lam * reg
+            loss = recon + config.regularization * reg
         grads = tape.gradient(loss, rounding + rest)
         opt_rounding.apply_gradients(zip(grads[: len(rounding)], rounding, strict=True))
         if rest:
