@@ -130,6 +130,67 @@ def _split_held_out(
     return [a[: n - k] for a in arrays], [a[n - k :] for a in arrays]
 
 
+def _calibration_split(
+    model: keras.Model,
+    data: Any,
+    held_out_data: Any,
+    target_output_distance: float | None,
+    core_config: CoreConfig,
+) -> tuple[Any, list[np.ndarray], CoreConfig]:
+    """(calibration data, held-out samples, core config) of the search. With an output-distance target the
+    samples to measure it on are split off (``_split_held_out``); when they come out of the representative
+    data, its ``n_iter`` was applied when reading it, so the config ``prepare`` gets no longer has it."""
+    if target_output_distance is None:
+        return data, [], core_config
+    data, held_out = _split_held_out(model, data, held_out_data, core_config)
+    if held_out_data is None and isinstance(core_config, CoreConfig):  # n_iter was applied when reading
+        core_config = replace(core_config, n_iter=None)
+    return data, held_out, core_config
+
+
+def _quality_test(
+    model: keras.Model,
+    evaluate_fn: Callable[[keras.Model], float] | None,
+    max_accuracy_drop: float | None,
+    target_output_distance: float | None,
+    held_out: list[np.ndarray],
+) -> tuple[float | None, Callable[[keras.Model], tuple[float, bool]]]:
+    """(the float model's metric, or None for an output-distance target; a quantized model's (metric,
+    whether it meets the target)): with ``max_accuracy_drop``, ``evaluate_fn`` within the drop of the float
+    model's value (evaluated here, once); else the relative L2 distance to the float outputs on
+    ``held_out`` at most ``target_output_distance``."""
+    if max_accuracy_drop is not None:
+        float_metric = float(evaluate_fn(model))
+
+        def quality(m: keras.Model) -> tuple[float, bool]:
+            value = float(evaluate_fn(m))
+            return value, float_metric - value <= max_accuracy_drop
+
+        return float_metric, quality
+    reference = [np.asarray(o, np.float64) for o in keras.tree.flatten(model.predict(held_out, verbose=0))]
+
+    def distance(m: keras.Model) -> tuple[float, bool]:
+        value = _relative_l2(m, reference, held_out)
+        return value, value <= target_output_distance
+
+    return None, distance
+
+
+def _bisect(probe: Callable[[float], bool], lo: float, hi: float, relative_tolerance: float) -> None:
+    """Bisect the budget between ``lo`` (misses the target) and ``hi`` (meets it) with ``probe`` until the
+    bracket is ``relative_tolerance`` of ``hi - lo`` wide (at most ``log2(1 / relative_tolerance)`` probes)."""
+    steps = max(1, math.ceil(math.log2(1 / relative_tolerance)))
+    low, high = lo, hi
+    for _ in progress(range(steps), "kerasq: budget search", steps, "probe"):
+        if high - low <= relative_tolerance * (hi - lo):
+            break
+        mid = (low + high) / 2
+        if probe(mid):
+            high = mid
+        else:
+            low = mid
+
+
 def keras_accuracy_target_search(
     model: keras.Model,
     representative_data_gen: Any,
@@ -155,30 +216,14 @@ def keras_accuracy_target_search(
         evaluate_fn, max_accuracy_drop, target_output_distance, held_out_data, resource, relative_tolerance
     )
     core_config = core_config if core_config is not None else CoreConfig()
-    held_out: list[np.ndarray] = []
-    if target_output_distance is not None:
-        representative_data_gen, held_out = _split_held_out(
-            model, representative_data_gen, held_out_data, core_config
-        )
-        if held_out_data is None and isinstance(core_config, CoreConfig):  # n_iter was applied when reading
-            core_config = replace(core_config, n_iter=None)
+    representative_data_gen, held_out, core_config = _calibration_split(
+        model, representative_data_gen, held_out_data, target_output_distance, core_config
+    )
     prepared = prepare(model, representative_data_gen, core_config, target_platform_capabilities)
     allocator = BitAllocator.create(allocation_inputs(prepared), [resource])
-    if max_accuracy_drop is not None:
-        float_metric = float(evaluate_fn(model))
-
-        def quality(m: keras.Model) -> tuple[float, bool]:
-            value = float(evaluate_fn(m))
-            return value, float_metric - value <= max_accuracy_drop
-    else:
-        float_metric = None
-        reference = [
-            np.asarray(o, np.float64) for o in keras.tree.flatten(model.predict(held_out, verbose=0))
-        ]
-
-        def quality(m: keras.Model) -> tuple[float, bool]:
-            value = _relative_l2(m, reference, held_out)
-            return value, value <= target_output_distance
+    float_metric, quality = _quality_test(
+        model, evaluate_fn, max_accuracy_drop, target_output_distance, held_out
+    )
 
     evaluated: dict[tuple[int, ...], tuple[Any, float, bool]] = {}
     probes: list[tuple[BudgetProbe, Any]] = []
@@ -198,16 +243,7 @@ def keras_accuracy_target_search(
     lo = allocator.reachable(resource)
     hi = evaluate(allocator.problem, np.zeros(len(allocator.units), int))[resource]
     if probe(hi) and lo < hi and not probe(lo):
-        steps = max(1, math.ceil(math.log2(1 / relative_tolerance)))
-        low, high = lo, hi
-        for _ in progress(range(steps), "kerasq: budget search", steps, "probe"):
-            if high - low <= relative_tolerance * (hi - lo):
-                break
-            mid = (low + high) / 2
-            if probe(mid):
-                high = mid
-            else:
-                low = mid
+        _bisect(probe, lo, hi, relative_tolerance)
     met = [(p, r) for p, r in probes if p.meets_target]
     best, (quantized, info) = min(met, key=lambda pr: pr[0].budget) if met else probes[0]
     return BudgetSearchResult(

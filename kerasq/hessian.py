@@ -218,36 +218,22 @@ def activation_hessian_scores(
     return [np.asarray(e.sum()) for e in element]
 
 
-def weight_hessian_scores(
-    model: keras.Model,
-    variables: Sequence[keras.Variable],
-    batches: Batches,
-    *,
-    granularity: str = "element",
-    channel_axis: Sequence[int | None] | None = None,
-    config: HessianConfig = HessianConfig(),
-    stats: dict | None = None,
-) -> list[np.ndarray]:
-    """Scores of the (flattened, concatenated) model output w.r.t. weight ``variables`` of layers in ``model``:
-    E_x E_v ||d(v . y(x)) / dW||^2 with per-sample squared gradients. "element" -> the variable's shape
-    (averaged over samples); "channel" -> shape (C,), summed over all axes except ``channel_axis[i]`` (default:
-    the last axis; ``None`` for a variable gives its scalar total); "tensor" -> shape ().
-
-    Per-sample gradients come from ``tf.vectorized_map`` over the batch, each sample running its own forward and
-    backward pass on a batch of one; pfor vectorises this into batched ops (ops without a vectorised form fall
-    back to a loop inside the graph). Memory is ``batch * n_params`` floats per variable (e.g. 32 x 300k ~ 38 MB),
-    and one vectorised backward pass is needed per draw, instead of ``batch`` passes or a full Jacobian."""
-    _check_granularity(granularity)
-    variables = list(variables)
-    if not variables:
-        raise ConfigError("weight_hessian_scores needs at least one variable in variables=[...].")
+def _channel_axes(
+    variables: list[keras.Variable], channel_axis: Sequence[int | None] | None
+) -> list[int | None]:
+    """The channel axis of each variable for ``weight_hessian_scores`` (default: the last), one per variable."""
     axes = [-1] * len(variables) if channel_axis is None else list(channel_axis)
     if len(axes) != len(variables):
         raise ConfigError(
             f"channel_axis has {len(axes)} entries for {len(variables)} variables; give one axis (or None) per variable."
         )
+    return axes
 
-    values = [v.value for v in variables]  # the backend tf.Variable each Keras variable reads
+
+def _weight_gradient_step(model: keras.Model, values: list) -> Callable:
+    """``_estimate``'s step for ``weight_hessian_scores``: for a batch and a seed, the per-sample squared
+    gradients of ``v . y`` w.r.t. ``values`` (the variables' backend ``tf.Variable``), summed over the batch.
+    The output width is found once per input shape and passed in, so the traced function sees a constant."""
 
     def output_dim(x) -> int:
         return int(_flat(_as_list(model(_model_input(model, x), training=False))).shape[1])
@@ -276,7 +262,14 @@ def weight_hessian_scores(
             dims[key] = tf.constant(output_dim(x), tf.int32)
         return weight_step(x, seed, dims[key])
 
-    element = _estimate(dispatch, _batches(model, batches), config, stats)
+    return dispatch
+
+
+def _weight_scores_at(
+    element: list[np.ndarray], granularity: str, axes: list[int | None]
+) -> list[np.ndarray]:
+    """Per-element weight scores reduced to ``granularity``: as they are ("element"), each variable's total
+    ("tensor"), or summed over every axis but its channel axis ("channel"; the total where that is None)."""
     if granularity == "element":
         return element
     if granularity == "tensor":
@@ -289,3 +282,32 @@ def weight_hessian_scores(
             axis = axis % e.ndim
             out.append(e.sum(axis=tuple(i for i in range(e.ndim) if i != axis)))
     return out
+
+
+def weight_hessian_scores(
+    model: keras.Model,
+    variables: Sequence[keras.Variable],
+    batches: Batches,
+    *,
+    granularity: str = "element",
+    channel_axis: Sequence[int | None] | None = None,
+    config: HessianConfig = HessianConfig(),
+    stats: dict | None = None,
+) -> list[np.ndarray]:
+    """Scores of the (flattened, concatenated) model output w.r.t. weight ``variables`` of layers in ``model``:
+    E_x E_v ||d(v . y(x)) / dW||^2 with per-sample squared gradients. "element" -> the variable's shape
+    (averaged over samples); "channel" -> shape (C,), summed over all axes except ``channel_axis[i]`` (default:
+    the last axis; ``None`` for a variable gives its scalar total); "tensor" -> shape ().
+
+    Per-sample gradients come from ``tf.vectorized_map`` over the batch, each sample running its own forward and
+    backward pass on a batch of one; pfor vectorises this into batched ops (ops without a vectorised form fall
+    back to a loop inside the graph). Memory is ``batch * n_params`` floats per variable (e.g. 32 x 300k ~ 38 MB),
+    and one vectorised backward pass is needed per draw, instead of ``batch`` passes or a full Jacobian."""
+    _check_granularity(granularity)
+    variables = list(variables)
+    if not variables:
+        raise ConfigError("weight_hessian_scores needs at least one variable in variables=[...].")
+    axes = _channel_axes(variables, channel_axis)
+    step = _weight_gradient_step(model, [v.value for v in variables])  # the backend tf.Variables
+    element = _estimate(step, _batches(model, batches), config, stats)
+    return _weight_scores_at(element, granularity, axes)

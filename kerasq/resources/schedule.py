@@ -199,6 +199,54 @@ def _pause_points(resident: Sequence[float], peak: Sequence[float]) -> list[int]
     return sorted(points)
 
 
+def _add_segments(
+    g: _Graph, node_of: list[int], tail: list[int], resident: list[float], peak: list[float]
+) -> None:
+    """Append a chain's ``tail`` (step indices after its head) to ``g`` as one segment node per hill-valley
+    segment (``_pause_points`` of its ``resident`` and ``peak`` memory), noting each step's node in
+    ``node_of``."""
+    points = _pause_points(resident, peak)
+    for a, b in itertools.pairwise(points):
+        for j in tail[a:b]:
+            node_of[j] = len(g.members)
+        g.members.append(tuple(tail[a:b]))
+        g.segment.append(True)
+        g.writes.append(max(peak[a:b]) - resident[a])
+        g.kept.append(resident[b] - resident[a])
+
+
+def _link_nodes(
+    g: _Graph,
+    steps: Sequence[Step],
+    sizes: Mapping[int, float],
+    outputs: set[int],
+    preds: list[set[int]],
+    node_of: list[int],
+) -> None:
+    """Fill the edges of ``g`` once its nodes are made: each node's predecessor mask (a segment's is the node
+    before it in its chain), a step node's freeable reads with the mask of their readers, and the successor
+    lists."""
+    readers: dict[int, int] = {}
+    for i, s in enumerate(steps):
+        for t in s.reads:
+            readers[t] = readers.get(t, 0) | (1 << node_of[i])
+    for node, members in enumerate(g.members):
+        first = members[0]
+        if g.segment[node]:
+            g.pred.append(1 << (node - 1))  # the head or the previous segment of its chain
+            g.reads.append(())
+        else:
+            g.pred.append(sum(1 << k for k in {node_of[j] for j in preds[first]}))
+            frees = [(readers[t], sizes[t]) for t in set(steps[first].reads) if t not in outputs]
+            g.reads.append(tuple(frees))
+    g.succ = [[] for _ in g.members]
+    for node, mask in enumerate(g.pred):
+        while mask:
+            low = mask & -mask
+            g.succ[low.bit_length() - 1].append(node)
+            mask ^= low
+
+
 def _compress(
     steps: Sequence[Step], sizes: Mapping[int, float], producer: Mapping[int, int], outputs: set[int]
 ) -> _Graph:
@@ -239,33 +287,8 @@ def _compress(
             peak.append(resident[-1] + writes[j])
             freed = math.fsum(sizes[t] for t in set(steps[j].reads) if t not in outputs)
             resident.append(resident[-1] + kept[j] - freed)
-        points = _pause_points(resident, peak)
-        for a, b in itertools.pairwise(points):
-            for j in tail[a:b]:
-                node_of[j] = len(g.members)
-            g.members.append(tuple(tail[a:b]))
-            g.segment.append(True)
-            g.writes.append(max(peak[a:b]) - resident[a])
-            g.kept.append(resident[b] - resident[a])
-    readers: dict[int, int] = {}
-    for i, s in enumerate(steps):
-        for t in s.reads:
-            readers[t] = readers.get(t, 0) | (1 << node_of[i])
-    for node, members in enumerate(g.members):
-        first = members[0]
-        if g.segment[node]:
-            g.pred.append(1 << (node - 1))  # the head or the previous segment of its chain
-            g.reads.append(())
-        else:
-            g.pred.append(sum(1 << k for k in {node_of[j] for j in preds[first]}))
-            frees = [(readers[t], sizes[t]) for t in set(steps[first].reads) if t not in outputs]
-            g.reads.append(tuple(frees))
-    g.succ = [[] for _ in g.members]
-    for node, mask in enumerate(g.pred):
-        while mask:
-            low = mask & -mask
-            g.succ[low.bit_length() - 1].append(node)
-            mask ^= low
+        _add_segments(g, node_of, tail, resident, peak)
+    _link_nodes(g, steps, sizes, outputs, preds, node_of)
     return g
 
 
