@@ -237,7 +237,7 @@ def keras_accuracy_target_search(
             )
             evaluated[choice] = ((quantized, info), *quality(quantized))
         result, metric, met = evaluated[choice]
-        probes.append((BudgetProbe(budget, metric, met), result))
+        probes.append((BudgetProbe(budget=budget, metric=metric, meets_target=met), result))
         return met
 
     lo = allocator.reachable(resource)

@@ -182,7 +182,13 @@ def build_model(
     weight_params = params.weights if params else {}
     fused_params = params.fused if params else {}
     kinds = _neighbour_kinds(graph) if fused_params else {}
-    built = _Tensors(act_params, fused_params, kinds, reference_inputs or {}, activation_quantizer)
+    built = _Tensors(
+        activations=act_params,
+        fused=fused_params,
+        kinds=kinds,
+        references=reference_inputs or {},
+        activation_quantizer=activation_quantizer,
+    )
 
     inputs = []
     for tid, input_name in zip(graph.inputs, graph.input_names, strict=True):

@@ -286,11 +286,11 @@ class BitWidthConfig:
                 )
 
     def set_manual_weights_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
-        self.rules.append(ManualBitWidth(bits, "weights", **_selector(selector)))
+        self.rules.append(ManualBitWidth(bits=bits, target="weights", **_selector(selector)))
         return self
 
     def set_manual_activation_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
-        self.rules.append(ManualBitWidth(bits, "activation", **_selector(selector)))
+        self.rules.append(ManualBitWidth(bits=bits, target="activation", **_selector(selector)))
         return self
 
 

@@ -44,7 +44,13 @@ def _shifted(stats: TensorStats, shift: float) -> tuple[np.ndarray, np.ndarray, 
     return (
         values,
         counts,
-        TensorStats(shifted_counts, bound, max(float(values.min()), 0.0), hi, stats.num_values),
+        TensorStats(
+            counts=shifted_counts,
+            hist_range=bound,
+            min=max(float(values.min()), 0.0),
+            max=hi,
+            num_values=stats.num_values,
+        ),
     )
 
 

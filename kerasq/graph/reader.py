@@ -96,7 +96,7 @@ class _GraphWriter:
         if key not in self._ids:
             self._ids[key] = len(self.tensors)  # aliases add keys to _ids, not new tensors
             self._keep.append(kt)
-            self.tensors[self._ids[key]] = TensorInfo(tuple(kt.shape), str(kt.dtype))
+            self.tensors[self._ids[key]] = TensorInfo(shape=tuple(kt.shape), dtype=str(kt.dtype))
         return self._ids[key]
 
     def alias(self, kt: Any, tensor_id: int) -> None:

@@ -106,7 +106,7 @@ class BitAllocator:
         units = configurable_units(inputs.graph, inputs.plan, weights=weights, activations=activations)
         rows, _ = resource_rows(inputs.graph, inputs.plan, units)
         zeros = [np.zeros(len(u.candidates)) for u in units]
-        problem = MixedPrecisionProblem(zeros, rows, {})
+        problem = MixedPrecisionProblem(sensitivity=zeros, rows=rows, budgets={})
         return cls(inputs, units, problem, seconds={"resources": time.perf_counter() - start})
 
     def reachable(self, resource: str) -> float:
@@ -142,7 +142,9 @@ class BitAllocator:
     def solve(self, target: ResourceUtilization) -> np.ndarray:
         self.check_feasible(target)
         budgets = target.restricted()
-        problem = MixedPrecisionProblem(self.ensure_sensitivity().values, self.problem.rows, budgets)
+        problem = MixedPrecisionProblem(
+            sensitivity=self.ensure_sensitivity().values, rows=self.problem.rows, budgets=budgets
+        )
         start = time.perf_counter()
         if any(r in budgets for r in _SCHEDULED):
             choice, problem = self._solve_rescheduled(problem)
@@ -161,7 +163,7 @@ class BitAllocator:
         schedule = activation_schedule(p.graph, self.plan_for(choice))
         rows = resource_rows(p.graph, p.plan, self.units, schedule=schedule)[0]
         values = self.problem.sensitivity if self.sensitivity is None else self.sensitivity.values
-        return MixedPrecisionProblem(values, rows, budgets)
+        return MixedPrecisionProblem(sensitivity=values, rows=rows, budgets=budgets)
 
     def _solve_rows(self, problem: MixedPrecisionProblem) -> np.ndarray:
         choice = solve(problem)

@@ -69,7 +69,7 @@ def _weights_row(
         node = nodes[unit.node]
         const -= layer_kernel_bytes(node, kernel_bit_widths(plan, unit.node))
         terms[i] = layer_kernel_bytes(node, dict.fromkeys(plan.weights[unit.node], 1)) * cand[i]
-    return ResourceRow("weights_memory", const, terms)
+    return ResourceRow(resource="weights_memory", constant=const, terms=terms)
 
 
 def _memory_rows(
@@ -91,11 +91,13 @@ def _memory_rows(
                 const += elements[t] * bits[t] / 8
             else:
                 _add(terms, u, elements[t] * cand[u] / 8)
-        rows.append(ResourceRow("activation_memory", const, terms))
+        rows.append(ResourceRow(resource="activation_memory", constant=const, terms=terms))
         total_terms = dict(weights.terms)
         for u, values in terms.items():
             _add(total_terms, u, values)
-        rows.append(ResourceRow("total_memory", const + weights.constant, total_terms))
+        rows.append(
+            ResourceRow(resource="total_memory", constant=const + weights.constant, terms=total_terms)
+        )
     return rows
 
 
@@ -126,4 +128,4 @@ def _bops_row(
             _add(terms, au, m * wb * cand[au])
         else:
             const += m * wb * ab
-    return ResourceRow("bops", const, terms, pairs)
+    return ResourceRow(resource="bops", constant=const, terms=terms, pairs=pairs)

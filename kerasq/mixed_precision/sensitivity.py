@@ -130,7 +130,7 @@ class _BiasCorrector:
     def node(self, node: Node, kernels: dict[str, QuantParams]) -> Node:
         key = (node.name, tuple((k, id(p)) for k, p in kernels.items()))
         if key not in self._nodes:
-            one = QuantizationParams({}, {node.name: kernels})
+            one = QuantizationParams(activations={}, weights={node.name: kernels})
             self._nodes[key] = (
                 correct_biases(self.graph.with_nodes([node]), one, self.input_means).nodes[0],
                 kernels,
@@ -239,7 +239,9 @@ def _measure_reference(
         corrector.corrected(reference_params), *layers, reference_params, reference_plan.inherits
     )
     points = interest_points(graph, plan)
-    float_values = _Executor(graph, *layers, QuantizationParams({}, {})).reference(samples)
+    float_values = _Executor(graph, *layers, QuantizationParams(activations={}, weights={})).reference(
+        samples
+    )
     floats = [np.asarray(float_values[t], np.float64) for t, _ in points]
     labels = [label for _, label in points]
     is_output = np.array([t in set(graph.output_ids()) for t, _ in points])

@@ -147,7 +147,16 @@ def _compile(problem: MixedPrecisionProblem, rows: Sequence[ResourceRow]) -> _Pr
     G = sp.csr_matrix((_cat(gv, float), (_cat(gr, int), _cat(gc, int))), shape=(len(rows), int(sizes.sum())))
     H = sp.csr_matrix((_cat(hv, float), (_cat(hr, int), _cat(hc, int))), shape=(len(rows), int(zoff[-1])))
     const = np.array([row.constant for row in rows], dtype=float)
-    return _Program(sizes, offsets, pairs, zoff, G, H, const, [row.resource for row in rows])
+    return _Program(
+        sizes=sizes,
+        offsets=offsets,
+        pairs=pairs,
+        zoff=zoff,
+        G=G,
+        H=H,
+        const=const,
+        resources=[row.resource for row in rows],
+    )
 
 
 def _values(prog: _Program, choices: np.ndarray) -> np.ndarray:

@@ -57,7 +57,9 @@ def configurable_units(
     def add_activation(tensor: int) -> None:
         spec = plan.activations.get(tensor)
         if activations and spec is not None and spec.shares_grid_of is None and len(spec.bit_candidates) > 1:
-            units.append(Unit("activation", spec.producer, spec.bit_candidates, tensor=tensor))
+            units.append(
+                Unit(kind="activation", name=spec.producer, candidates=spec.bit_candidates, tensor=tensor)
+            )
 
     for tensor in graph.inputs:
         add_activation(tensor)
@@ -65,7 +67,15 @@ def configurable_units(
         if node.name in calls and plan.weights[node.name]:  # a layer's first call (its calls share widths)
             candidates = next(iter(plan.weights[node.name].values())).bit_candidates
             if len(candidates) > 1:
-                units.append(Unit("weights", node.name, candidates, node=node.name, calls=calls[node.name]))
+                units.append(
+                    Unit(
+                        kind="weights",
+                        name=node.name,
+                        candidates=candidates,
+                        node=node.name,
+                        calls=calls[node.name],
+                    )
+                )
         for tensor in node.outputs:
             add_activation(tensor)
     return units

@@ -186,7 +186,7 @@ def search_weight_params(
     v = _channels_last(w.astype(np.float64), axes)
     # None: every weight counts the same (the fast path then skips multiplying by ones)
     weights = None if importance is None else _channels_last(np.asarray(importance, np.float64), axes)
-    values = _Values(*_channel_histograms(v)) if error_method is E.KL else _Values(v, weights)
+    values = _Values(*_channel_histograms(v)) if error_method is E.KL else _Values(v=v, w=weights)
     axis_out = None if not axes else (axes[0] if len(axes) == 1 else axes)
     if method is M.UNIFORM:
         scale, zero_point, qmin, qmax = _search_uniform(
@@ -277,10 +277,12 @@ def search_activation_params(
     if error_method is E.KL:
         n = counts.size
         width = 2.0 * hist_range / n
-        values = _Values((-hist_range + (np.arange(n) + 0.5) * width)[None, :], counts[None, :], width)
+        values = _Values(
+            v=(-hist_range + (np.arange(n) + 0.5) * width)[None, :], w=counts[None, :], bin_width=width
+        )
     else:
         lower, upper, occupied = histogram_bins(counts, hist_range, observed_min, observed_max)
-        values = _Values(lower, occupied, upper=upper)
+        values = _Values(v=lower, w=occupied, upper=upper)
     if method is M.UNIFORM:
         scale, zero_point, qmin, qmax = _search_uniform(
             values, np.array([observed_min]), np.array([observed_max]), n_bits=n_bits,

@@ -34,10 +34,10 @@ def imx500() -> TargetPlatformCapabilities:
         name="imx500",
         default_config=base,
         operator_sets=(
-            OperatorSet("weighted", _WEIGHTED, weighted),
-            OperatorSet("activation", _ACTIVATIONS, base),
-            OperatorSet("add", ("add",), base),
-            OperatorSet("no_quantization", _PRESERVING_KINDS, preserving),
+            OperatorSet(name="weighted", kinds=_WEIGHTED, config=weighted),
+            OperatorSet(name="activation", kinds=_ACTIVATIONS, config=base),
+            OperatorSet(name="add", kinds=("add",), config=base),
+            OperatorSet(name="no_quantization", kinds=_PRESERVING_KINDS, config=preserving),
         ),
         fusing_patterns=(
             ("weighted", "activation"),
@@ -73,16 +73,18 @@ def tflite() -> TargetPlatformCapabilities:
         name="tflite",
         default_config=base,
         operator_sets=(
-            OperatorSet("weighted", tuple(k for k in _WEIGHTED if k != "conv_transpose"), weighted),
+            OperatorSet(
+                name="weighted", kinds=tuple(k for k in _WEIGHTED if k != "conv_transpose"), config=weighted
+            ),
             # The converter cannot keep per-channel scales on a transposed-convolution kernel.
-            OperatorSet("weighted_per_tensor", ("conv_transpose",), per_tensor),
-            OperatorSet("fusable_activation", ("relu", "relu6"), base),
-            OperatorSet("unit_interval", ("sigmoid", "softmax"), unit_interval),
-            OperatorSet("symmetric_unit", ("tanh",), symmetric_unit),
-            OperatorSet("concat", ("concat",), shared_grid),
-            OperatorSet("add", ("add", "subtract"), base),
-            OperatorSet("no_quantization", _PRESERVING_KINDS, preserving),
-            OperatorSet("average_pooling", ("avg_pool",), rounding_pool),
+            OperatorSet(name="weighted_per_tensor", kinds=("conv_transpose",), config=per_tensor),
+            OperatorSet(name="fusable_activation", kinds=("relu", "relu6"), config=base),
+            OperatorSet(name="unit_interval", kinds=("sigmoid", "softmax"), config=unit_interval),
+            OperatorSet(name="symmetric_unit", kinds=("tanh",), config=symmetric_unit),
+            OperatorSet(name="concat", kinds=("concat",), config=shared_grid),
+            OperatorSet(name="add", kinds=("add", "subtract"), config=base),
+            OperatorSet(name="no_quantization", kinds=_PRESERVING_KINDS, config=preserving),
+            OperatorSet(name="average_pooling", kinds=("avg_pool",), config=rounding_pool),
         ),
         fusing_patterns=(
             ("weighted", "fusable_activation"),

@@ -266,7 +266,7 @@ def _compress(
     def is_tail(j: int) -> bool:
         return len(preds[j]) == 1 and not reads_input[j] and len(succs[next(iter(preds[j]))]) == 1
 
-    g = _Graph([], [], [], [], [], [], [])
+    g = _Graph(members=[], segment=[], pred=[], succ=[], writes=[], kept=[], reads=[])
     node_of = [0] * n
     for h in range(n):
         if is_tail(h):

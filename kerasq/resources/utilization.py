@@ -82,7 +82,7 @@ def _inferred_shapes(graph: Graph, inputs: dict[int, tuple[int, ...]]) -> dict[i
             return shapes
     concrete = dict(graph.tensors)
     for tid, shape in inputs.items():
-        concrete[tid] = TensorInfo((None, *shape), graph.tensors[tid].dtype)
+        concrete[tid] = TensorInfo(shape=(None, *shape), dtype=graph.tensors[tid].dtype)
     built = build_model(replace(graph, tensors=concrete))
     shapes = {tid: tuple(t.shape[1:]) for tid, t in built.tensors.items()}
     _INFERRED.append((graph.tensors, key, shapes))
@@ -177,7 +177,11 @@ def execution_steps(graph: Graph, plan: QuantizationPlan) -> list[Step]:
         written = {t for n in nodes for t in n.outputs}
         reads = tuple(dict.fromkeys(t for n in nodes for t in n.inputs if t not in written))
         writes = tuple(t for t in written if t not in plan.fused)
-        steps.append(Step(root if len(nodes) == 1 else "+".join(n.name for n in nodes), reads, writes))
+        steps.append(
+            Step(
+                name=root if len(nodes) == 1 else "+".join(n.name for n in nodes), reads=reads, writes=writes
+            )
+        )
     return steps
 
 

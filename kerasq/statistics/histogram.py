@@ -43,7 +43,9 @@ def merge_batch(
     """Fold one batch's histogram (over [-hist_range, hist_range], hist_range >= stats.hist_range) into stats."""
     counts = counts.astype(np.float64)
     if stats is None:
-        return TensorStats(counts, float(hist_range), float(lo), float(hi), int(size))
+        return TensorStats(
+            counts=counts, hist_range=float(hist_range), min=float(lo), max=float(hi), num_values=int(size)
+        )
     doublings = round(np.log2(hist_range / stats.hist_range))
     if doublings < 0:
         raise ValueError("batch histogram range must not be smaller than the running range")

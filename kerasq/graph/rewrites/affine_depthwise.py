@@ -137,7 +137,7 @@ def depthwise_affine_nodes(
     flat, image = new_id, new_id + 1
     to_image = keras.layers.Reshape((1, 1, channels), name=f"{name}_to_image")
     to_flat = keras.layers.Reshape((channels,), name=f"{name}_to_flat")
-    four_d = TensorInfo((info.shape[0], 1, 1, channels), graph.tensors[target].dtype)
+    four_d = TensorInfo(shape=(info.shape[0], 1, 1, channels), dtype=graph.tensors[target].dtype)
     nodes = [_node(to_image, source, image, []), _node(conv, image, flat, [kernel, offset]),
              _node(to_flat, flat, target, [])]  # fmt: skip
     return nodes, {image: four_d, flat: four_d}

@@ -73,7 +73,10 @@ def _split(node: Node, graph: Graph, tensors: dict[int, TensorInfo]) -> list[Nod
     source, target = node.inputs[0], node.outputs[0]
     info = graph.tensors[source]
     channels = info.shape[-1]
-    full, reduced = TensorInfo(info.shape, info.dtype), TensorInfo((*info.shape[:-1], 1), info.dtype)
+    full, reduced = (
+        TensorInfo(shape=info.shape, dtype=info.dtype),
+        TensorInfo(shape=(*info.shape[:-1], 1), dtype=info.dtype),
+    )
     ids = {}
     for step, shape in (("mean", reduced), ("centered", full), ("square", full), ("variance", reduced),
                         ("inverse_std", reduced), ("normalized", full)):  # fmt: skip

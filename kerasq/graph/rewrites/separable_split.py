@@ -33,7 +33,9 @@ def _split(node: Node, graph: Graph, new_tensor: int) -> tuple[Node, Node, Tenso
         activation=config["activation"], name=f"{node.name}_pointwise",
     )  # fmt: skip
     in_shape = graph.tensors[node.inputs[0]].shape
-    mid = TensorInfo(tuple(depthwise.compute_output_shape(in_shape)), graph.tensors[node.outputs[0]].dtype)
+    mid = TensorInfo(
+        shape=tuple(depthwise.compute_output_shape(in_shape)), dtype=graph.tensors[node.outputs[0]].dtype
+    )
     first = Node(
         name=depthwise.name, op=depthwise, kind=op_kind(depthwise), args=node.args, kwargs=node.kwargs,
         inputs=list(node.inputs), outputs=[new_tensor], config=depthwise.get_config(),

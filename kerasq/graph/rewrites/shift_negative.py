@@ -166,5 +166,5 @@ def shift_negative(graph: Graph, shifts: Mapping[str, float]) -> Graph:
             act, op=op, config=op.get_config(), weights=[np.asarray(w) for w in act.layer_weights]
         )
         current[reader.name] = _corrected_reader(reader, float(shift), padding is not None)
-        tensors[out_id] = TensorInfo(op.compute_output_shape(info.shape), info.dtype)
+        tensors[out_id] = TensorInfo(shape=op.compute_output_shape(info.shape), dtype=info.dtype)
     return replace(graph, nodes=[current.get(n.name, n) for n in graph.nodes], tensors=tensors)
