@@ -255,7 +255,7 @@ def _kerasq_bits(layer: object) -> dict[str, int] | None:
 
     if not isinstance(layer, QuantizeWrapper):
         return None
-    return {name: int(q["n_bits"]) for name, q in layer.kernel_quantizers.items()}
+    return {name: int(q.n_bits) for name, q in layer.kernel_quantizers.items()}
 
 
 def run_kerasq(spec: dict, scenario: str) -> dict:

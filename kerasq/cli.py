@@ -216,9 +216,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         params = sum(int(w.numpy().size) for w in layer.trainable_weights)
         if isinstance(layer, QuantizeWrapper):
             kernels = {n: int(getattr(layer.layer, n).numpy().size) for n in layer.kernel_quantizers}
-            bits = "/".join(str(s["n_bits"]) for s in layer.kernel_quantizers.values())
+            bits = "/".join(str(s.n_bits) for s in layer.kernel_quantizers.values())
             size = sum(
-                int(kernel_bytes(kernels[n], s["n_bits"], packed=True))
+                int(kernel_bytes(kernels[n], s.n_bits, packed=True))
                 for n, s in layer.kernel_quantizers.items()
             )
             size += (params - sum(kernels.values())) * 4

@@ -31,7 +31,7 @@ def data() -> np.ndarray:
 
 def kernel_bits(model: keras.Model) -> tuple[int, ...]:
     return tuple(
-        layer.kernel_quantizers["kernel"]["n_bits"]
+        layer.kernel_quantizers["kernel"].n_bits
         for layer in model.layers
         if isinstance(layer, kerasq.QuantizeWrapper)
     )

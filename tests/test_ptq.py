@@ -72,7 +72,7 @@ def test_weights_lie_on_their_grid(quantized_default):
             scale, _ = wrapper.kernel_grid(name)
             levels = np.asarray(kernel) / scale
             assert np.max(np.abs(levels - np.round(levels))) < 1e-3
-            assert np.abs(np.round(levels)).max() <= 2 ** (spec["n_bits"] - 1) - 1  # narrow range
+            assert np.abs(np.round(levels)).max() <= 2 ** (spec.n_bits - 1) - 1  # narrow range
         layer_info = info.layers[wrapper.layer.name]
         assert all(g.n_bits == 8 and g.per_channel for g in layer_info.weights.values())
 

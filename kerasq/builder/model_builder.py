@@ -22,7 +22,7 @@ from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node, resolve_refs
 from kerasq.plan import QuantizationParams, QuantizationPlan, inherited_from
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
-from kerasq.quantizers.grid import QuantParams
+from kerasq.quantizers.grid import KernelGrid, QuantParams
 
 
 @dataclass
@@ -139,13 +139,6 @@ def _gist(err: Exception) -> str:
 
 def quantizer_name(producer: str, index: int, total: int) -> str:
     return f"{producer}_activation_quantizer" if total == 1 else f"{producer}_{index}_activation_quantizer"
-
-
-def _kernel_grid(params: QuantParams) -> dict:
-    axes = params.channel_axis
-    axes = [] if axes is None else [axes] if isinstance(axes, int) else list(axes)
-    return {"n_bits": params.n_bits, "qmin": params.qmin, "qmax": params.qmax, "method": params.method.value,
-            "axes": axes}  # fmt: skip
 
 
 def _neighbour_kinds(graph: Graph) -> dict[int, tuple[str, str]]:
@@ -269,7 +262,7 @@ def _operation_for(
     clone = taken if taken is not None else clone_operation(node)
     if node.name not in weight_params:
         return clone, clone
-    grids = {k: _kernel_grid(p) for k, p in weight_params[node.name].items()}
+    grids = {k: KernelGrid.of(p) for k, p in weight_params[node.name].items()}
     scale = _input_scale(node, quantizers, plan)
     op = wrapper(clone, kind=node.kind, kernel_quantizers=grids, input_scale=scale, name=f"quant_{node.name}")
     return op, clone

@@ -37,7 +37,7 @@ from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, fresh_inputs, resolve_refs
 from kerasq.layers import ShiftedActivation
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
-from kerasq.quantizers.grid import integer_range
+from kerasq.quantizers.grid import KernelGrid, integer_range
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
 from kerasq.quantizers.wrapper import int8_storage_steps
 
@@ -167,10 +167,10 @@ def _per_tensor(kernel: tf.Tensor, scale: float, bits: int = 8) -> tf.Tensor:
 INT4_KINDS = ("conv", "dense", "depthwise_conv")  # the converter rejects int4 transposed-convolution kernels
 
 
-def int4_kernel(kind: str, spec: dict) -> bool:
+def int4_kernel(kind: str, spec: KernelGrid) -> bool:
     """A kernel LiteRT can hold as int4: a conv / dense / depthwise kernel on a symmetric grid of at most
     4 bits (levels in [-8, 7]; LiteRT runs an int4 kernel holding -8 exactly)."""
-    return kind in INT4_KINDS and spec["n_bits"] <= 4 and spec["qmin"] >= -8 and spec["qmax"] <= 7
+    return kind in INT4_KINDS and spec.n_bits <= 4 and spec.qmin >= -8 and spec.qmax <= 7
 
 
 class TFQuantizedWeighted(keras.layers.Layer):
@@ -210,7 +210,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
             )
         spec = source.kernel_quantizers["kernel"]
         scale, zero_point = source.kernel_grid("kernel")
-        if spec["n_bits"] > 8 or spec["qmin"] < -127 or np.any(zero_point != 0):
+        if spec.n_bits > 8 or spec.qmin < -127 or np.any(zero_point != 0):
             raise ExportError(
                 f"Layer {self.layer.name!r}: kernel is not on a symmetric int8 grid ({spec['n_bits']} bits, qmin "
                 f"{spec['qmin']}); INT8 TFLite export needs symmetric weights of at most 8 bits with narrow range "
@@ -226,7 +226,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
         has_bias = self.layer.bias is not None or self.offset != 0.0
         self._bias = np.asarray(bias + self.offset, np.float32) if has_bias else None
         # int8 storage at the finest scale holding the grid's levels, which the Keras bias grid assumes
-        finer = int8_storage_steps(spec["n_bits"], spec["qmin"], spec["qmax"])
+        finer = int8_storage_steps(spec.n_bits, spec.qmin, spec.qmax)
         if self.bits == 4 and has_bias and finer > 1:
             self.requantized = (
                 "bias stored in int32 at input scale x the int4 kernel's scale, a coarser grid than the Keras "
@@ -234,7 +234,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
             )
         steps = 1 if self.bits == 4 else finer  # int4 storage: the grid's own scale
         self._layout_kernel(
-            kernel * self.factor, np.asarray(scale, np.float32) * abs(self.factor) / steps, list(spec["axes"])
+            kernel * self.factor, np.asarray(scale, np.float32) * abs(self.factor) / steps, list(spec.axes)
         )
 
     def _layout_kernel(self, kernel: np.ndarray, scale: np.ndarray, axes: list[int]) -> None:

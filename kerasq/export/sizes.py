@@ -15,9 +15,9 @@ def sub_byte_savings(q_model: keras.Model) -> int:
         if not isinstance(layer, QuantizeWrapper):
             continue
         for name, spec in layer.kernel_quantizers.items():
-            if spec["n_bits"] < 8:
+            if spec.n_bits < 8:
                 size = int(getattr(layer.layer, name).shape.num_elements())
-                saved += size - int(kernel_bytes(size, spec["n_bits"], packed=True))
+                saved += size - int(kernel_bytes(size, spec.n_bits, packed=True))
     return saved
 
 

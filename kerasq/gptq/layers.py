@@ -45,15 +45,15 @@ class SoftRoundingWrapper(QuantizeWrapper):
 
     def _scale(self, name: str) -> Any:
         scale, _ = self.grid_variables(name)
-        return grid_scale(scale, self.kernel_quantizers[name]["method"]) * keras.ops.exp(self.log_scale[name])
+        return grid_scale(scale, self.kernel_quantizers[name].method) * keras.ops.exp(self.log_scale[name])
 
     def quantized_kernels(self) -> dict[str, Any]:
         kernels = {}
         for name, spec in self.kernel_quantizers.items():
             _, zero_point = self.grid_variables(name)
             kernels[name] = soft_quantize(
-                getattr(self.layer, name), self._scale(name), zero_point, self.logits[name], spec["qmin"],
-                spec["qmax"], self.hardness,
+                getattr(self.layer, name), self._scale(name), zero_point, self.logits[name], spec.qmin,
+                spec.qmax, self.hardness,
             )  # fmt: skip
         return kernels
 
@@ -64,7 +64,7 @@ class SoftRoundingWrapper(QuantizeWrapper):
             _, zero_point = self.grid_variables(name)
             scale = self._scale(name)
             kernel = hard_quantize(
-                getattr(self.layer, name), scale, zero_point, self.logits[name], spec["qmin"], spec["qmax"]
+                getattr(self.layer, name), scale, zero_point, self.logits[name], spec.qmin, spec.qmax
             )
             result[name] = (keras.ops.convert_to_numpy(kernel), keras.ops.convert_to_numpy(scale))
         return result

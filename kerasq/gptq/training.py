@@ -56,7 +56,7 @@ def _variables(setup: TrainingSetup, config: GradientPTQConfig) -> tuple[list[An
         rest += [w.layer.bias for w in wrappers if getattr(w.layer, "bias", None) is not None]
     if config.train_scales:
         for w in wrappers:
-            rest += [w.log_scale[n] for n, s in w.kernel_quantizers.items() if s["method"] != "power_of_two"]
+            rest += [w.log_scale[n] for n, s in w.kernel_quantizers.items() if s.method != "power_of_two"]
     return rounding, rest
 
 

@@ -1,12 +1,16 @@
-"""``QuantParams``: one quantization grid (per tensor or per channel) and its numpy fake-quant."""
+"""``QuantParams``: one quantization grid (per tensor or per channel) and its numpy fake-quant; ``KernelGrid``: the
+serializable description a ``QuantizeWrapper`` keeps of each kernel's grid."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from kerasq.config.enums import QuantizationMethod
+from kerasq.errors import ConfigError
 
 MIN_SCALE = 2.0**-24  # floor that keeps degenerate (all-zero) tensors on a valid grid
 
@@ -147,3 +151,57 @@ def uniform_grid(lo: np.ndarray, hi: np.ndarray, n_bits: int) -> tuple[np.ndarra
     scale = np.maximum((hi - lo) / qmax, MIN_SCALE)
     zero_point = np.clip(np.round(-lo / scale), qmin, qmax)
     return scale, zero_point, qmin, qmax
+
+
+@dataclass(frozen=True)
+class KernelGrid:
+    """How a ``QuantizeWrapper`` quantizes one kernel (its scale and zero point live in the layer's variables).
+
+    ``method``: a ``QuantizationMethod`` value (``"symmetric"``, ``"power_of_two"``, ``"uniform"``); ``axes``:
+    the kernel axes holding channels, one grid per channel (``()``: one grid for the kernel).
+    """
+
+    n_bits: int
+    qmin: int
+    qmax: int
+    method: str
+    axes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        methods = [m.value for m in QuantizationMethod]
+        if self.method not in methods:
+            raise ConfigError(f"KernelGrid.method={self.method!r} is not one of {methods}.")
+        if not (isinstance(self.n_bits, int) and 1 <= self.n_bits <= 32 and self.qmin < self.qmax):
+            raise ConfigError(
+                f"KernelGrid needs an integer n_bits in 1..32 and qmin < qmax; got n_bits={self.n_bits!r}, "
+                f"qmin={self.qmin!r}, qmax={self.qmax!r}."
+            )
+        object.__setattr__(self, "axes", tuple(int(a) for a in self.axes))
+
+    @classmethod
+    def of(cls, params: QuantParams) -> KernelGrid:
+        """The description of the grid ``params`` (its values go to the wrapper's variables)."""
+        return cls(
+            n_bits=params.n_bits,
+            qmin=params.qmin,
+            qmax=params.qmax,
+            method=params.method.value,
+            axes=params.axes,
+        )
+
+    @classmethod
+    def from_config(cls, config: KernelGrid | Mapping[str, Any]) -> KernelGrid:
+        """A ``KernelGrid`` from ``get_config()``'s dict (as a saved model holds it), or the grid itself."""
+        if isinstance(config, KernelGrid):
+            return config
+        names = [f.name for f in fields(cls)]
+        if not isinstance(config, Mapping) or set(config) - set(names) or set(names[:4]) - set(config):
+            raise ConfigError(
+                f"a kernel grid description must be a KernelGrid or a dict with keys {names} (axes optional); "
+                f"got {config!r}."
+            )
+        return cls(**{k: (tuple(v) if k == "axes" else v) for k, v in config.items()})
+
+    def get_config(self) -> dict[str, Any]:
+        return {"n_bits": self.n_bits, "qmin": self.qmin, "qmax": self.qmax, "method": self.method,
+                "axes": list(self.axes)}  # fmt: skip

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
 from kerasq.quantizers.fake_quant import fake_quant, grid_scale, round_ste
-from kerasq.quantizers.grid import QuantParams
+from kerasq.quantizers.grid import KernelGrid, QuantParams
 from kerasq.quantizers.kernel_ops import weighted_forward
 from kerasq.quantizers.variables import layer_variable
 
@@ -45,9 +46,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
     Args:
         layer: the (cloned) float layer.
         kind: op kind of the layer (``conv``, ``dense``, ``depthwise_conv``, ...).
-        kernel_quantizers: kernel attribute name -> grid description
-            ``{"n_bits", "qmin", "qmax", "method", "axes"}`` (``axes``: kernel axes holding channels;
-            empty for per-tensor).
+        kernel_quantizers: kernel attribute name -> its ``KernelGrid`` (or the dict ``KernelGrid.get_config``
+            gives, as a saved model holds it).
         train_scale: the kernel scales are trainable (quantization-aware training; see ``kerasq.qat``).
         input_scale: the scale of the grid the layer's input is on (None: its input is not on a known grid).
             The bias is then added on its integer grid, steps of ``input_scale * kernel scale`` per output
@@ -58,7 +58,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self,
         layer: keras.layers.Layer,
         kind: str,
-        kernel_quantizers: dict[str, dict],
+        kernel_quantizers: Mapping[str, KernelGrid | Mapping[str, Any]],
         train_scale: bool = False,
         input_scale: float | None = None,
         **kwargs: Any,
@@ -67,7 +67,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.train_scale = bool(train_scale)
         self.input_scale = None if input_scale is None else float(input_scale)
         self.kind = kind
-        self.kernel_quantizers = {name: dict(spec) for name, spec in kernel_quantizers.items()}
+        self.kernel_quantizers = {
+            name: KernelGrid.from_config(grid) for name, grid in kernel_quantizers.items()
+        }
         self._grid_vars: dict[str, tuple[Any, Any]] = {}
 
     def build(self, input_shape: Any = None) -> None:
@@ -75,7 +77,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             self.layer.build(input_shape)
         for name, spec in self.kernel_quantizers.items():
             kernel_shape = tuple(getattr(self.layer, name).shape)
-            shape = _broadcast_shape(kernel_shape, list(spec["axes"]))
+            shape = _broadcast_shape(kernel_shape, list(spec.axes))
             scale = layer_variable(self, f"{name}_scale", shape, 1.0, trainable=self.train_scale)
             zero_point = layer_variable(self, f"{name}_zero_point", shape, 0.0)
             self._grid_vars[name] = (scale, zero_point)
@@ -93,7 +95,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
     def kernel_grid(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(scale, zero_point) one kernel is quantized with, shaped to broadcast against it."""
         scale, zero_point = self._grid_vars[name]
-        scale = grid_scale(scale, self.kernel_quantizers[name]["method"])
+        scale = grid_scale(scale, self.kernel_quantizers[name].method)
         return np.asarray(keras.ops.convert_to_numpy(scale)), np.asarray(zero_point.numpy())
 
     def quantized_kernels(self) -> dict[str, Any]:
@@ -101,8 +103,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         for name, spec in self.kernel_quantizers.items():
             scale, zero_point = self._grid_vars[name]
             kernels[name] = fake_quant(
-                getattr(self.layer, name), grid_scale(scale, spec["method"]), zero_point, spec["qmin"],
-                spec["qmax"],
+                getattr(self.layer, name), grid_scale(scale, spec.method), zero_point, spec.qmin, spec.qmax,
             )  # fmt: skip
         return kernels
 
@@ -117,8 +118,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
             return bias
         scale, _ = self._grid_vars["kernel"]
         spec = self.kernel_quantizers["kernel"]
-        steps = int8_storage_steps(spec["n_bits"], spec["qmin"], spec["qmax"])
-        return bias_on_grid(bias, input_scale, grid_scale(scale, spec["method"]) / steps)
+        steps = int8_storage_steps(spec.n_bits, spec.qmin, spec.qmax)
+        return bias_on_grid(bias, input_scale, grid_scale(scale, spec.method) / steps)
 
     def call(self, inputs: Any) -> Any:
         kernels, bias = self.quantized_kernels(), self.quantized_bias()
@@ -130,7 +131,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            kind=self.kind, kernel_quantizers=self.kernel_quantizers, train_scale=self.train_scale,
+            kind=self.kind, kernel_quantizers={n: g.get_config() for n, g in self.kernel_quantizers.items()},
+            train_scale=self.train_scale,
             input_scale=self.input_scale,
         )  # fmt: skip
         return config

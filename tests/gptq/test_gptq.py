@@ -45,7 +45,7 @@ def _on_grid(model: keras.Model) -> int:
             np.testing.assert_allclose(
                 q, np.round(q), atol=1e-3, err_msg=f"{layer.name}.{name} is off its grid"
             )
-            assert q.min() >= spec["qmin"] - 1e-3 and q.max() <= spec["qmax"] + 1e-3
+            assert q.min() >= spec.qmin - 1e-3 and q.max() <= spec.qmax + 1e-3
             checked += 1
     return checked
 
@@ -148,7 +148,7 @@ def test_a_shared_layer_ends_within_one_step_of_its_float_kernel(cifar):
     scale, _ = wrapper.kernel_grid("kernel")
     spec = wrapper.kernel_quantizers["kernel"]
     # the grid may clip the largest weights (MSE search): measure from the float kernel clipped to it
-    on_grid = np.clip(np.asarray(shared.kernel), spec["qmin"] * scale, spec["qmax"] * scale)
+    on_grid = np.clip(np.asarray(shared.kernel), spec.qmin * scale, spec.qmax * scale)
     moved = np.abs(np.asarray(wrapper.layer.kernel) - on_grid) / scale
     assert moved.max() <= 1.0 + 1e-4  # rounded down or up once, not twice
     assert info.gptq.steps == 4

@@ -96,7 +96,7 @@ def _levels(wrapper: QuantizeWrapper) -> tuple[int, np.ndarray, int, int]:
     spec = wrapper.kernel_quantizers["kernel"]
     scale, zero_point = wrapper.kernel_grid("kernel")
     levels = np.asarray(wrapper.quantized_kernels()["kernel"]) / scale + zero_point
-    return spec["n_bits"], levels, spec["qmin"], spec["qmax"]
+    return spec.n_bits, levels, spec.qmin, spec.qmax
 
 
 @pytest.mark.parametrize("bits", [2, 4])

@@ -32,7 +32,7 @@ def test_kernels_use_every_level_an_int8_weight_can_hold(platform, bits, qmin, q
     assert set(wrappers) == {"conv", "dw", "head"}
     for name, w in wrappers.items():
         spec = w.kernel_quantizers["kernel"]
-        assert (spec["qmin"], spec["qmax"]) == (qmin, qmax), name
+        assert (spec.qmin, spec.qmax) == (qmin, qmax), name
         scale, _ = w.kernel_grid("kernel")
         levels = np.round(np.asarray(w.quantized_kernels()["kernel"]) / scale)
         assert levels.min() >= qmin and levels.max() <= qmax, name
