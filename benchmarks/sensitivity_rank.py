@@ -48,7 +48,7 @@ def measure(name: str, test_images: int) -> tuple[list[dict], dict]:
     from kerasq.core import CoreConfig
     from kerasq.mixed_precision.bit_allocation import BitAllocator
     from kerasq.mixed_precision.units import apply_bits
-    from kerasq.pipeline import finish
+    from kerasq.pipeline import allocation_inputs, finish
     from kerasq.pipeline import prepare as prepare_ptq
 
     spec = prepare(name, test_images, DEFAULT_GPTQ_EPOCHS, tflite=False)
@@ -61,7 +61,7 @@ def measure(name: str, test_images: int) -> tuple[list[dict], dict]:
         CoreConfig(n_iter=CALIBRATION // spec["batch"]),
         None,
     )
-    allocator = BitAllocator.create(prepared, ["weights_memory"])
+    allocator = BitAllocator.create(allocation_inputs(prepared), ["weights_memory"])
     sensitivity = allocator.ensure_sensitivity()
     units = allocator.units
     float_out = model.predict(data["x_test"], batch_size=250, verbose=0)

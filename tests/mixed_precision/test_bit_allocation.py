@@ -23,7 +23,7 @@ from kerasq.core import (
 from kerasq.mixed_precision import bit_allocation
 from kerasq.mixed_precision.bit_allocation import BitAllocator
 from kerasq.mixed_precision.solver import InfeasibleTargetError, MixedPrecisionProblem, evaluate, solve
-from kerasq.pipeline import prepare
+from kerasq.pipeline import allocation_inputs, prepare
 from kerasq.resources.utilization import resource_utilization
 
 ptq = kerasq.ptq.keras_post_training_quantization
@@ -228,7 +228,7 @@ def test_re_scheduling_at_the_solution_finds_a_cheaper_choice(
     pins.set_manual_activation_bit_width(8, name_regex="|".join([f"{n}.*" for n in fixed] + ["add"]))
     data = np.random.default_rng(0).normal(size=(16, n_inputs)).astype("float32")
     prepared = prepare(model, data, CoreConfig(bit_width_config=pins), None)
-    allocator = BitAllocator.create(prepared, ["activation_memory"])
+    allocator = BitAllocator.create(allocation_inputs(prepared), ["activation_memory"])
     names = [u.name.removesuffix("_activation") for u in allocator.units]
     assert sorted(names) == sorted(table)
     values = [np.array(table[name], np.float64) for name in names]
