@@ -20,9 +20,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kerasq.errors import ExportError
+from kerasq.export.activation_twins import TFFakeQuantActivation, TFFakeQuantRange, grid_values, storage_range
 from kerasq.export.lowering import (
     AFFINE_THEN_CLIP,
     CLIPPED_RANGE,
@@ -33,73 +33,11 @@ from kerasq.export.lowering import (
     ShiftedActivationOnGrid,
 )
 from kerasq.export.report import Requantization
+from kerasq.export.weighted_twin import TFQuantizedWeighted
 from kerasq.graph import read_model
 from kerasq.graph.model_graph import Graph, Node, fresh_inputs, resolve_refs
 from kerasq.layers import ShiftedActivation
 from kerasq.quantizers import ActivationQuantizer, FusedTensorRange, QuantizeWrapper
-from kerasq.quantizers.grid import KernelGrid, integer_range
-from kerasq.quantizers.kernel_ops import LINEAR_OPS
-from kerasq.quantizers.wrapper import int8_storage_steps
-
-
-def grid_values(q: ActivationQuantizer) -> np.ndarray:
-    """Every value ``q``'s grid can take (float32, ascending)."""
-    scale, zero_point = q.grid()
-    return ((np.arange(q.qmin, q.qmax + 1) - zero_point) * scale).astype(np.float32)
-
-
-def storage_range(q: ActivationQuantizer) -> tuple[float, float, int]:
-    """(lo, hi, bits) of the integer tensor that holds ``q``'s grid with ``q``'s own scale.
-
-    16-bit grids are int16 tensors. A grid of at most 8 bits lives in an int8 tensor with the same scale: its
-    levels are 256 consecutive steps that contain the grid's ``qmax - qmin + 1`` levels (and zero).
-    """
-    scale, zero_point = q.grid()
-    if q.n_bits > 8:
-        return (q.qmin - zero_point) * scale, (q.qmax - zero_point) * scale, q.n_bits
-    low = q.qmin - (255 - (q.qmax - q.qmin)) // 2  # the grid sits in the middle of the int8 levels
-    return (low - zero_point) * scale, (low + 255 - zero_point) * scale, 8
-
-
-class TFFakeQuantActivation(keras.layers.Layer):
-    """Export-only twin of ``ActivationQuantizer`` using TensorFlow's fake-quant op.
-
-    A grid narrower than 8 bits is stored in int8 with its own scale and clipped to its levels by a
-    MINIMUM / MAXIMUM pair on the same scale, so the integer file computes exactly what the Keras layer does.
-    """
-
-    def __init__(self, source: ActivationQuantizer, name: str | None = None, **kwargs: Any) -> None:
-        # Short names: they end up in every tensor name of the flatbuffer.
-        super().__init__(name=name or source.name.replace("_activation_quantizer", "_aq"), **kwargs)
-        self.lo, self.hi, self.n_bits = storage_range(source)
-        values = grid_values(source)
-        self.clip = (float(values[0]), float(values[-1])) if source.n_bits < 8 else None
-
-    def _fake_quant(self, x: Any) -> Any:
-        return tf.quantization.fake_quant_with_min_max_vars(x, self.lo, self.hi, num_bits=self.n_bits)
-
-    def call(self, x: Any) -> Any:
-        x = self._fake_quant(x)
-        if self.clip is not None:
-            x = self._fake_quant(tf.clip_by_value(x, *self.clip))
-        return x
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-
-class TFFakeQuantRange(keras.layers.Layer):
-    """Export-only: an 8-bit fake quant on a fixed range (a tensor the Keras model does not quantize)."""
-
-    def __init__(self, lo: float, hi: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.lo, self.hi = float(lo), float(hi)
-
-    def call(self, x: Any) -> Any:
-        return tf.quantization.fake_quant_with_min_max_vars(x, self.lo, self.hi, num_bits=8)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
 
 
 def activation_width(q_model: keras.Model) -> int:
@@ -126,238 +64,8 @@ def activation_width(q_model: keras.Model) -> int:
     )
 
 
-def _not_splat(bias: np.ndarray) -> np.ndarray:
-    """``bias`` with every other element one float32 ulp higher when all its elements are equal.
-
-    The converter stores a constant whose elements are all equal as one value, and quantizes that value to
-    int32 with the first channel's bias scale for every channel: a per-channel kernel exactly on its grid leaves
-    bias correction nothing to change, so a per-channel affine with one offset (``Rescaling(scale=[...],
-    offset=0.25)``) had every channel's offset scaled by its own kernel scale over the first one's. One ulp
-    (about 6e-8 relative) is far below the int32 bias step."""
-    flat = np.asarray(bias, np.float32).reshape(-1)
-    if flat.size < 2 or np.any(flat != flat[0]):
-        return bias
-    flat = flat.copy()
-    flat[1::2] = np.nextafter(flat[1::2], np.float32(np.inf))
-    return flat.reshape(np.shape(bias))
-
-
-def _storage_levels(bits: int) -> tuple[float, float, bool]:
-    """(qmin, qmax, narrow) of the ``bits``-bit integer tensor a kernel is stored in: int8 without -128
-    (TFLite's int8 kernels), int4 with all 16 levels [-8, 7]."""
-    qmin, qmax = integer_range(bits, signed=True, narrow_range=True)
-    return float(qmin), float(qmax), qmin == -qmax
-
-
-def _per_channel(kernel: tf.Tensor, scale: np.ndarray, bits: int = 8) -> tf.Tensor:
-    """Fake-quantize ``kernel`` on its last axis on the symmetric ``bits``-bit storage grid of ``scale``."""
-    scale = scale.reshape(-1).astype(np.float32)
-    qmin, qmax, narrow = _storage_levels(bits)
-    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-        kernel, qmin * scale, qmax * scale, num_bits=bits, narrow_range=narrow
-    )
-
-
-def _per_tensor(kernel: tf.Tensor, scale: float, bits: int = 8) -> tf.Tensor:
-    qmin, qmax, narrow = _storage_levels(bits)
-    return tf.quantization.fake_quant_with_min_max_vars(kernel, qmin * scale, qmax * scale, num_bits=bits,
-                                                        narrow_range=narrow)  # fmt: skip
-
-
-INT4_KINDS = ("conv", "dense", "depthwise_conv")  # the converter rejects int4 transposed-convolution kernels
-
-
-def int4_kernel(kind: str, spec: KernelGrid) -> bool:
-    """A kernel LiteRT can hold as int4: a conv / dense / depthwise kernel on a symmetric grid of at most
-    4 bits (levels in [-8, 7]; LiteRT runs an int4 kernel holding -8 exactly)."""
-    return kind in INT4_KINDS and spec.n_bits <= 4 and spec.qmin >= -8 and spec.qmax <= 7
-
-
-class TFQuantizedWeighted(keras.layers.Layer):
-    """Export-only twin of ``QuantizeWrapper``: the same op on a TensorFlow fake-quantized kernel.
-
-    Every check happens here, at construction, so a refusal is an ``ExportError`` naming the layer (an error
-    raised inside ``call`` would reach the user wrapped in Keras's own exception). ``requantized`` says why the
-    file's kernel differs from the Keras kernel, when it does.
-    """
-
-    def __init__(
-        self,
-        source: QuantizeWrapper,
-        int4_weights: bool = False,
-        output_affine: tuple[float, float] = (1.0, 0.0),
-        **kwargs: Any,
-    ) -> None:
-        """``output_affine=(a, b)``: compute ``a * op(x) + b`` instead (kernel and its grid scaled by ``a``,
-        so the integer kernel is the same; bias ``a * bias + b``): an affine op after the layer folded in."""
-        super().__init__(name=source.layer.name, **kwargs)
-        self.source, self.layer, self.kind = source, source.layer, source.kind
-        self.factor, self.offset = output_affine
-        if self.kind not in ("conv", "depthwise_conv", "conv_transpose", "dense"):
-            raise ExportError(
-                f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has no INT8 TFLite lowering; kerasq "
-                "splits separable convolutions into depthwise + pointwise when it quantizes, so re-quantize the "
-                "float model with kerasq."
-            )
-        if getattr(self.layer, "data_format", "channels_last") != "channels_last":
-            raise ExportError(
-                f"Layer {self.layer.name!r} uses channels_first, which TFLite does not support."
-            )
-        if len(self.layer.kernel.shape) > 4:
-            raise ExportError(
-                f"Layer {self.layer.name!r} ({type(self.layer).__name__}): 3-D convolutions have no INT8 TFLite "
-                "lowering in kerasq; export FAKELY_QUANT, or use 2-D convolutions."
-            )
-        spec = source.kernel_quantizers["kernel"]
-        scale, zero_point = source.kernel_grid("kernel")
-        if spec.n_bits > 8 or spec.qmin < -127 or np.any(zero_point != 0):
-            raise ExportError(
-                f"Layer {self.layer.name!r}: kernel is not on a symmetric int8 grid ({spec['n_bits']} bits, qmin "
-                f"{spec['qmin']}); INT8 TFLite export needs symmetric weights of at most 8 bits with narrow range "
-                "(both built-in platforms quantize weights so)."
-            )
-        self.bits = 4 if int4_weights and int4_kernel(self.kind, spec) else 8  # storage width of the kernel
-        # The kernel already on its (possibly < 8-bit) grid: the int8 fake quant below is then exact.
-        kernel = np.asarray(source.quantized_kernels()["kernel"], np.float32)
-        self.requantized: str | None = None
-        # the bias on its int32 grid, as the Keras model adds it: the converter's own rounding is then exact
-        bias = source.quantized_bias()
-        bias = self.factor * keras.ops.convert_to_numpy(bias) if bias is not None else 0.0
-        has_bias = self.layer.bias is not None or self.offset != 0.0
-        self._bias = np.asarray(bias + self.offset, np.float32) if has_bias else None
-        # int8 storage at the finest scale holding the grid's levels, which the Keras bias grid assumes
-        finer = int8_storage_steps(spec.n_bits, spec.qmin, spec.qmax)
-        if self.bits == 4 and has_bias and finer > 1:
-            self.requantized = (
-                "bias stored in int32 at input scale x the int4 kernel's scale, a coarser grid than the Keras "
-                "model's (which assumes the kernel stored in int8; export without int4_weights to match it)"
-            )
-        steps = 1 if self.bits == 4 else finer  # int4 storage: the grid's own scale
-        self._layout_kernel(
-            kernel * self.factor, np.asarray(scale, np.float32) * abs(self.factor) / steps, list(spec.axes)
-        )
-
-    def _layout_kernel(self, kernel: np.ndarray, scale: np.ndarray, axes: list[int]) -> None:
-        """Lay the kernel out for TensorFlow fake quant as the op in ``call`` reads it.
-
-        The converter keeps per-channel scales only along the last axis of the constant it quantizes, and it
-        may reshape that constant but not transpose it. So Conv1D kernels gain a leading axis, depthwise
-        kernels are quantized as [kh, kw, 1, in * multiplier] then reshaped, and dense kernels become 1x1
-        convolutions. The fake-quant op itself must be built inside ``call`` (in the traced graph): a kernel
-        fake-quantized eagerly would reach the converter as a plain float constant.
-        """
-        rank = kernel.ndim
-        self._reshape_to: tuple[int, ...] | None = None
-        if self.kind == "dense" or (self.kind == "conv" and rank == 3):
-            kernel = kernel.reshape(1, *kernel.shape) if rank == 3 else kernel.reshape(1, 1, *kernel.shape)
-            axes = [a + 4 - rank for a in axes]
-        elif self.kind == "depthwise_conv":
-            spatial = (1,) * (4 - rank) + kernel.shape[:-2]  # DepthwiseConv1D runs as a 2-D op
-            self._reshape_to = (*spatial, *kernel.shape[-2:])
-            kernel = kernel.reshape(*spatial, 1, kernel.shape[-2] * kernel.shape[-1])
-            axes = [3] if axes else []
-        elif axes and axes != [
-            kernel.ndim - 1
-        ]:  # transposed convolutions: channels on axis 2 of [kh, kw, out, in]
-            scale, axes = np.float32(float(np.max(np.abs(kernel))) / 127.0 or 1.0), []
-            self.bits = 8
-            self.requantized = (
-                "kernel re-gridded per tensor (int8, one scale): the TFLite converter keeps no per-channel scales "
-                "on a transposed-convolution kernel; use the 'tflite' platform, which quantizes it per tensor"
-            )
-        self._kernel_values, self._kernel_scale, self._per_channel = kernel, scale, bool(axes)
-
-    def _parts(self) -> list[slice]:
-        """Output-channel slices the kernel is converted in: TF 2.21's converter leaves a fake-quantized
-        constant of 2**25 elements or more in float (VGG16's first dense layer at 128 px has 8192 x 4096)."""
-        size, outputs = self._kernel_values.size, self._kernel_values.shape[-1]
-        count = min(-(-size // _MAX_KERNEL_ELEMENTS), outputs)  # at least one channel per part
-        if count == 1 or self.kind not in ("conv", "dense") or self._reshape_to is not None:
-            return [slice(None)]
-        bounds = np.linspace(0, outputs, count + 1).round().astype(int)
-        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-    @property
-    def split(self) -> bool:
-        """The op is converted as several along its output channels (then concatenated)."""
-        return len(self._parts()) > 1
-
-    def _kernel(self, part: slice = slice(None)) -> tf.Tensor:
-        kernel = tf.constant(self._kernel_values[..., part])
-        if self._per_channel:
-            kernel = _per_channel(kernel, np.reshape(self._kernel_scale, -1)[part], self.bits)
-        else:
-            kernel = _per_tensor(kernel, float(np.reshape(self._kernel_scale, -1)[0]), self.bits)
-        return kernel if self._reshape_to is None else tf.reshape(kernel, self._reshape_to)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return self.layer.compute_output_shape(input_shape)
-
-    def _biased(self, op: Any, x: Any) -> Any:
-        """``op(x, kernel) + bias``, per output-channel part (each part keeps its bias, so the converter folds
-        it into that part's kernel), concatenated."""
-        outputs = []
-        for part in self._parts():
-            y = op(x, self._kernel(part))
-            outputs.append(y if self._bias is None else y + tf.constant(_not_splat(self._bias[part])))
-        return outputs[0] if len(outputs) == 1 else tf.concat(outputs, -1)
-
-    def call(self, x: Any) -> Any:
-        layer = self.layer
-        if self.kind == "dense":
-            y = self._dense(x)
-        elif self.kind == "conv_transpose":
-            y = self._biased(lambda t, k: LINEAR_OPS["conv_transpose"](layer, t, {"kernel": k}), x)
-        elif (
-            len(layer.kernel.shape) == 3
-        ):  # Conv1D / DepthwiseConv1D as 2-D ops on [batch, 1, steps, channels]
-            strides, dilations = (1, *layer.strides), (1, *layer.dilation_rate)
-            y = tf.squeeze(self._conv2d(tf.expand_dims(self._causal_pad(x), 1), strides, dilations), 1)
-        else:
-            y = self._conv2d(x, layer.strides, layer.dilation_rate)
-        return layer.activation(y) if layer.activation is not None else y
-
-    def _causal_pad(self, x: Any) -> Any:
-        layer = self.layer
-        if getattr(layer, "padding", None) != "causal":
-            return x
-        return tf.pad(x, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
-
-    def _conv2d(self, x: Any, strides: tuple[int, ...], dilations: tuple[int, ...]) -> Any:
-        """The raw TensorFlow ops, which carry dilation themselves: ``tf.nn.convolution`` would rewrite a
-        dilated convolution as SpaceToBatchND / BatchToSpaceND around it, tensors the converter leaves float."""
-        padding = "VALID" if self.layer.padding in ("valid", "causal") else "SAME"
-        op = tf.raw_ops.DepthwiseConv2dNative if self.kind == "depthwise_conv" else tf.raw_ops.Conv2D
-        return self._biased(
-            lambda t, k: op(
-                input=t, filter=k, strides=[1, *strides, 1], padding=padding, dilations=[1, *dilations, 1]
-            ),
-            x,
-        )
-
-    def _dense(self, x: Any) -> Any:
-        """Dense as a 1x1 convolution (the converter rejects per-channel FULLY_CONNECTED constants).
-
-        With static inner dimensions the batch stays the leading dimension of every reshape (a feature map
-        runs as it is, other ranks as ``[batch, 1, positions, units]``): folding positions into the batch
-        (``[-1, 1, 1, units]``) would make the converter declare a batch of 1 for a tensor that holds many,
-        a shape LiteRT resizes at run time and TensorFlow Lite Micro, which plans its arena from the declared
-        shapes, does not (ConvNeXt's pointwise Dense layers)."""
-        units_in, units_out = self._kernel_values.shape[-2:]
-        inner = tuple(x.shape[1:-1])
-
-        def conv(t: Any) -> Any:
-            return self._biased(lambda v, k: tf.nn.conv2d(v, k, 1, "VALID"), t)
-
-        if all(d is not None for d in inner):  # static shape: plain RESHAPEs, no shape arithmetic ops
-            if len(inner) == 2:
-                return conv(x)
-            y = conv(tf.reshape(x, [-1, 1, int(np.prod(inner, dtype=np.int64)), units_in]))
-            return tf.reshape(y, [-1, *inner, units_out])
-        y = conv(tf.reshape(x, [-1, 1, 1, units_in]))
-        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [units_out]], 0))
-
-
+# The largest kernel constant converted whole: TF 2.21's converter leaves a fake-quantized constant of 2**25
+# elements or more in float, so larger kernels are converted in output-channel parts.
 _MAX_KERNEL_ELEMENTS = 2**24
 
 # Kinds whose TFLite kernels apply a following RELU / RELU6 themselves (the converter fuses the pair), so the
@@ -466,91 +174,11 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
     (``kerasq.export.lowering``). ``int4_weights``: kernels on grids of at most 4 bits get 4-bit fake quant.
     """
     graph = read_model(q_model)
-    producers, consumers = graph.producers(), graph.consumers()
-    requantized: list[Requantization] = []
+    consumers = graph.consumers()
     tensors: dict[int, Any] = fresh_inputs(graph)
     inputs = list(tensors.values())
-    refused = [f"{n.name!r} ({n.kind}: {_NO_INTEGER_KERNEL[n.kind]})" for n in graph.nodes
-               if n.kind in _NO_INTEGER_KERNEL]  # fmt: skip
-    if refused:
-        raise ExportError(
-            f"INT8 TFLite export of {q_model.name!r} is not possible: {'; '.join(refused)}. Use an activation "
-            "TFLite runs in int8 (relu, relu6, leaky_relu, swish, hard_swish, gelu, sigmoid, tanh) and re-quantize, "
-            "or export FAKELY_QUANT (float TFLite graph)."
-        )
-    folded = _foldable_affine_consumers(graph, consumers)
-    split: set[int] = set()  # outputs of weighted layers converted in parts
-    twins: dict[int, Any] = {}  # id of a q_model operation -> the layer computing it in the export model
-    for node in graph.nodes:
-        op, source = node.op, node.inputs[0] if node.inputs else None
-        if node.name in folded and not isinstance(op, QuantizeWrapper):  # computed by the layer before it
-            tensors[node.outputs[0]] = tensors[source]
-            continue
-        if id(op) in twins:  # a layer applied more than once keeps one twin (and one set of weights)
-            twin = twins[id(op)]
-        elif isinstance(op, ActivationQuantizer):
-            twin = TFFakeQuantActivation(op)
-        elif isinstance(op, FusedTensorRange):
-            if tflite_fuses(op) and source not in split:
-                tensors[node.outputs[0]] = tensors[source]
-                continue
-            after = _relu_output_quantizer(node, consumers)
-            if after is not None:  # on the relu's output grid, the relu computes exactly as in Keras
-                twin = TFFakeQuantActivation(after, name=op.name)
-                if not _relu_exact(consumers[node.outputs[0]][0], after):
-                    requantized.append(Requantization(
-                        _layer_name(producers[source]),
-                        "output stored on the grid of the relu6 after it, whose top level is not 6",
-                    ))  # fmt: skip
-            else:
-                lo, hi = op.grid_range()
-                twin = TFFakeQuantRange(lo, hi, name=op.name)
-                requantized.append(Requantization(
-                    _layer_name(producers[source]),
-                    f"output stored as int8 on [{lo:.4g}, {hi:.4g}] (the platform fuses it into "
-                    f"{op.consumer_kind or 'the next op'}; TFLite stores it)",
-                ))  # fmt: skip
-        elif isinstance(op, QuantizeWrapper):
-            twin = TFQuantizedWeighted(op, int4_weights, folded.get(node.name, (1.0, 0.0)))
-            if twin.split:  # a concatenation follows its parts: TFLite cannot fuse a relu into them
-                split.add(node.outputs[0])
-            if twin.requantized:
-                requantized.append(Requantization(op.layer.name, twin.requantized))
-        elif node.kind in LOWERINGS:
-            twin = LoweredActivation(node.kind, name=node.name)
-            after = _output_quantizer(node, consumers)
-            low, high = CLIPPED_RANGE[node.kind]
-            if after is None or not low <= grid_values(after)[0] <= grid_values(after)[-1] <= high:
-                requantized.append(Requantization(
-                    node.name, f"{node.kind} is lowered to an affine op clipped by its output grid, which is not "
-                    f"inside [{low:g}, {high:g}] here",
-                ))  # fmt: skip
-        elif node.kind == "rsqrt":
-            twin = InverseSqrtOfGrid(name=node.name)
-            requantized.append(Requantization(node.name, (
-                "rsqrt without the epsilon added first (TFLite's int8 RSQRT has none); differs only where the "
-                "variance rounds to 0, and there both give the top of the output grid"
-            )))  # fmt: skip
-        elif isinstance(op, ShiftedActivation) and (after := _output_quantizer(node, consumers)) is not None:
-            lo, hi, bits = storage_range(after)
-            twin = ShiftedActivationOnGrid(op, lo, hi, bits, name=node.name)
-            steps = op.shift / float(np.max(after.grid()[0]))
-            if abs(steps - round(steps)) > 1e-3:
-                requantized.append(Requantization(node.name, (
-                    f"shift-negative correction's shift {op.shift:.4g} is {steps:.3f} steps of the output grid "
-                    "(not a whole number: the grid's width changed after the shift was chosen); the activation is "
-                    "rounded onto the moved grid, then once more onto the output grid"
-                )))  # fmt: skip
-        elif node.kind == "avg_pool" and _pool_as_depthwise(node, producers, consumers):
-            twin = AveragePoolAsDepthwise(op.pool_size, op.strides, name=node.name)
-        else:
-            twin = op
-        twins[id(op)] = twin
-        outputs = twin(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
-        grid = _carried_grid(node, producers, consumers)
-        if grid is not None:  # make the grid the op passes on explicit (see _carried_grid)
-            outputs = TFFakeQuantActivation(grid, name=f"{node.name}_carried_aq")(outputs)
-        tensors.update(zip(node.outputs, keras.tree.flatten(outputs), strict=True))
+    _refuse_float_activations(q_model.name, graph)
+    requantized = _replay(graph, tensors, int4_weights)
     model_inputs = inputs[0] if len(inputs) == 1 else inputs
     model = keras.Model(model_inputs, resolve_refs(graph.outputs, tensors), name=q_model.name)
     return ExportGraph(
@@ -560,6 +188,147 @@ def export_graph(q_model: keras.Model, int4_weights: bool = False) -> ExportGrap
         references=_references(graph, consumers),
         float_layers=[f"{n.name!r} ({type(n.op).__name__})" for n in graph.nodes if _kept_float(n)],
     )  # fmt: skip
+
+
+def _refuse_float_activations(model_name: str, graph: Graph) -> None:
+    """Refuse, naming them, the activations the converter would leave in float (``_NO_INTEGER_KERNEL``)."""
+    refused = [f"{n.name!r} ({n.kind}: {_NO_INTEGER_KERNEL[n.kind]})" for n in graph.nodes
+               if n.kind in _NO_INTEGER_KERNEL]  # fmt: skip
+    if refused:
+        raise ExportError(
+            f"INT8 TFLite export of {model_name!r} is not possible: {'; '.join(refused)}. Use an activation "
+            "TFLite runs in int8 (relu, relu6, leaky_relu, swish, hard_swish, gelu, sigmoid, tanh) and re-quantize, "
+            "or export FAKELY_QUANT (float TFLite graph)."
+        )
+
+
+def _replay(graph: Graph, tensors: dict[int, Any], int4_weights: bool) -> list[Requantization]:
+    """Call each node's export twin on the export tensors of its inputs, in graph order, filling ``tensors``
+    (graph tensor id -> export tensor); the places where the export graph requantizes, in node order."""
+    producers, consumers = graph.producers(), graph.consumers()
+    requantized: list[Requantization] = []
+    folded = _foldable_affine_consumers(graph, consumers)
+    split: set[int] = set()  # outputs of weighted layers converted in parts
+    twins: dict[int, Any] = {}  # id of a q_model operation -> the layer computing it in the export model
+    for node in graph.nodes:
+        op = node.op
+        if _passes_through(node, folded, id(op) in twins, split):
+            tensors[node.outputs[0]] = tensors[node.inputs[0]]
+            continue
+        if id(op) in twins:  # a layer applied more than once keeps one twin (and one set of weights)
+            twin = twins[id(op)]
+        else:
+            twin, notes = _new_twin(node, producers, consumers, folded, int4_weights)
+            requantized.extend(notes)
+            if isinstance(twin, TFQuantizedWeighted) and twin.split:  # a concatenation follows its parts:
+                split.add(node.outputs[0])  # TFLite cannot fuse a relu into them
+        twins[id(op)] = twin
+        outputs = twin(*resolve_refs(node.args, tensors), **resolve_refs(node.kwargs, tensors))
+        grid = _carried_grid(node, producers, consumers)
+        if grid is not None:  # make the grid the op passes on explicit (see _carried_grid)
+            outputs = TFFakeQuantActivation(grid, name=f"{node.name}_carried_aq")(outputs)
+        tensors.update(zip(node.outputs, keras.tree.flatten(outputs), strict=True))
+    return requantized
+
+
+def _passes_through(node: Node, folded: dict[str, Any], has_twin: bool, split: set[int]) -> bool:
+    """The node's output is its input's export tensor: an affine op or fused range folded into the weighted
+    layer before it, or a fused range TFLite does not store either (``tflite_fuses``) unless the layer before
+    it is converted in parts."""
+    op = node.op
+    if node.name in folded and not isinstance(op, QuantizeWrapper):  # computed by the layer before it
+        return True
+    return (
+        not has_twin and isinstance(op, FusedTensorRange) and tflite_fuses(op) and node.inputs[0] not in split
+    )
+
+
+def _new_twin(
+    node: Node,
+    producers: dict[int, Node],
+    consumers: dict[int, list[Node]],
+    folded: dict[str, Any],
+    int4_weights: bool,
+) -> tuple[Any, list[Requantization]]:
+    """The layer that computes ``node`` in the export model (the node's own op where TFLite takes it as it
+    is), and the places where it requantizes."""
+    op = node.op
+    if isinstance(op, ActivationQuantizer):
+        return TFFakeQuantActivation(op), []
+    if isinstance(op, FusedTensorRange):
+        return _stored_fused_range(node, op, producers, consumers)
+    if isinstance(op, QuantizeWrapper):
+        twin = TFQuantizedWeighted(
+            op, int4_weights, folded.get(node.name, (1.0, 0.0)), max_kernel_elements=_MAX_KERNEL_ELEMENTS
+        )
+        return twin, [
+            Requantization(tensor=op.layer.name, reason=twin.requantized)
+        ] if twin.requantized else []
+    if node.kind in LOWERINGS:
+        return _lowered_activation(node, consumers)
+    if node.kind == "rsqrt":
+        return InverseSqrtOfGrid(name=node.name), [Requantization(tensor=node.name, reason=(
+            "rsqrt without the epsilon added first (TFLite's int8 RSQRT has none); differs only where the "
+            "variance rounds to 0, and there both give the top of the output grid"
+        ))]  # fmt: skip
+    if isinstance(op, ShiftedActivation) and (after := _output_quantizer(node, consumers)) is not None:
+        return _shifted_on_grid(node, op, after)
+    if node.kind == "avg_pool" and _pool_as_depthwise(node, producers, consumers):
+        return AveragePoolAsDepthwise(op.pool_size, op.strides, name=node.name), []
+    return op, []
+
+
+def _stored_fused_range(
+    node: Node, op: FusedTensorRange, producers: dict[int, Node], consumers: dict[int, list[Node]]
+) -> tuple[Any, list[Requantization]]:
+    """A tensor the platform fused but TFLite stores: on the grid of the relu after it when there is one (the
+    relu then computes exactly as in Keras), else on the 8-bit grid recorded at quantization time."""
+    after = _relu_output_quantizer(node, consumers)
+    if after is not None:
+        twin = TFFakeQuantActivation(after, name=op.name)
+        if _relu_exact(consumers[node.outputs[0]][0], after):
+            return twin, []
+        return twin, [Requantization(
+            tensor=_layer_name(producers[node.inputs[0]]),
+            reason="output stored on the grid of the relu6 after it, whose top level is not 6",
+        )]  # fmt: skip
+    lo, hi = op.grid_range()
+    return TFFakeQuantRange(lo, hi, name=op.name), [Requantization(
+        tensor=_layer_name(producers[node.inputs[0]]),
+        reason=f"output stored as int8 on [{lo:.4g}, {hi:.4g}] (the platform fuses it into "
+        f"{op.consumer_kind or 'the next op'}; TFLite stores it)",
+    )]  # fmt: skip
+
+
+def _lowered_activation(node: Node, consumers: dict[int, list[Node]]) -> tuple[Any, list[Requantization]]:
+    """An activation lowered to an affine op clipped by its output grid (``kerasq.export.lowering``); it
+    requantizes unless that grid lies inside the activation's clipped range."""
+    twin = LoweredActivation(node.kind, name=node.name)
+    after = _output_quantizer(node, consumers)
+    low, high = CLIPPED_RANGE[node.kind]
+    if after is not None and low <= grid_values(after)[0] <= grid_values(after)[-1] <= high:
+        return twin, []
+    return twin, [Requantization(
+        tensor=node.name, reason=f"{node.kind} is lowered to an affine op clipped by its output grid, which is not "
+        f"inside [{low:g}, {high:g}] here",
+    )]  # fmt: skip
+
+
+def _shifted_on_grid(
+    node: Node, op: ShiftedActivation, after: ActivationQuantizer
+) -> tuple[Any, list[Requantization]]:
+    """A shift-negative-corrected activation computed on its output grid ``after``; it requantizes when the
+    shift is not a whole number of that grid's steps."""
+    lo, hi, bits = storage_range(after)
+    twin = ShiftedActivationOnGrid(op, lo, hi, bits, name=node.name)
+    steps = op.shift / float(np.max(after.grid()[0]))
+    if abs(steps - round(steps)) > 1e-3:
+        return twin, [Requantization(tensor=node.name, reason=(
+            f"shift-negative correction's shift {op.shift:.4g} is {steps:.3f} steps of the output grid "
+            "(not a whole number: the grid's width changed after the shift was chosen); the activation is "
+            "rounded onto the moved grid, then once more onto the output grid"
+        ))]  # fmt: skip
+    return twin, []
 
 
 _CARRIES_GRID = ("max_pool",)

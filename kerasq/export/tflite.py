@@ -12,11 +12,12 @@ import tensorflow as tf
 
 from kerasq.export.compact_file import compact_flatbuffer
 from kerasq.export.formats import QuantizationFormat
-from kerasq.export.int8_graph import ExportError, ExportGraph, activation_width, export_graph, int4_kernel
+from kerasq.export.int8_graph import ExportError, ExportGraph, activation_width, export_graph
 from kerasq.export.int16x8 import widen_int16_biases
 from kerasq.export.report import Requantization
 from kerasq.export.runtimes import float_tensors, litert_interpreter_module
 from kerasq.export.verify import Verification, verify_file
+from kerasq.export.weighted_twin import int4_kernel
 from kerasq.graph import UnsupportedModelError
 from kerasq.quantizers import ActivationQuantizer, QuantizeWrapper
 
@@ -70,38 +71,61 @@ def convert(
     """
     with tempfile.TemporaryDirectory(prefix="kerasq_tflite_") as tmp:
         if quantization_format is QuantizationFormat.FAKELY_QUANT:
-            return Conversion(_converter(q_model, Path(tmp)).convert(), ())
-        _check_quantized(q_model)
-        width = activation_width(q_model)
-        int4 = int4_weights and bool(_int4_layers(q_model))  # asked for, and some kernel qualifies
-        if int4:
-            if width == 16:
-                raise ExportError(
-                    "int4 weights apply to the int8 scheme only, not to int16x8 (16-bit activations)."
-                )
-            _check_int4_compatible(q_model)
+            return Conversion(flatbuffer=_converter(q_model, Path(tmp)).convert(), requantized=())
+        width, int4 = _integer_scheme(q_model, int4_weights)
         try:
             graph = export_graph(q_model, int4_weights)
         except UnsupportedModelError as err:
             raise ExportError(f"INT8 export of {q_model.name!r}: {err}") from err
-        converter = _converter(graph.model, Path(tmp))
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if width == 16:
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-            ]
-        if int4:
-            converter._experimental_low_bit_qat = True
-        if integer_io:
-            converter.inference_input_type = tf.int16 if width == 16 else tf.int8
-            converter.inference_output_type = tf.int16 if width == 16 else tf.int8
-        try:
-            flatbuffer = converter.convert()
-        except Exception as err:  # the converter raises its own ConverterError types
-            raise ExportError(f"The TFLite converter rejected the quantized graph: {err}") from err
+        flatbuffer = _convert_integer(graph.model, Path(tmp), width, int4, integer_io)
     if width == 16:
         flatbuffer, _ = widen_int16_biases(flatbuffer)
     flatbuffer = compact_flatbuffer(flatbuffer)
+    _check_integer_file(flatbuffer, graph, width, int4)
+    verification = None
+    if verify:
+        suspects = graph.float_layers + [repr(r.tensor) for r in graph.requantized]
+        verification = verify_file(flatbuffer, q_model, graph.references, suspects)
+    return Conversion(flatbuffer=flatbuffer, requantized=tuple(graph.requantized), verification=verification)
+
+
+def _integer_scheme(q_model: keras.Model, int4_weights: bool) -> tuple[int, bool]:
+    """(activation width, int4 kernels): 8 or 16 (``activation_width``), and whether the file stores int4
+    kernels (asked for, and some kernel qualifies); refuses models the integer file cannot hold."""
+    _check_quantized(q_model)
+    width = activation_width(q_model)
+    int4 = int4_weights and bool(_int4_layers(q_model))  # asked for, and some kernel qualifies
+    if int4:
+        if width == 16:
+            raise ExportError(
+                "int4 weights apply to the int8 scheme only, not to int16x8 (16-bit activations)."
+            )
+        _check_int4_compatible(q_model)
+    return width, int4
+
+
+def _convert_integer(model: keras.Model, workdir: Path, width: int, int4: bool, integer_io: bool) -> bytes:
+    """The converter's integer flatbuffer of the fake-quant graph ``model`` (``export_graph``), in the int8
+    or int16x8 scheme by ``width``, with int4 kernels and integer inputs / outputs as asked."""
+    converter = _converter(model, workdir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if width == 16:
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    if int4:
+        converter._experimental_low_bit_qat = True
+    if integer_io:
+        converter.inference_input_type = tf.int16 if width == 16 else tf.int8
+        converter.inference_output_type = tf.int16 if width == 16 else tf.int8
+    try:
+        return converter.convert()
+    except Exception as err:  # the converter raises its own ConverterError types
+        raise ExportError(f"The TFLite converter rejected the quantized graph: {err}") from err
+
+
+def _check_integer_file(flatbuffer: bytes, graph: ExportGraph, width: int, int4: bool) -> None:
+    """``check_integer``, with the likely cause added when the file was converted in int4 (low-bit) mode."""
     try:
         check_integer(flatbuffer, graph, width)
     except ExportError as err:
@@ -111,11 +135,6 @@ def convert(
             f"{err} In its int4 (low-bit) mode the TFLite converter does not find ranges for ops that have no "
             "quantizer of their own (such as the sigmoid inside swish); export without int4_weights."
         ) from err
-    verification = None
-    if verify:
-        suspects = graph.float_layers + [repr(r.tensor) for r in graph.requantized]
-        verification = verify_file(flatbuffer, q_model, graph.references, suspects)
-    return Conversion(flatbuffer, tuple(graph.requantized), verification)
 
 
 def _check_quantized(model: keras.Model) -> None:

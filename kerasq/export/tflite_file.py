@@ -58,50 +58,19 @@ def check_tflite_flatbuffer(flatbuffer: bytes) -> Any:
     def invalid(reason: str) -> InvalidTFLiteFileError:
         return InvalidTFLiteFileError(f"not a valid .tflite file ({len(data):,} bytes): {reason}")
 
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise invalid("no TFL3 file identifier at bytes 4-8")
-    try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    except (struct.error, IndexError, TypeError, ValueError, UnicodeDecodeError, OverflowError) as err:
-        raise invalid(f"the flatbuffer does not parse ({type(err).__name__}: {err})") from None
-    if model.version != 3:
-        raise invalid(f"schema version {model.version}, expected 3")
-    if not model.subgraphs:
-        raise invalid("no subgraphs")
-    n_buffers, n_codes = len(model.buffers or []), len(model.operatorCodes or [])
+    model = _parse(schema, data, invalid)
+    n_codes = len(model.operatorCodes or [])
     for g, subgraph in enumerate(model.subgraphs):
         tensors = subgraph.tensors or []
         for t, tensor in enumerate(tensors):
-            if tensor.shape is not None and any(int(d) < 0 for d in tensor.shape):
-                raise invalid(f"subgraph {g} tensor {t} has a negative dimension {list(tensor.shape)}")
-            if not 0 <= tensor.buffer < max(n_buffers, 1):
-                raise invalid(f"subgraph {g} tensor {t} refers to buffer {tensor.buffer} of {n_buffers}")
-            if n_buffers and is_constant(model, tensor):
-                buffer = model.buffers[tensor.buffer]
-                if buffer.offset > 1:
-                    have = buffer.size
-                    if buffer.offset + buffer.size > len(data):
-                        raise invalid(f"buffer {tensor.buffer} lies past the end of the file")
-                else:
-                    have = len(buffer.data)
-                if have < tensor_bytes(schema, tensor):
-                    raise invalid(
-                        f"constant tensor {t} needs {tensor_bytes(schema, tensor)} bytes, its buffer has {have}"
-                    )
-
-        def check_indices(indices: Any, what: str, g: int = g, n: int = len(tensors)) -> None:
-            for i in [] if indices is None else indices:
-                if not -1 <= int(i) < n:
-                    raise invalid(f"subgraph {g} {what} refers to tensor {int(i)} of {n}")
-
-        check_indices(subgraph.inputs, "input list")
-        check_indices(subgraph.outputs, "output list")
+            _check_tensor(schema, model, len(data), tensor, g, t, invalid)
+        _check_indices(subgraph.inputs, f"subgraph {g} input list", len(tensors), invalid)
+        _check_indices(subgraph.outputs, f"subgraph {g} output list", len(tensors), invalid)
         for o, op in enumerate(subgraph.operators or []):
             if not 0 <= op.opcodeIndex < n_codes:
                 raise invalid(f"subgraph {g} operator {o} has operator code {op.opcodeIndex} of {n_codes}")
-            check_indices(op.inputs, f"operator {o}")
-            check_indices(op.outputs, f"operator {o}")
-            check_indices(op.intermediates, f"operator {o}")
+            for indices in (op.inputs, op.outputs, op.intermediates):
+                _check_indices(indices, f"subgraph {g} operator {o}", len(tensors), invalid)
             _check_options(schema, model, tensors, op, o, invalid)
         for t, tensor in enumerate(tensors):
             _check_quantization(schema, model, tensor, t, invalid)
@@ -112,6 +81,55 @@ def check_tflite_flatbuffer(flatbuffer: bytes) -> Any:
     if crashed:
         raise invalid(f"LiteRT crashed ({crashed}) preparing or running it on zeros in a child process")
     return model
+
+
+def _parse(schema: ModuleType, data: bytes, invalid: Any) -> Any:
+    """The parsed model, once the file identifier, the flatbuffer itself, the schema version and the presence
+    of a subgraph check out."""
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise invalid("no TFL3 file identifier at bytes 4-8")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    except (struct.error, IndexError, TypeError, ValueError, UnicodeDecodeError, OverflowError) as err:
+        raise invalid(f"the flatbuffer does not parse ({type(err).__name__}: {err})") from None
+    if model.version != 3:
+        raise invalid(f"schema version {model.version}, expected 3")
+    if not model.subgraphs:
+        raise invalid("no subgraphs")
+    return model
+
+
+def _check_tensor(
+    schema: ModuleType, model: Any, file_size: int, tensor: Any, g: int, t: int, invalid: Any
+) -> None:
+    """The tensor's dimensions are not negative, its buffer index exists, and a constant tensor's buffer (in
+    the flatbuffer, or past it at an offset inside the file) holds all its bytes."""
+    n_buffers = len(model.buffers or [])
+    if tensor.shape is not None and any(int(d) < 0 for d in tensor.shape):
+        raise invalid(f"subgraph {g} tensor {t} has a negative dimension {list(tensor.shape)}")
+    if not 0 <= tensor.buffer < max(n_buffers, 1):
+        raise invalid(f"subgraph {g} tensor {t} refers to buffer {tensor.buffer} of {n_buffers}")
+    if not (n_buffers and is_constant(model, tensor)):
+        return
+    buffer = model.buffers[tensor.buffer]
+    if buffer.offset > 1:
+        have = buffer.size
+        if buffer.offset + buffer.size > file_size:
+            raise invalid(f"buffer {tensor.buffer} lies past the end of the file")
+    else:
+        have = len(buffer.data)
+    if have < tensor_bytes(schema, tensor):
+        raise invalid(
+            f"constant tensor {t} needs {tensor_bytes(schema, tensor)} bytes, its buffer has {have}"
+        )
+
+
+def _check_indices(indices: Any, what: str, n: int, invalid: Any) -> None:
+    """Every tensor index in ``indices`` names one of the subgraph's ``n`` tensors (-1: an optional tensor
+    left out)."""
+    for i in [] if indices is None else indices:
+        if not -1 <= int(i) < n:
+            raise invalid(f"{what} refers to tensor {int(i)} of {n}")
 
 
 _POOLS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"}
