@@ -10,7 +10,7 @@ import tensorflow as tf
 import kerasq
 from kerasq.errors import ExportTargetError, KerasqError
 from kerasq.export import ExportError, KerasExportSerializationFormat, QuantizationFormat, keras_export_model
-from kerasq.export import exporter as exporter_module
+from kerasq.export import keras_export
 from kerasq.export.atomic import atomic_output
 from kerasq.export.tflite import Conversion
 
@@ -80,7 +80,7 @@ def test_interrupted_export_leaves_no_partial_file(quantized, tmp_path, monkeypa
     target = tmp_path / "q.tflite"
     target.write_bytes(b"previous model")
 
-    monkeypatch.setattr(exporter_module, "convert", lambda *a, **k: Conversion(b"x" * 10, ()))
+    monkeypatch.setattr(keras_export, "convert", lambda *a, **k: Conversion(b"x" * 10, ()))
 
     def interrupted_write(self, data):  # Ctrl-C while the file is being written
         self.open("wb").write(data[:3])
