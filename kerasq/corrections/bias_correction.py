@@ -19,8 +19,9 @@ from kerasq.graph.weights import declared_weight_names, named_weights, weight_na
 from kerasq.plan import QuantizationParams
 from kerasq.quantizers.grid import QuantParams
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
+from kerasq.quantizers.weighted_kinds import kinds_with
 
-CORRECTED_KINDS = ("conv", "dense", "depthwise_conv")
+CORRECTED_KINDS = kinds_with("bias_correction")
 
 
 def bias_shift(node: Node, error: np.ndarray, mean_input: np.ndarray) -> np.ndarray:

@@ -30,8 +30,9 @@ from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.weights import named_weights
 from kerasq.plan import QuantizationParams
 from kerasq.quantizers.grid import HALF_TO_EVEN, QuantParams
+from kerasq.quantizers.weighted_kinds import kinds_with
 
-COMPENSATED_KINDS = ("conv", "depthwise_conv", "dense")
+COMPENSATED_KINDS = kinds_with("compensated_rounding")
 MAX_BITS = 7  # kernels of at most this many bits are compensated
 MAX_ROWS = 8192  # kernel rows (inputs per output) beyond which the d x d statistics cost too much memory
 ROWS = 4096  # input rows per layer kept for its statistics (at least 4 per kernel row), drawn at random

@@ -15,6 +15,7 @@ from kerasq.errors import ExportError
 from kerasq.quantizers import QuantizeWrapper
 from kerasq.quantizers.grid import KernelGrid, integer_range
 from kerasq.quantizers.kernel_ops import LINEAR_OPS
+from kerasq.quantizers.weighted_kinds import kinds_with
 from kerasq.quantizers.wrapper import int8_storage_steps
 
 
@@ -56,7 +57,7 @@ def _per_tensor(kernel: tf.Tensor, scale: float, bits: int = 8) -> tf.Tensor:
                                                         narrow_range=narrow)  # fmt: skip
 
 
-INT4_KINDS = ("conv", "dense", "depthwise_conv")  # the converter rejects int4 transposed-convolution kernels
+INT4_KINDS = kinds_with("int4_storage")  # the converter rejects int4 transposed-convolution kernels
 
 
 def int4_kernel(kind: str, spec: KernelGrid) -> bool:
@@ -90,7 +91,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
         self.source, self.layer, self.kind = source, source.layer, source.kind
         self.max_kernel_elements = max_kernel_elements
         self.factor, self.offset = output_affine
-        if self.kind not in ("conv", "depthwise_conv", "conv_transpose", "dense"):
+        if self.kind not in kinds_with("export_twin"):
             raise ExportError(
                 f"Layer {self.layer.name!r} ({type(self.layer).__name__}) has no INT8 TFLite lowering; kerasq "
                 "splits separable convolutions into depthwise + pointwise when it quantizes, so re-quantize the "

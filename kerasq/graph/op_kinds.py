@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import keras
 
-WEIGHTED_KINDS = ("conv", "depthwise_conv", "separable_conv", "conv_transpose", "dense")
+from kerasq.quantizers.weighted_kinds import WEIGHTED
 
-# Keras layer class name -> kind.
+WEIGHTED_KINDS = tuple(WEIGHTED)  # every kind with weights kerasq quantizes (``WeightedKind``)
+
+# Keras layer class name -> kind (the weighted ones from their ``WeightedKind`` records).
 _LAYER_KINDS = {
-    "Conv1D": "conv",
-    "Conv2D": "conv",
-    "Conv3D": "conv",
-    "DepthwiseConv1D": "depthwise_conv",
-    "DepthwiseConv2D": "depthwise_conv",
-    "SeparableConv1D": "separable_conv",
-    "SeparableConv2D": "separable_conv",
-    "Conv1DTranspose": "conv_transpose",
-    "Conv2DTranspose": "conv_transpose",
-    "Dense": "dense",
+    **{cls: name for name, kind in WEIGHTED.items() for cls in kind.layer_classes},
     "BatchNormalization": "batch_norm",
     "ReLU": "relu",
     "LeakyReLU": "leaky_relu",

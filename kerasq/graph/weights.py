@@ -6,34 +6,17 @@ import numpy as np
 
 from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Node
+from kerasq.quantizers.weighted_kinds import WEIGHTED
 
-# Weight names in the order ``layer.get_weights()`` returns them (bias last, only with use_bias).
-_WEIGHT_NAMES = {
-    "conv": ("kernel",),
-    "dense": ("kernel",),
-    "depthwise_conv": ("kernel",),
-    "conv_transpose": ("kernel",),
-    "separable_conv": ("depthwise_kernel", "pointwise_kernel"),
-}
-
-# Kernels kerasq quantizes, with their channel axes (negative, counted from the end of the kernel shape).
-# Depthwise kernels [..., in, multiplier] keep one scale per (in, multiplier) output channel.
+# Read from the ``WeightedKind`` records: weight names in ``layer.get_weights()`` order (bias last, only with
+# use_bias); the kernels kerasq quantizes with their channel axes (negative, from the end of the kernel shape;
+# depthwise kernels [..., in, multiplier] keep one scale per (in, multiplier) output channel); the kernel whose
+# channel axes are the layer's output channels (what batch-norm folding scales).
+_WEIGHT_NAMES = {name: tuple(kind.kernels) for name, kind in WEIGHTED.items()}
 QUANTIZED_KERNELS: dict[str, dict[str, tuple[int, ...]]] = {
-    "conv": {"kernel": (-1,)},
-    "dense": {"kernel": (-1,)},
-    "depthwise_conv": {"kernel": (-2, -1)},
-    "conv_transpose": {"kernel": (-2,)},
-    "separable_conv": {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)},
+    name: dict(k.kernels) for name, k in WEIGHTED.items()
 }
-
-# The kernel whose channel axes map to the layer's output channels (what batch-norm folding scales).
-OUTPUT_KERNEL = {
-    "conv": "kernel",
-    "dense": "kernel",
-    "depthwise_conv": "kernel",
-    "conv_transpose": "kernel",
-    "separable_conv": "pointwise_kernel",
-}
+OUTPUT_KERNEL = {name: kind.output_kernel for name, kind in WEIGHTED.items()}
 
 
 def weight_names(kind: str, use_bias: bool) -> tuple[str, ...]:

@@ -8,12 +8,14 @@ from dataclasses import replace
 from kerasq.config.enums import QuantizationMethod
 from kerasq.errors import ConfigError
 from kerasq.platform.capabilities import OperatorSet, OpQuantizationConfig, TargetPlatformCapabilities
+from kerasq.quantizers.weighted_kinds import WEIGHTED, kinds_with
 
 _PRESERVING_KINDS = (
     "reshape", "flatten", "permute", "dropout", "zero_padding", "cropping", "max_pool", "global_max_pool",
     "upsampling", "identity",
 )  # fmt: skip
-_WEIGHTED = ("conv", "depthwise_conv", "separable_conv", "conv_transpose", "dense")
+_WEIGHTED = tuple(WEIGHTED)
+_PER_TENSOR_ON_TFLITE = tuple(k for k in WEIGHTED if not WEIGHTED[k].per_channel_on_tflite)
 _ACTIVATIONS = (
     "relu", "relu6", "leaky_relu", "prelu", "elu", "swish", "hard_swish", "gelu", "sigmoid", "hard_sigmoid",
     "tanh", "softplus", "selu",
@@ -73,11 +75,9 @@ def tflite() -> TargetPlatformCapabilities:
         name="tflite",
         default_config=base,
         operator_sets=(
-            OperatorSet(
-                name="weighted", kinds=tuple(k for k in _WEIGHTED if k != "conv_transpose"), config=weighted
-            ),
-            # The converter cannot keep per-channel scales on a transposed-convolution kernel.
-            OperatorSet(name="weighted_per_tensor", kinds=("conv_transpose",), config=per_tensor),
+            OperatorSet(name="weighted", kinds=kinds_with("per_channel_on_tflite"), config=weighted),
+            # The converter cannot keep per-channel scales on some kernels (transposed convolutions).
+            OperatorSet(name="weighted_per_tensor", kinds=_PER_TENSOR_ON_TFLITE, config=per_tensor),
             OperatorSet(name="fusable_activation", kinds=("relu", "relu6"), config=base),
             OperatorSet(name="unit_interval", kinds=("sigmoid", "softmax"), config=unit_interval),
             OperatorSet(name="symmetric_unit", kinds=("tanh",), config=symmetric_unit),

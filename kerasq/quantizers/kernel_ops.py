@@ -1,61 +1,20 @@
 """Forward passes of weighted layers with substitute kernels (the wrapped layer's variables stay as they are).
 
-Each function mirrors the Keras layer's own ``call`` but takes the kernels as arguments, so a wrapper can
-feed fake-quantized kernels through the exact same computation.
+Each kind's function (``kerasq.quantizers.weighted_kinds``) mirrors the Keras layer's own ``call`` but takes the
+kernels as arguments, so a wrapper can feed fake-quantized kernels through the exact same computation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import keras
 from keras import ops
 
+from kerasq.quantizers.weighted_kinds import WEIGHTED, Forward
 
-def _conv(layer: keras.layers.Layer, x: Any, k: dict[str, Any]) -> Any:
-    padding = layer.padding
-    if padding == "causal":
-        x = ops.pad(x, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
-        padding = "valid"
-    return ops.conv(
-        x, k["kernel"], strides=list(layer.strides), padding=padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-    )  # fmt: skip
-
-
-def _depthwise(layer: keras.layers.Layer, x: Any, k: dict[str, Any]) -> Any:
-    return ops.depthwise_conv(
-        x, k["kernel"], strides=layer.strides, padding=layer.padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-    )  # fmt: skip
-
-
-def _separable(layer: keras.layers.Layer, x: Any, k: dict[str, Any]) -> Any:
-    return ops.separable_conv(
-        x, k["depthwise_kernel"], k["pointwise_kernel"], strides=layer.strides, padding=layer.padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-    )  # fmt: skip
-
-
-def _conv_transpose(layer: keras.layers.Layer, x: Any, k: dict[str, Any]) -> Any:
-    return ops.conv_transpose(
-        x, k["kernel"], strides=list(layer.strides), padding=layer.padding, output_padding=layer.output_padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-    )  # fmt: skip
-
-
-def _dense(layer: keras.layers.Layer, x: Any, k: dict[str, Any]) -> Any:
-    return ops.matmul(x, k["kernel"])
-
-
-LINEAR_OPS: dict[str, Callable[[keras.layers.Layer, Any, dict[str, Any]], Any]] = {
-    "conv": _conv,
-    "depthwise_conv": _depthwise,
-    "separable_conv": _separable,
-    "conv_transpose": _conv_transpose,
-    "dense": _dense,
-}
+# kind -> the layer's computation with substitute kernels (``WeightedKind.forward``)
+LINEAR_OPS: dict[str, Forward] = {name: kind.forward for name, kind in WEIGHTED.items()}
 
 
 def weighted_forward(

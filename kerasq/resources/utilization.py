@@ -29,6 +29,7 @@ from kerasq.graph.model_graph import Graph, Node, TensorInfo
 from kerasq.graph.op_kinds import is_weighted
 from kerasq.graph.weights import named_weights
 from kerasq.plan import QuantizationPlan, grid_source
+from kerasq.quantizers.weighted_kinds import WEIGHTED
 from kerasq.resources.schedule import Schedule, Step, best_schedule
 
 FLOAT_BITS = 32
@@ -200,7 +201,8 @@ def macs(node: Node, graph: Graph, shapes: Mapping[int, tuple[int, ...]] | None 
     shapes = sample_shapes(graph) if shapes is None else shapes
     kernel = named_weights(node)
     size = sum(w.size for name, w in kernel.items() if name != "bias")
-    spatial_of = shapes[node.inputs[0] if node.kind == "conv_transpose" else node.outputs[0]]
+    per_input = WEIGHTED[node.kind].macs_per_input_position
+    spatial_of = shapes[node.inputs[0] if per_input else node.outputs[0]]
     channels_first = node.layer_config.get("data_format") == "channels_first"
     spatial = spatial_of[1:] if channels_first else spatial_of[:-1]
     return int(size * np.prod(spatial, dtype=np.int64))

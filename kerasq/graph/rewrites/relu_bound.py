@@ -28,8 +28,9 @@ import numpy as np
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind, op_kind
 from kerasq.graph.weights import has_plain_weights
+from kerasq.quantizers.weighted_kinds import kinds_with
 
-_SCALABLE_KINDS = ("conv", "dense", "depthwise_conv")
+_SCALABLE_KINDS = kinds_with("relu_bound_scaling")
 
 
 def power_of_2_bound(bound: float) -> float:

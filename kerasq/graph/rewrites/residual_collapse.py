@@ -24,6 +24,7 @@ import numpy as np
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind
 from kerasq.graph.weights import has_plain_weights, named_weights
+from kerasq.quantizers.weighted_kinds import kinds_with
 
 
 def _kernel(node: Node) -> np.ndarray | None:
@@ -33,7 +34,7 @@ def _kernel(node: Node) -> np.ndarray | None:
 
 def is_identity_foldable(conv: Node, shared: set[int]) -> bool:
     """Whether adding the conv's input to its output can be written into its kernel."""
-    if conv.kind not in ("conv", "depthwise_conv") or conv.float_reason or id(conv.op) in shared:
+    if conv.kind not in kinds_with("residual_folding") or conv.float_reason or id(conv.op) in shared:
         return False
     if len(conv.inputs) != 1 or len(conv.outputs) != 1:
         return False

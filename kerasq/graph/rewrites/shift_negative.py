@@ -35,9 +35,10 @@ import numpy as np
 from kerasq.graph.model_graph import Graph, Node, TensorInfo, TensorRef
 from kerasq.graph.weights import has_plain_weights, named_weights, weight_names
 from kerasq.layers import ShiftedActivation
+from kerasq.quantizers.weighted_kinds import kinds_with
 
 SNC_KINDS = frozenset({"swish", "gelu", "elu", "leaky_relu", "prelu", "hard_swish", "selu"})
-_READER_KINDS = ("conv", "depthwise_conv", "dense")
+_READER_KINDS = kinds_with("shift_negative_folding")
 _PARAMETRIZED_LAYERS = (keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.PReLU)
 
 
