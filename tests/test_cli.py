@@ -279,7 +279,7 @@ def test_eval_on_tflm_matches_litert_and_prints_the_arena(small, auto, capsys, m
     code, tflm, _ = _run(capsys, *argv, "--runtime", "tflm")
     assert code == EXIT_OK and "on TFLite Micro" in tflm and ran_on_tflm == [200]
     assert abs(_accuracy(tflm) - _accuracy(litert)) <= 0.5  # at most 1 of 200 samples (measured: equal)
-    assert _accuracy(litert) > 15.0  # trained (chance is 10%)
+    assert _accuracy(litert) > 23.0  # trained (chance is 10%; measured 25.0%)
     assert _number(tflm, "TFLM arena: ") == runtimes.tflm_arena_bytes(path.read_bytes())
     code, _, err = _run(
         capsys, "eval", small / "small.keras", "--data", small / "test.npz", "--runtime", "tflm"

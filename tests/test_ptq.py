@@ -24,7 +24,7 @@ def test_w8a8_accuracy_within_one_point(trained_cnn, quantized_default, cifar):
     q_model, _ = quantized_default
     q_acc = accuracy(q_model, x_test, y_test)
     print(f"float {float_acc:.2f}%  W8A8 {q_acc:.2f}%")
-    assert float_acc > 40.0, "the fixture model did not train"
+    assert float_acc > 44.5, "the fixture model did not train"  # measured 46.55%
     assert q_acc >= float_acc - 1.0
 
 
@@ -38,7 +38,7 @@ def test_mct_style_code_runs(trained_cnn, calibration, cifar):
     )
     assert info.platform == "imx500"
     _, _, x_test, y_test = cifar
-    assert accuracy(q_model, x_test[:500], y_test[:500]) > 40.0
+    assert accuracy(q_model, x_test[:500], y_test[:500]) > 41.2  # measured 43.2%
 
 
 def test_float_model_weights_are_bit_identical(trained_cnn, calibration):
@@ -120,6 +120,10 @@ def test_all_representative_data_forms_agree(trained_cnn, calibration, quantized
     np.testing.assert_array_equal(q_model.predict(x[:32], verbose=0), reference.predict(x[:32], verbose=0))
 
 
+# two points below the accuracy each method measured on the first 500 test images (42.2, 43.2, 44.6, 43.2, 41.8)
+ERROR_METHOD_FLOORS = {"NOCLIPPING": 40.2, "MSE": 41.2, "MAE": 42.6, "LP": 41.2, "KL": 39.8}
+
+
 @pytest.mark.parametrize("method", list(QuantizationErrorMethod))
 def test_every_error_method_gives_a_valid_model(trained_cnn, calibration, cifar, method):
     if method is QuantizationErrorMethod.HMSE:
@@ -131,7 +135,7 @@ def test_every_error_method_gives_a_valid_model(trained_cnn, calibration, cifar,
         trained_cnn, mct_generator(calibration), core_config=kerasq.core.CoreConfig(qc)
     )
     _, _, x_test, y_test = cifar
-    assert accuracy(q_model, x_test[:500], y_test[:500]) > 35.0
+    assert accuracy(q_model, x_test[:500], y_test[:500]) > ERROR_METHOD_FLOORS[method.name]
     assert info.layers["conv1"].weights["kernel"].n_bits == 8
 
 
@@ -161,4 +165,4 @@ def test_tflite_platform_uses_uniform_activations(trained_cnn, calibration, cifa
     assert info.inputs["image"].method == "uniform"
     assert info.inputs["image"].range_min[0] <= 0.0 <= info.inputs["image"].range_max[0]
     _, _, x_test, y_test = cifar
-    assert accuracy(q_model, x_test[:500], y_test[:500]) > 40.0
+    assert accuracy(q_model, x_test[:500], y_test[:500]) > 39.2  # measured 41.2%

@@ -42,7 +42,25 @@ def concat_pool_net() -> keras.Model:
     x = layers.MaxPooling2D(2)(x)
     x = layers.Conv2DTranspose(8, 3, strides=2, padding="same")(x)
     x = layers.Flatten()(layers.AveragePooling2D(4)(x))
-    return keras.Model(i, layers.Dense(10, activation="softmax")(x), name="concat_pool")
+    model = keras.Model(i, layers.Dense(10)(x), name="concat_pool")  # logits: a softmax hides small errors
+    _spread_channels(model)
+    return model
+
+
+def _spread_channels(model: keras.Model, seed: int = 0) -> None:
+    """Scale every kernel's output channels by factors from 1/30 to 1 (shuffled), so each channel's scale
+    differs and a kernel quantized with one scale for all its channels computes visibly different logits."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        for k, w in enumerate(weights):
+            if w.ndim < 2:
+                continue
+            axis = 2 if isinstance(layer, layers.Conv2DTranspose) or w.shape[-1] == 1 else w.ndim - 1
+            shape = [1] * w.ndim
+            shape[axis] = w.shape[axis]
+            weights[k] = w * rng.permutation(np.geomspace(1 / 30, 1, w.shape[axis])).reshape(shape)
+        layer.set_weights(weights)
 
 
 def sequence_net() -> keras.Model:
