@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import keras
 import numpy as np
@@ -65,7 +65,7 @@ def _relative_l2(model: keras.Model, reference: list[np.ndarray], samples: list[
     return float(np.mean(np.linalg.norm(flat - ref, axis=1) / (np.linalg.norm(ref, axis=1) + 1e-12)))
 
 
-def _is_finite_number(value: object) -> bool:
+def _is_finite_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -160,6 +160,7 @@ def _quality_test(
     model's value (evaluated here, once); else the relative L2 distance to the float outputs on
     ``held_out`` at most ``target_output_distance``."""
     if max_accuracy_drop is not None:
+        assert evaluate_fn is not None, "_check_search_arguments requires evaluate_fn with max_accuracy_drop"
         float_metric = float(evaluate_fn(model))
 
         def quality(m: keras.Model) -> tuple[float, bool]:
@@ -167,6 +168,7 @@ def _quality_test(
             return value, float_metric - value <= max_accuracy_drop
 
         return float_metric, quality
+    assert target_output_distance is not None, "_check_search_arguments requires one of the two targets"
     reference = [np.asarray(o, np.float64) for o in keras.tree.flatten(model.predict(held_out, verbose=0))]
 
     def distance(m: keras.Model) -> tuple[float, bool]:

@@ -130,6 +130,7 @@ def _estimate(
                 break
             prev = totals
         iterations.append(k)
+        assert acc is not None, "HessianConfig keeps max_iterations >= 1"
         means = [a / k for a in acc]
         if sums is not None and [m.shape for m in means] != [s.shape for s in sums]:
             raise DataError(
@@ -139,6 +140,8 @@ def _estimate(
         n_samples += int(x[0].shape[0])
     if stats is not None:
         stats.update(iterations=iterations, samples=n_samples, draws=draw)
+    if sums is None:
+        raise DataError("Hessian scores need data, but the batches yielded no batches; pass at least one.")
     return [s / n_samples for s in sums]
 
 
@@ -222,7 +225,7 @@ def _channel_axes(
     variables: list[keras.Variable], channel_axis: Sequence[int | None] | None
 ) -> list[int | None]:
     """The channel axis of each variable for ``weight_hessian_scores`` (default: the last), one per variable."""
-    axes = [-1] * len(variables) if channel_axis is None else list(channel_axis)
+    axes: list[int | None] = [-1] * len(variables) if channel_axis is None else list(channel_axis)
     if len(axes) != len(variables):
         raise ConfigError(
             f"channel_axis has {len(axes)} entries for {len(variables)} variables; give one axis (or None) per variable."

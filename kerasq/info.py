@@ -22,8 +22,8 @@ from kerasq.quantizers.grid import QuantParams
 from kerasq.resources.utilization import layer_kernel_bytes, stored_layer_bytes
 
 
-def _values(array: np.ndarray | None) -> list[float] | None:
-    return None if array is None else np.asarray(array, np.float64).reshape(-1).tolist()
+def _values(array: np.ndarray) -> list[float]:
+    return np.asarray(array, np.float64).reshape(-1).tolist()
 
 
 @dataclass
@@ -77,7 +77,8 @@ class GridInfo:
         return cls(
             n_bits=p.n_bits, method=p.method.value, signed=p.signed, per_channel=p.channel_axis is not None,
             scale=_values(p.scale), zero_point=[int(z) for z in np.asarray(p.zero_point).reshape(-1)],
-            range_min=_values(p.range_min), range_max=_values(p.range_max), threshold=_values(p.threshold),
+            range_min=_values(p.range_min), range_max=_values(p.range_max),
+            threshold=None if p.threshold is None else _values(p.threshold),
         )  # fmt: skip
 
 

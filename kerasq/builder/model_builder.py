@@ -264,7 +264,9 @@ def _operation_for(
         return clone, clone
     grids = {k: KernelGrid.of(p) for k, p in weight_params[node.name].items()}
     scale = _input_scale(node, quantizers, plan)
-    op = wrapper(clone, kind=node.kind, kernel_quantizers=grids, input_scale=scale, name=f"quant_{node.name}")
+    op = wrapper(
+        clone, kind=node.known_kind, kernel_quantizers=grids, input_scale=scale, name=f"quant_{node.name}"
+    )
     return op, clone
 
 

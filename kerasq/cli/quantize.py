@@ -105,7 +105,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(report.summary())
     if fmt == "tflite" and qfmt == "int8":
         print(f"{packed_size(q_model, report.size_bytes):,} bytes with sub-8-bit weights bit-packed")
-        print(_activation_memory_line(info.resource_utilization.activation_memory, Path(report.path)))
+        resources = info.resource_utilization
+        assert resources is not None, "PTQ reports the quantized model's resource utilization"
+        print(_activation_memory_line(resources.activation_memory, Path(report.path)))
     return EXIT_OK
 
 

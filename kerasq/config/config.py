@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from kerasq.config.enums import MpDistanceWeighting, QuantizationErrorMethod, parse_enum
 from kerasq.errors import ConfigError
@@ -285,16 +286,16 @@ class BitWidthConfig:
                     f"set_manual_activation_bit_width), got {type(rule).__name__}."
                 )
 
-    def set_manual_weights_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
+    def set_manual_weights_bit_width(self, bits: int, **selector: Any) -> BitWidthConfig:
         self.rules.append(ManualBitWidth(bits=bits, target="weights", **_selector(selector)))
         return self
 
-    def set_manual_activation_bit_width(self, bits: int, **selector: object) -> BitWidthConfig:
+    def set_manual_activation_bit_width(self, bits: int, **selector: Any) -> BitWidthConfig:
         self.rules.append(ManualBitWidth(bits=bits, target="activation", **_selector(selector)))
         return self
 
 
-def _selector(selector: dict[str, object]) -> dict[str, object]:
+def _selector(selector: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(selector) - set(_SELECTORS))
     if unknown:
         raise ConfigError(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypeVar
 
 from kerasq.errors import ConfigError
+
+_E = TypeVar("_E", bound=Enum)
 
 
 class QuantizationMethod(Enum):
@@ -39,7 +42,7 @@ class QuantizationErrorMethod(Enum):
     HMSE = "hmse"
 
 
-def parse_enum(enum_cls: type[Enum], value: object, argument: str) -> Enum:
+def parse_enum(enum_cls: type[_E], value: object, argument: str) -> _E:
     """``value`` as a member of ``enum_cls``: a member, or its name / value as a case-insensitive string."""
     if isinstance(value, enum_cls):
         return value

@@ -29,7 +29,7 @@ def bias_shift(node: Node, error: np.ndarray, mean_input: np.ndarray) -> np.ndar
     linear op on the error kernel (its config gives strides, padding, ...), without building a layer."""
     config = SimpleNamespace(**node.layer_config)
     x = np.asarray(mean_input, np.float32)[None]
-    y = LINEAR_OPS[node.kind](config, x, {"kernel": np.asarray(error, np.float32)})
+    y = LINEAR_OPS[node.known_kind](config, x, {"kernel": np.asarray(error, np.float32)})
     y = keras.ops.convert_to_numpy(y).astype(np.float64)
     return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
@@ -45,7 +45,9 @@ def _corrected(
     bias = weights.get("bias", np.zeros(shift.shape, np.float32)).astype(np.float64)
     weights["bias"] = (bias - shift).astype(np.float32)
     config = {**node.layer_config, "use_bias": True}
-    return replace(node, config=config, weights=[weights[n] for n in weight_names(node.kind, use_bias=True)])
+    return replace(
+        node, config=config, weights=[weights[n] for n in weight_names(node.known_kind, use_bias=True)]
+    )
 
 
 def correct_biases(

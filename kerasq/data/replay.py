@@ -10,13 +10,20 @@ record is dropped and every later pass reads the source again, as if there were 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from enum import Enum
 from itertools import islice
+from typing import Literal
 
 import numpy as np
 
 CACHE_BYTES = 512 * 2**20  # batches kept in memory for later passes
 
-_END = object()
+
+class _Sentinel(Enum):
+    END = 0
+
+
+_END = _Sentinel.END
 
 
 class ReplayCache:
@@ -52,7 +59,7 @@ class ReplayCache:
                 yield from live
                 return
 
-    def _next(self) -> object:
+    def _next(self) -> list[np.ndarray] | Literal[_Sentinel.END]:
         """The source's next batch, recorded while the budget allows; ``_END`` when the source is done."""
         if self._live is None:
             self._live = self._read()
@@ -67,6 +74,6 @@ class ReplayCache:
         self._bytes += sum(a.nbytes for a in batch)
         if self._bytes > self._budget:
             self._batches = None
-        else:
+        elif self._batches is not None:  # None only over the budget, which the byte count stays above
             self._batches.append(batch)
         return batch

@@ -302,7 +302,7 @@ class RepresentativeData:
             yield arrays
             if self.max_batches is not None and profile.batches >= self.max_batches:
                 break
-            if room is not None and profile.samples >= self._limit:
+            if self._limit is not None and profile.samples >= self._limit:  # room is not None
                 if cut or next(source, _END) is not _END:
                     self._warn(self._cut_message(profile))
                 break
@@ -359,6 +359,7 @@ class RepresentativeData:
         if self._counts is None:
             for _ in self:
                 pass
+        assert self._counts is not None, "a complete read records the counts"
         return self._counts
 
     def num_samples(self) -> int:

@@ -303,9 +303,9 @@ def _stored_fused_range(
 def _lowered_activation(node: Node, consumers: dict[int, list[Node]]) -> tuple[Any, list[Requantization]]:
     """An activation lowered to an affine op clipped by its output grid (``kerasq.export.lowering``); it
     requantizes unless that grid lies inside the activation's clipped range."""
-    twin = LoweredActivation(node.kind, name=node.name)
+    twin = LoweredActivation(node.known_kind, name=node.name)
     after = _output_quantizer(node, consumers)
-    low, high = CLIPPED_RANGE[node.kind]
+    low, high = CLIPPED_RANGE[node.known_kind]
     if after is not None and low <= grid_values(after)[0] <= grid_values(after)[-1] <= high:
         return twin, []
     return twin, [Requantization(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
+from typing import TypeVar
 
 import keras
 import tensorflow as tf
@@ -15,6 +16,8 @@ from kerasq.export.atomic import atomic_output
 from kerasq.export.formats import KerasExportSerializationFormat, QuantizationFormat
 from kerasq.export.report import ExportReport, Requantization
 from kerasq.export.tflite import convert
+
+_E = TypeVar("_E", bound=Enum)
 
 _SUFFIX = {KerasExportSerializationFormat.KERAS: ".keras", KerasExportSerializationFormat.TFLITE: ".tflite"}
 # What tf.saved_model.save and model.export write into a SavedModel directory: nothing else is replaced.
@@ -86,7 +89,7 @@ def keras_export_model(
     )  # fmt: skip
 
 
-def _parse(enum_cls: type[Enum], value: object, argument: str) -> Enum:
+def _parse(enum_cls: type[_E], value: object, argument: str) -> _E:
     try:
         return parse_enum(enum_cls, value, argument)
     except ValueError as err:

@@ -15,7 +15,7 @@ as the Keras model does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -46,9 +46,7 @@ def _exact_kernel(value: float, shape: tuple[int, ...], channels: int) -> tf.Ten
     )
 
 
-def average_pool_as_depthwise(
-    x: tf.Tensor, pool_size: tuple[int, int], strides: tuple[int, int]
-) -> tf.Tensor:
+def average_pool_as_depthwise(x: tf.Tensor, pool_size: Sequence[int], strides: Sequence[int]) -> tf.Tensor:
     """A 'valid' 2D average pool (NHWC) as one DEPTHWISE_CONV_2D with the exact int8 kernel 1/(kh * kw)."""
     (kh, kw), channels = pool_size, int(x.shape[-1])
     kernel = _exact_kernel(1.0 / (kh * kw), (kh, kw, 1, channels), channels)

@@ -181,7 +181,12 @@ def _check_options(schema: ModuleType, model: Any, tensors: list, op: Any, o: in
 
 
 _MIN_SCALE, _MAX_SCALE = 1e-30, 1e9  # TFLM aborts on requantization multipliers it cannot represent
-_QUANTIZED = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT4": np.int8}
+_QUANTIZED: dict[str, type[np.integer]] = {
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "INT16": np.int16,
+    "INT4": np.int8,
+}
 
 
 def _check_dataflow(model: Any, subgraph: Any, g: int, invalid: Any) -> None:

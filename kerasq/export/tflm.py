@@ -162,6 +162,7 @@ def predict_tflm(flatbuffer: bytes, x: np.ndarray, arena_size: int | None = None
         info = np.iinfo(dtype)
     batch, n = max(shape[0], 1), len(x)
     results = []
+    error: RuntimeError | None
     with _native_stderr() as log:
         try:
             for start in range(0, n, batch):

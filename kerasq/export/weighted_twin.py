@@ -135,7 +135,7 @@ class TFQuantizedWeighted(keras.layers.Layer):
             kernel * self.factor, np.asarray(scale, np.float32) * abs(self.factor) / steps, list(spec.axes)
         )
 
-    def _layout_kernel(self, kernel: np.ndarray, scale: np.ndarray, axes: list[int]) -> None:
+    def _layout_kernel(self, kernel: np.ndarray, scale: np.ndarray | np.floating, axes: list[int]) -> None:
         """Lay the kernel out for TensorFlow fake quant as the op in ``call`` reads it.
 
         The converter keeps per-channel scales only along the last axis of the constant it quantizes, and it

@@ -154,16 +154,16 @@ def harden(
             getattr(wrapper.layer, kernel_name).assign(kernel)
     nodes = []
     for node in graph.nodes:
-        wrapper = wrappers.get(node.name)
-        if wrapper is None:
+        trained = wrappers.get(node.name)
+        if trained is None:
             nodes.append(node)
             continue
-        for kernel_name, (_, scale) in hardened[id(wrapper)].items():
+        for kernel_name, (_, scale) in hardened[id(trained)].items():
             grid = weights[node.name][kernel_name]
             new_scale = scale.reshape(grid.scale.shape).astype(np.float32)
             threshold = None if grid.threshold is None else grid.threshold * (new_scale / grid.scale)
             weights[node.name][kernel_name] = replace(grid, scale=new_scale, threshold=threshold)
-        nodes.append(replace(node, weights=[np.asarray(w) for w in wrapper.layer.get_weights()]))
+        nodes.append(replace(node, weights=[np.asarray(w) for w in trained.layer.get_weights()]))
     return graph.with_nodes(nodes), replace(params, weights=weights)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasq.errors import ModelError
+
 
 @dataclass(frozen=True)
 class TensorRef:
@@ -61,6 +63,16 @@ class Node:
             [np.asarray(w) for w in self.op.get_weights()] if isinstance(self.op, keras.layers.Layer) else []
         )
 
+    @property
+    def known_kind(self) -> str:
+        """``kind``, for code that handles only nodes of a known kind (weighted layers, lowered activations)."""
+        if self.kind is None:
+            raise ModelError(
+                f"Layer {self.name!r} ({type(self.op).__name__}) is of a kind kerasq does not know, but was "
+                "handled as a known one; report this as a kerasq bug."
+            )
+        return self.kind
+
     def activation(self) -> Any:
         """The ``activation=`` argument of a weighted layer after any rewrite (None if it has none)."""
         name = self.layer_config.get("activation")
@@ -73,6 +85,17 @@ class TensorInfo:
 
     shape: tuple[int | None, ...]
     dtype: str
+
+    @property
+    def channels(self) -> int:
+        """The last dimension (channels_last), for the rewrites that need it known."""
+        size = self.shape[-1]
+        if size is None:
+            raise ModelError(
+                f"A tensor of shape {self.shape} has an unknown channel count (last dimension); "
+                "give the model's layers a fixed number of channels."
+            )
+        return size
 
 
 @dataclass

@@ -25,7 +25,7 @@ def weight_names(kind: str, use_bias: bool) -> tuple[str, ...]:
 
 def declared_weight_names(node: Node) -> tuple[str, ...]:
     """The weights ``node``'s kind declares (its kernels, and ``bias`` with ``use_bias``), in layer order."""
-    return weight_names(node.kind, bool(node.layer_config.get("use_bias", False)))
+    return weight_names(node.known_kind, bool(node.layer_config.get("use_bias", False)))
 
 
 def has_plain_weights(node: Node) -> bool:

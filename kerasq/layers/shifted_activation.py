@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -50,8 +51,10 @@ class ShiftedActivation(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not math.isfinite(shift):
             raise ConfigError(f"ShiftedActivation shift must be a finite number; got {shift!r}.")
-        self.shift = float(shift)
-        self.padding = _normalize_padding(padding)
+        self.shift: float = float(shift)
+        self.padding: tuple[tuple[int, int], ...] | None = _normalize_padding(padding)
+        self._function: Callable[[Any], Any] | None
+        self.sublayer: keras.layers.Layer | None
         if isinstance(activation, str):
             self.activation_config: str | dict = activation
             try:
@@ -89,7 +92,10 @@ class ShiftedActivation(keras.layers.Layer):
 
     def activate(self, inputs: Any) -> Any:
         """The activation alone: no padding, no shift."""
-        return self.sublayer(inputs) if self.sublayer is not None else self._function(inputs)
+        if self.sublayer is not None:
+            return self.sublayer(inputs)
+        assert self._function is not None, "a ShiftedActivation has a sublayer or an activation function"
+        return self._function(inputs)
 
     def call(self, inputs: Any) -> Any:
         outputs = self.activate(inputs)

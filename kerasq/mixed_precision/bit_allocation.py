@@ -29,6 +29,7 @@ from kerasq.mixed_precision.sensitivity import (
     search_candidate_grids,
 )
 from kerasq.mixed_precision.solver import (
+    Choice,
     InfeasibleTargetError,
     MixedPrecisionProblem,
     evaluate,
@@ -156,7 +157,7 @@ class BitAllocator:
     def _lowest(self) -> np.ndarray:
         return np.array([len(u.candidates) - 1 for u in self.units], int)
 
-    def _problem_at(self, choice: Sequence[int], budgets: dict[str, float]) -> MixedPrecisionProblem:
+    def _problem_at(self, choice: Choice, budgets: dict[str, float]) -> MixedPrecisionProblem:
         """The problem with activation memory constrained at the cuts of the order best at ``choice``'s widths
         (``choice``'s value there is the activation memory its model reports)."""
         p = self.inputs
@@ -219,7 +220,7 @@ class BitAllocator:
             if _fits(own, uniform) and not (uniform == choice).all():
                 options.append(uniform)
         if len(options) > 1:
-            p, sens = self.inputs, self.sensitivity
+            p, sens = self.inputs, self.ensure_sensitivity()
 
             def distance(option: np.ndarray) -> float:
                 plan = self.plan_for(option)
@@ -235,11 +236,11 @@ class BitAllocator:
             self.seconds["check"] = time.perf_counter() - start
         return choice
 
-    def plan_for(self, choice: Sequence[int]) -> QuantizationPlan:
+    def plan_for(self, choice: Choice) -> QuantizationPlan:
         bits = [u.candidates[c] for u, c in zip(self.units, choice, strict=True)]
         return apply_bits(self.inputs.plan, self.units, bits)
 
-    def report(self, choice: Sequence[int], target: ResourceUtilization | None) -> MixedPrecisionReport:
+    def report(self, choice: Choice, target: ResourceUtilization | None) -> MixedPrecisionReport:
         plan = self.plan_for(choice)
         return MixedPrecisionReport(
             units=[u.label for u in self.units],
@@ -287,6 +288,11 @@ def allocate_bits(
     allocator = BitAllocator.create(inputs, restricted)
     if overwrite is not None:
         choice = check_overwrite(overwrite, allocator.units)
+    elif target is None:
+        raise ConfigError(
+            "allocate_bits needs a target_resource_utilization or a "
+            "MixedPrecisionQuantizationConfig.configuration_overwrite; got neither."
+        )
     elif not target.restricted():
         choice = np.zeros(len(allocator.units), int)
     else:

@@ -10,7 +10,7 @@ unit stacked along the batch axis, only the nodes downstream of that unit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -200,12 +200,14 @@ class _Executor:
         layer = self.layers[node.name]
         if node.name in self.kernels:  # as QuantizeWrapper.call: the first input, the (quantized) kernels
             return [
-                weighted_forward(node.kind, layer, args[0], self.kernels[node.name], self.biases[node.name])
+                weighted_forward(
+                    node.known_kind, layer, args[0], self.kernels[node.name], self.biases[node.name]
+                )
             ]
         return keras.tree.flatten(layer(*args, **kwargs))
 
     def _candidate_input_scales(
-        self, node: Node, activation_params: dict[int, Sequence[QuantParams]]
+        self, node: Node, activation_params: Mapping[int, Sequence[QuantParams]]
     ) -> list[float | None] | None:
         """Each candidate's input scale when weighted ``node`` reads a tensor on a candidate grid; else None."""
         if node.name not in self.kernels or not node.inputs:
@@ -219,7 +221,7 @@ class _Executor:
         """Weighted ``node`` on a candidate-stacked input, each candidate's bias on its own input grid."""
         outs = [
             weighted_forward(
-                node.kind,
+                node.known_kind,
                 self.layers[node.name],
                 part,
                 self.kernels[node.name],
@@ -242,7 +244,7 @@ class _Executor:
         layer = self.layers[node.name]
         outs = [
             weighted_forward(
-                node.kind,
+                node.known_kind,
                 layer,
                 x,
                 {k: self.quantize(self.linear[node.name][k], p, _CANDIDATE) for k, p in grid.items()},
@@ -262,7 +264,7 @@ class _Executor:
         node: Node,
         values: dict[int, Any],
         dirty: dict[int, Any],
-        activation_params: dict[int, Sequence[QuantParams]],
+        activation_params: Mapping[int, Sequence[QuantParams]],
         n_variants: int,
         touched: bool,
     ) -> list[Any]:
@@ -302,7 +304,7 @@ class _Executor:
         raw_inputs: Sequence[np.ndarray],
         weight_node: str | None,
         kernel_params: Sequence[dict[str, QuantParams]],
-        activation_params: dict[int, Sequence[QuantParams]],
+        activation_params: Mapping[int, Sequence[QuantParams]],
         biases: Sequence[np.ndarray | None] = (),
         points: frozenset[int] = frozenset(),
         window: int | None = None,

@@ -43,7 +43,9 @@ def resource_rows(
     Activation memory is constrained at the cuts of ``schedule`` (default: the best order at the highest
     candidate widths)."""
     cand = [np.asarray(u.candidates, np.float64) for u in units]
-    source_unit = {t: i for i, u in enumerate(units) if u.kind == "activation" for t in unit_tensors(plan, u)}
+    source_unit: dict[int | None, int] = {
+        t: i for i, u in enumerate(units) if u.kind == "activation" for t in unit_tensors(plan, u)
+    }
     tensor_unit = {t: source_unit.get(grid_source(plan, t)) for t in graph.tensors if t not in plan.fused}
     weights = _weights_row(graph, plan, units, cand)
     bits = tensor_bits(graph, plan)
@@ -66,9 +68,9 @@ def _weights_row(
     for i, unit in enumerate(units):
         if unit.kind != "weights":
             continue
-        node = nodes[unit.node]
-        const -= layer_kernel_bytes(node, kernel_bit_widths(plan, unit.node))
-        terms[i] = layer_kernel_bytes(node, dict.fromkeys(plan.weights[unit.node], 1)) * cand[i]
+        node = nodes[unit.weights_node]
+        const -= layer_kernel_bytes(node, kernel_bit_widths(plan, unit.weights_node))
+        terms[i] = layer_kernel_bytes(node, dict.fromkeys(plan.weights[unit.weights_node], 1)) * cand[i]
     return ResourceRow(resource="weights_memory", constant=const, terms=terms)
 
 
@@ -84,7 +86,8 @@ def _memory_rows(
     elements = tensor_elements(graph, sample_shapes(graph))
     rows = []
     for cut in dict.fromkeys(schedule.cuts):
-        const, terms = 0.0, {}
+        const = 0.0
+        terms: Terms = {}
         for t in cut:
             u = tensor_unit.get(t)
             if u is None:
@@ -112,7 +115,9 @@ def _bops_row(
     """BOPs: weight bits x input-activation bits, a product where both are choices."""
     weight_unit = {name: i for i, u in enumerate(units) if u.kind == "weights" for name in u.nodes}
     shapes = sample_shapes(graph)
-    const, terms, pairs = 0.0, {}, {}
+    const = 0.0
+    terms: Terms = {}
+    pairs: dict[tuple[int, int], np.ndarray] = {}
     for node in graph.nodes:
         if not is_weighted(node.kind):
             continue

@@ -165,7 +165,7 @@ def search_candidate_grids(plan: QuantizationPlan, units: Sequence[Unit], grids:
                     for spec in plan.weights[node].values():
                         grids.weight(spec, n_bits)
             else:
-                grids.activation(plan.activations[unit.tensor], n_bits)
+                grids.activation(plan.activations[unit.grid_tensor], n_bits)
 
 
 def _hessian_weights(
@@ -282,15 +282,16 @@ def _unit_variants(ref: _Reference, unit: Unit, others: Sequence[int]) -> tuple[
     """(the tensors that change, the unit's own tensors) when ``unit`` takes each of the candidate widths
     ``others``, all at once, recomputed ``WINDOW`` interest points deep."""
     if unit.kind == "weights":
-        specs = ref.plan.weights[unit.node]
+        node = unit.weights_node
+        specs = ref.plan.weights[node]
         kernels = [{k: ref.grids.weight(s, b) for k, s in specs.items()} for b in others]
-        biases = [ref.corrector.bias(unit.node, k) for k in kernels]
+        biases = [ref.corrector.bias(node, k) for k in kernels]
         dirty = ref.executor.variants(
-            ref.values, ref.samples, unit.node, kernels, {}, biases, ref.point_set, WINDOW
+            ref.values, ref.samples, node, kernels, {}, biases, ref.point_set, WINDOW
         )
-        return dirty, ref.graph.node(unit.node).outputs
+        return dirty, ref.graph.node(node).outputs
     acts = {
-        t: [ref.grids.activation(ref.plan.activations[unit.tensor], b) for b in others]
+        t: [ref.grids.activation(ref.plan.activations[unit.grid_tensor], b) for b in others]
         for t in unit_tensors(ref.plan, unit)
     }
     dirty = ref.executor.variants(ref.values, ref.samples, None, [], acts, (), ref.point_set, WINDOW)

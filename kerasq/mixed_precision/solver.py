@@ -25,6 +25,7 @@ _RTOL = 1e-9  # a value "fits" a budget when value <= budget + _RTOL * max(|budg
 _MAX_CUTS = 20  # re-solves that cut off a solution HiGHS accepted within its own float tolerance
 _HIGHS = {"mip_rel_gap": 1e-9, "mip_abs_gap": 1e-12, "primal_feasibility_tolerance": 1e-9,
           "mip_feasibility_tolerance": 1e-9}  # fmt: skip
+Choice = Sequence[int] | np.ndarray  # a candidate index per unit
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def _pad(prog: _Program, flat: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
-def _check_choice(problem: MixedPrecisionProblem, choice: Sequence[int]) -> np.ndarray:
+def _check_choice(problem: MixedPrecisionProblem, choice: Choice) -> np.ndarray:
     c = np.asarray(choice, dtype=int).reshape(-1)
     sizes = np.array([np.size(s) for s in problem.sensitivity], dtype=int)
     if c.shape != sizes.shape or (c < 0).any() or (c >= sizes).any():
@@ -200,7 +201,7 @@ def _budgeted(problem: MixedPrecisionProblem) -> tuple[list[ResourceRow], dict[s
     return [row for row in problem.rows if row.resource in budgets], budgets
 
 
-def evaluate(problem: MixedPrecisionProblem, choice: Sequence[int]) -> dict[str, float]:
+def evaluate(problem: MixedPrecisionProblem, choice: Choice) -> dict[str, float]:
     """Value of every resource (max over its rows) for ``choice``."""
     c = _check_choice(problem, choice)
     prog = _compile(problem, problem.rows)
@@ -348,7 +349,7 @@ def solve(problem: MixedPrecisionProblem, *, time_limit: float = 60.0) -> np.nda
     raise RuntimeError(f"no choice meeting the budgets exactly after {_MAX_CUTS} re-solves")
 
 
-def greedy_raise(problem: MixedPrecisionProblem, choice: Sequence[int]) -> np.ndarray:
+def greedy_raise(problem: MixedPrecisionProblem, choice: Choice) -> np.ndarray:
     """Repeatedly move the unit whose move to a higher-bit candidate (lower index) lowers total sensitivity
     the most while every budget still fits; stop when no such move exists."""
     c = _check_choice(problem, choice).copy()

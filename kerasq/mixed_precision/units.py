@@ -43,6 +43,18 @@ class Unit:
         return self.calls or ((self.node,) if self.node is not None else ())
 
     @property
+    def weights_node(self) -> str:
+        """``node`` of a weights unit (``configurable_units`` always sets it)."""
+        assert self.node is not None, f"{self.label}: a weights unit without a node"
+        return self.node
+
+    @property
+    def grid_tensor(self) -> int:
+        """``tensor`` of an activation unit (``configurable_units`` always sets it)."""
+        assert self.tensor is not None, f"{self.label}: an activation unit without a tensor"
+        return self.tensor
+
+    @property
     def label(self) -> str:
         return f"{self.name} ({self.kind})"
 
@@ -91,11 +103,11 @@ def apply_bits(plan: QuantizationPlan, units: Sequence[Unit], bits: Sequence[int
             for name in unit.nodes:  # every call of the layer: one kernel, one width
                 new.weights[name] = {k: replace(s, n_bits=b) for k, s in new.weights[name].items()}
         else:
-            new.activations[unit.tensor] = replace(new.activations[unit.tensor], n_bits=b)
+            new.activations[unit.grid_tensor] = replace(new.activations[unit.grid_tensor], n_bits=b)
     follow_grid_owners(new.activations)
     return new
 
 
 def unit_tensors(plan: QuantizationPlan, unit: Unit) -> list[int]:
     """Tensors whose grid an activation unit sets (its own and those sharing it)."""
-    return [unit.tensor] + [t for t, s in plan.activations.items() if s.shares_grid_of == unit.tensor]
+    return [unit.grid_tensor] + [t for t, s in plan.activations.items() if s.shares_grid_of == unit.tensor]

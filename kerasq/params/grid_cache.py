@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from kerasq.config.config import QuantizationConfig
+from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph
 from kerasq.graph.weights import named_weights
 from kerasq.params.fused_search import fused_tensor_params
@@ -27,6 +28,10 @@ def activation_params(
     if spec.fixed_range is not None:
         lo, hi = spec.fixed_range
         return fixed_activation_params(lo, hi, n_bits=n_bits or spec.n_bits, method=spec.method)
+    if stats is None:
+        raise ModelError(
+            f"Activation of {spec.producer!r}: it has no statistics and no fixed range, so no grid can be searched."
+        )
     return search_activation_params(
         stats.counts, stats.hist_range, observed_min=stats.min, observed_max=stats.max,
         n_bits=n_bits or spec.n_bits, method=spec.method, error_method=qc.activation_error_method,

@@ -55,7 +55,7 @@ def _weight_specs(node: Node, cfg: OpQuantizationConfig) -> dict[str, WeightSpec
                 "into it); fix the float model (retrain it, or load the intended weights) before quantizing."
             )
     specs = {}
-    for kernel_name, axes in QUANTIZED_KERNELS[node.kind].items():
+    for kernel_name, axes in QUANTIZED_KERNELS[node.known_kind].items():
         kernel_axes = channel_axes(kernels[kernel_name], axes) if cfg.weights_per_channel else ()
         specs[kernel_name] = WeightSpec(
             node=node.name, kernel=kernel_name, n_bits=cfg.weights_n_bits, method=cfg.weights_method,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kerasq.config.enums import QuantizationMethod, parse_enum
@@ -34,8 +35,8 @@ def _check_bits(owner: str, name: str, bits: object) -> None:
         raise ConfigError(f"{owner}.{name} must be an integer in 2..16, got {bits!r}.")
 
 
-def _did_you_mean(value: str, choices: object) -> str:
-    choices = sorted(choices)
+def _did_you_mean(value: str, known: Iterable[str]) -> str:
+    choices = sorted(known)
     if value in op_kinds._LAYER_KINDS and op_kinds._LAYER_KINDS[value] in choices:  # a Keras class name
         return f" Did you mean {op_kinds._LAYER_KINDS[value]!r} (the kind of Keras' {value})?"
     lowered = {c.lower(): c for c in choices}

@@ -37,10 +37,11 @@ class ActivationQuantizer(keras.layers.Layer):
         self.reference_count = int(reference_count)
         if self.reference_count and self.sample_shape is None:
             raise ConfigError(f"{self.name}: reference_count needs sample_shape (the shape of one sample).")
+        sample_shape = self.sample_shape or ()  # set whenever reference_count is (checked above)
         self.reference_inputs = (
             self.add_weight(
                 name="reference_inputs",
-                shape=(self.reference_count, *self.sample_shape),
+                shape=(self.reference_count, *sample_shape),
                 initializer="zeros",
                 trainable=False,
             )  # fmt: skip
@@ -63,6 +64,10 @@ class ActivationQuantizer(keras.layers.Layer):
         )  # fmt: skip
         layer.set_params(params)
         if reference_inputs is not None:
+            if layer.reference_inputs is None:
+                raise ConfigError(
+                    f"{name}: reference_inputs holds no samples; pass None or at least one sample."
+                )
             layer.reference_inputs.assign(np.asarray(reference_inputs, np.float32))
         return layer
 

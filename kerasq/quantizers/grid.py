@@ -200,7 +200,8 @@ class KernelGrid:
                 f"a kernel grid description must be a KernelGrid or a dict with keys {names} (axes optional); "
                 f"got {config!r}."
             )
-        return cls(**{k: (tuple(v) if k == "axes" else v) for k, v in config.items()})
+        arguments: dict[str, Any] = {k: (tuple(v) if k == "axes" else v) for k, v in config.items()}
+        return cls(**arguments)
 
     def get_config(self) -> dict[str, Any]:
         return {"n_bits": self.n_bits, "qmin": self.qmin, "qmax": self.qmax, "method": self.method,

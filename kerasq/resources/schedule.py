@@ -299,7 +299,9 @@ def _search(g: _Graph, start_mem: float, max_states: int) -> tuple[list[int], bo
     order = _levels(g, start_mem, budget=max_states, cap=None)
     if order is not None:
         return order, True
-    return _levels(g, start_mem, budget=None, cap=max(1, max_states // max(len(g.members), 1))), False
+    order = _levels(g, start_mem, budget=None, cap=max(1, max_states // max(len(g.members), 1)))
+    assert order is not None, "without a state budget the search always ends with an order"
+    return order, False
 
 
 def _levels(g: _Graph, start_mem: float, budget: int | None, cap: int | None) -> list[int] | None:

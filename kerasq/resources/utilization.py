@@ -70,7 +70,7 @@ def _is_open(shape: Sequence[int | None]) -> bool:
 
 
 # (graph.tensors, input shapes, inferred shapes) of the last few replays, newest last
-_INFERRED: list[tuple[dict, tuple, dict[int, tuple[int, ...]]]] = []
+_INFERRED: list[tuple[dict, tuple, dict[int, tuple[int | None, ...]]]] = []
 _INFERRED_KEPT = 4
 
 
@@ -99,7 +99,7 @@ def sample_shapes(graph: Graph) -> dict[int, tuple[int, ...]]:
     """
     used = _used_tensors(graph)
     if not any(_is_open(graph.tensors[t].shape) for t in used):
-        return {t: tuple(graph.tensors[t].shape[1:]) for t in used}
+        return {t: _known(graph.tensors[t].shape[1:]) for t in used}
     known = graph.sample_shapes or {}
     open_inputs = [
         (name, graph.tensors[t].shape)
@@ -127,7 +127,14 @@ def sample_shapes(graph: Graph) -> dict[int, tuple[int, ...]]:
             "memory and BOPs cannot be counted. Give the layer a fixed output size (e.g. pad or crop to a fixed "
             "shape)."
         )
-    return result
+    return {t: _known(shape) for t, shape in result.items()}
+
+
+def _known(shape: tuple[int | None, ...]) -> tuple[int, ...]:
+    """``shape``, which the caller checked has every dimension known."""
+    known = tuple(d for d in shape if d is not None)
+    assert len(known) == len(shape), f"shape {shape} has an open dimension"
+    return known
 
 
 def tensor_elements(graph: Graph, shapes: Mapping[int, tuple[int, ...]] | None = None) -> dict[int, int]:

@@ -136,13 +136,16 @@ def observe(
         if not finite.all():
             bad = np.flatnonzero(~finite)
             where = locate(batch) if locate is not None else None
-            raise DataError(non_finite_message([names[i] for i in bad], lows[bad], highs[bad], index, where))
+            raise DataError(
+                non_finite_message([names[int(i)] for i in bad], lows[bad], highs[bad], index, where)
+            )
         for i, row in enumerate(zip(counts, hist_ranges, lows, highs, sizes, strict=True)):
-            stats[i] = merge_batch(stats[i], row[0], float(row[1]), float(row[2]), float(row[3]), int(row[4]))
-            ranges[i] = stats[i].hist_range
-    if sums is None or any(s is None for s in stats):
+            merged = merge_batch(stats[i], row[0], float(row[1]), float(row[2]), float(row[3]), int(row[4]))
+            stats[i], ranges[i] = merged, merged.hist_range
+    complete = [s for s in stats if s is not None]
+    if sums is None or len(complete) != len(stats):
         raise DataError("representative data produced no batches; statistics cannot be collected.")
-    return Observation(stats=stats, means=[total / count for total in sums])
+    return Observation(stats=complete, means=[total / count for total in sums])
 
 
 def describe_values(low: float, high: float) -> str:

@@ -128,7 +128,7 @@ def depthwise_affine_nodes(
     """Nodes computing ``affine`` from tensor ``source`` into tensor ``target`` (and any new tensors)."""
     scale, offset = (np.asarray(v, np.float32) for v in affine)
     info = graph.tensors[source]
-    rank, channels = len(info.shape), info.shape[-1]
+    rank, channels = len(info.shape), info.channels
     layer = keras.layers.DepthwiseConv1D if rank == 3 else keras.layers.DepthwiseConv2D
     conv = layer(kernel_size=1, use_bias=True, name=name)
     kernel = scale.reshape((1, channels, 1) if rank == 3 else (1, 1, channels, 1))
@@ -164,7 +164,7 @@ def lower_affines(graph: Graph) -> Graph:
             continue
         src, tensor = producers.get(node.inputs[0]), node.inputs[0]
         joins = src is not None and src.name in affines and len(consumers[tensor]) == 1
-        head[node.name] = head[src.name] if joins and tensor not in outputs else node.name
+        head[node.name] = head[src.name] if src is not None and joins and tensor not in outputs else node.name
         chains.setdefault(head[node.name], []).append(node)
     tensors, nodes = dict(graph.tensors), []
     for node in graph.nodes:

@@ -9,6 +9,7 @@ A BatchNormalization with no such layer before it becomes a 1x1 depthwise convol
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TypeGuard
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from kerasq.graph.rewrites.affine_depthwise import bn_scale_shift
 from kerasq.graph.weights import OUTPUT_KERNEL, QUANTIZED_KERNELS, channel_axes, named_weights, weight_names
 
 
-def _can_fold(src: Node | None, bn: Node, graph: Graph, consumers: dict, shared: set[int]) -> bool:
+def _can_fold(src: Node | None, bn: Node, graph: Graph, consumers: dict, shared: set[int]) -> TypeGuard[Node]:
     if src is None or not is_weighted(src.kind) or src.float_reason or id(src.op) in shared:
         return False
     config = src.layer_config
@@ -38,9 +39,9 @@ def fold_into(src: Node, bn: Node) -> Node:
     """A copy of ``src`` whose weights include ``bn``'s affine transform."""
     scale, shift = bn_scale_shift(bn)
     weights = named_weights(src)
-    kernel_name = OUTPUT_KERNEL[src.kind]
+    kernel_name = OUTPUT_KERNEL[src.known_kind]
     kernel = weights[kernel_name].astype(np.float64)
-    axes = channel_axes(kernel, QUANTIZED_KERNELS[src.kind][kernel_name])
+    axes = channel_axes(kernel, QUANTIZED_KERNELS[src.known_kind][kernel_name])
     shape = [1] * kernel.ndim
     for a in axes:
         shape[a] = kernel.shape[a]
@@ -48,7 +49,7 @@ def fold_into(src: Node, bn: Node) -> Node:
     bias = weights.get("bias", np.zeros_like(scale)).astype(np.float64)
     weights["bias"] = (bias * scale + shift).astype(np.float32)
     config = {**src.layer_config, "use_bias": True}
-    names = weight_names(src.kind, use_bias=True)
+    names = weight_names(src.known_kind, use_bias=True)
     return replace(src, config=config, weights=[weights[n] for n in names], outputs=list(bn.outputs))
 
 

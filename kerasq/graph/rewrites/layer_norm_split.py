@@ -72,7 +72,6 @@ def _split(node: Node, graph: Graph, tensors: dict[int, TensorInfo]) -> list[Nod
     op, name = node.op, node.name
     source, target = node.inputs[0], node.outputs[0]
     info = graph.tensors[source]
-    channels = info.shape[-1]
     full, reduced = (
         TensorInfo(shape=info.shape, dtype=info.dtype),
         TensorInfo(shape=(*info.shape[:-1], 1), dtype=info.dtype),
@@ -95,7 +94,7 @@ def _split(node: Node, graph: Graph, tensors: dict[int, TensorInfo]) -> list[Nod
               ids["normalized"]),
     ]  # fmt: skip
     if has_affine:
-        weights = iter(node.layer_weights)
+        weights, channels = iter(node.layer_weights), info.channels
         gamma = next(weights) if op.scale else np.ones(channels)
         beta = next(weights) if op.center else np.zeros(channels)
         view = replace(graph, tensors=tensors)  # the normalized tensor is new

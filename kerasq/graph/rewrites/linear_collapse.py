@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import activation_kind
 from kerasq.graph.weights import has_plain_weights, named_weights
@@ -36,6 +37,16 @@ def linear_weights(node: Node) -> tuple[np.ndarray, np.ndarray | None] | None:
         return None  # e.g. LoRA or Keras-native quantization weights
     weights = named_weights(node)
     return np.asarray(weights["kernel"]), (np.asarray(weights["bias"]) if "bias" in weights else None)
+
+
+def _plain_linear_weights(node: Node) -> tuple[np.ndarray, np.ndarray | None]:
+    """``linear_weights`` of a node that has them (one ``_is_linear_layer`` accepted)."""
+    weights = linear_weights(node)
+    if weights is None:
+        raise ModelError(
+            f"Layer {node.name!r} carries weights other than a kernel and a bias; it cannot be collapsed."
+        )
+    return weights
 
 
 def _is_linear_layer(node: Node, shared: set[int]) -> bool:
@@ -68,7 +79,7 @@ def can_collapse(first: Node, second: Node, graph: Graph, consumers: dict, share
     mid = first.outputs[0]
     if second.inputs != [mid] or len(consumers.get(mid, [])) != 1 or mid in graph.output_ids():
         return False
-    kernel, pointwise = linear_weights(first)[0], linear_weights(second)[0]
+    kernel, pointwise = _plain_linear_weights(first)[0], _plain_linear_weights(second)[0]
     if kernel.shape[-1] != pointwise.shape[-2] or pointwise.size != np.prod(pointwise.shape[-2:]):
         return False
     # only when it does not grow the model: merged params (and MACs, same positions) <= the pair's
@@ -78,10 +89,10 @@ def can_collapse(first: Node, second: Node, graph: Graph, consumers: dict, share
 
 def collapse_pair(first: Node, second: Node) -> Node:
     """A copy of ``first`` computing ``second(first(x))``."""
-    kernel, bias = linear_weights(first)
-    second_kernel, second_bias = linear_weights(second)
-    v = second_kernel.astype(np.float64).reshape(second_kernel.shape[-2:])  # [cmid, cout]
-    cmid, cout = v.shape
+    kernel, bias = _plain_linear_weights(first)
+    second_kernel, second_bias = _plain_linear_weights(second)
+    cmid, cout = second_kernel.shape[-2:]
+    v = second_kernel.astype(np.float64).reshape((cmid, cout))
     b = np.zeros(cmid) if bias is None else bias.astype(np.float64)
     c = np.zeros(cout) if second_bias is None else second_bias.astype(np.float64)
     new_kernel = (kernel.astype(np.float64) @ v).astype(np.float32)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TypeGuard
 
 import keras
 import numpy as np
@@ -55,7 +56,7 @@ def relu_bound(node: Node) -> float | None:
     return 6.0 if node.kind == "relu6" else None
 
 
-def _scalable(node: Node | None, shared: set[int]) -> bool:
+def _scalable(node: Node | None, shared: set[int]) -> TypeGuard[Node]:
     return (
         node is not None
         and node.kind in _SCALABLE_KINDS

@@ -32,6 +32,7 @@ from dataclasses import replace
 import keras
 import numpy as np
 
+from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node, TensorInfo, TensorRef
 from kerasq.graph.weights import has_plain_weights, named_weights, weight_names
 from kerasq.layers import ShiftedActivation
@@ -104,10 +105,12 @@ def snc_candidates(graph: Graph) -> list[str]:
     return [n.name for n in graph.nodes if _refusal(n, graph, consumers, shared, outputs) is None]
 
 
-def same_padding(spatial: tuple[int, ...], kernel: tuple, strides: tuple, dilation: tuple) -> list:
+def same_padding(spatial: tuple[int | None, ...], kernel: tuple, strides: tuple, dilation: tuple) -> list:
     """TF "same" zero padding, one (before, after) pair per spatial axis."""
     pairs = []
     for size, k, stride, d in zip(spatial, kernel, strides, dilation, strict=True):
+        if size is None:
+            raise ModelError(f"'same' padding over an unknown spatial size {spatial} cannot be moved")
         total = max((math.ceil(size / stride) - 1) * stride + (k - 1) * d + 1 - size, 0)
         pairs.append((total // 2, total - total // 2))
     return pairs
@@ -132,7 +135,7 @@ def _corrected_reader(reader: Node, shift: float, padded: bool) -> Node:
     config = {**reader.layer_config, "use_bias": True}
     if padded:
         config["padding"] = "valid"
-    return replace(reader, config=config, weights=[weights[n] for n in weight_names(reader.kind, True)])
+    return replace(reader, config=config, weights=[weights[n] for n in weight_names(reader.known_kind, True)])
 
 
 def shift_negative(graph: Graph, shifts: Mapping[str, float]) -> Graph:
@@ -162,7 +165,9 @@ def shift_negative(graph: Graph, shifts: Mapping[str, float]) -> Graph:
             rank = len(info.shape) - 2
             padding = same_padding(info.shape[1:-1], _as_tuple(config["kernel_size"], rank),
                                    _as_tuple(config["strides"], rank), _as_tuple(config["dilation_rate"], rank))  # fmt: skip
-        op = ShiftedActivation(activation_spec(act), float(shift), padding, name=act.name)
+        spec = activation_spec(act)
+        assert spec is not None, "_refusal accepts only activations activation_spec can express"
+        op = ShiftedActivation(spec, float(shift), padding, name=act.name)
         current[name] = replace(
             act, op=op, config=op.get_config(), weights=[np.asarray(w) for w in act.layer_weights]
         )
