@@ -208,7 +208,7 @@ def macs(node: Node, graph: Graph, shapes: Mapping[int, tuple[int, ...]] | None 
     shapes = sample_shapes(graph) if shapes is None else shapes
     kernel = named_weights(node)
     size = sum(w.size for name, w in kernel.items() if name != "bias")
-    per_input = WEIGHTED[node.kind].macs_per_input_position
+    per_input = WEIGHTED[node.known_kind].macs_per_input_position
     spatial_of = shapes[node.inputs[0] if per_input else node.outputs[0]]
     channels_first = node.layer_config.get("data_format") == "channels_first"
     spatial = spatial_of[1:] if channels_first else spatial_of[:-1]
