@@ -9,8 +9,13 @@ import tensorflow as tf
 
 import kerasq
 from kerasq.errors import ExportTargetError, KerasqError
-from kerasq.export import ExportError, KerasExportSerializationFormat, QuantizationFormat, keras_export_model
-from kerasq.export import keras_export
+from kerasq.export import (
+    ExportError,
+    KerasExportSerializationFormat,
+    QuantizationFormat,
+    keras_export,
+    keras_export_model,
+)
 from kerasq.export.atomic import atomic_output
 from kerasq.export.tflite import Conversion
 
