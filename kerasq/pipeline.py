@@ -32,7 +32,7 @@ from kerasq.hessian import weight_hessian_scores
 from kerasq.info import QuantizationInfo, build_info
 from kerasq.mixed_precision.bit_allocation import AllocationInputs, MixedPrecisionReport, allocate_bits
 from kerasq.params.grid_cache import GridCache
-from kerasq.plan import QuantizationParams, QuantizationPlan
+from kerasq.plan import QuantizationParams, QuantizationPlan, range_is_fixed
 from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capabilities
 from kerasq.platform.assign import assign_quantization
 from kerasq.platform.manual_bits import pin_bit_widths
@@ -247,7 +247,7 @@ def _observe(
     """Histogram every tensor the plan quantizes, and average the tensors ``averaged`` over samples, in one
     pass of the float model of ``graph``; that model's clones of the layers with quantized weights stay for
     the quantized model to wrap (building them again costs as much as the pass on a few batches)."""
-    ids = [t for t, spec in plan.activations.items() if spec.fixed_range is None]  # shared too: for reports
+    ids = [t for t, spec in plan.activations.items() if not range_is_fixed(plan, spec)]  # shared too: reports
     ids += sorted(plan.fused)  # for runtimes that store what the platform fuses (FusedTensorRange)
     if not ids and not averaged:
         return {}, [], None

@@ -16,6 +16,33 @@ from kerasq.quantizers.grid import HALF_TO_EVEN, QuantParams
 
 
 @dataclass(frozen=True)
+class SearchedGrid:
+    """The grid is searched on the tensor's observed histogram (the default)."""
+
+
+@dataclass(frozen=True)
+class FixedGrid:
+    """The grid covers a range decided before any search: the platform's (a device's sigmoid or tanh output
+    grid) or shift-negative correction's (the shifted activation's unsigned range)."""
+
+    lo: float
+    hi: float
+    imposed_by: str  # "platform" | "shift_negative_correction"
+
+
+@dataclass(frozen=True)
+class SharedGrid:
+    """The tensor is quantized on the grid of ``owner``, a tensor with a grid of its own (every input of a
+    concatenation on a device that concatenates in integers; an average pool's output on its input's grid)."""
+
+    owner: int
+
+
+GridSource = SearchedGrid | FixedGrid | SharedGrid
+SEARCHED = SearchedGrid()
+
+
+@dataclass(frozen=True)
 class ActivationSpec:
     """An activation quantizer to insert on one tensor."""
 
@@ -25,9 +52,13 @@ class ActivationSpec:
     method: QuantizationMethod
     signedness: str  # "auto" | "signed" | "unsigned"
     bit_candidates: tuple[int, ...]
-    fixed_range: tuple[float, float] | None = None  # imposed by the platform; no search
-    shares_grid_of: int | None = None  # takes the grid of this tensor (e.g. the concat it feeds)
+    grid: GridSource = SEARCHED  # where the grid comes from: searched, fixed in advance, or another tensor's
     rounding: str = HALF_TO_EVEN  # where ties go (kerasq.quantizers.grid): the device's rule if it has one
+
+    @property
+    def shared_owner(self) -> int | None:
+        """The tensor whose grid this one takes; None when it has a grid of its own."""
+        return self.grid.owner if isinstance(self.grid, SharedGrid) else None
 
 
 @dataclass(frozen=True)
@@ -63,12 +94,19 @@ def inherited_from(inherits: dict[int, int], tensor: int, quantized: Container[i
 
 
 def follow_grid_owners(activations: dict[int, ActivationSpec]) -> None:
-    """Tensors that take another tensor's grid (``shares_grid_of``) take its width and candidates too, in
-    place: one grid has one width."""
+    """Tensors that take another tensor's grid (``SharedGrid``) take its width and candidates too, in place:
+    one grid has one width."""
     for tid, spec in activations.items():
-        if spec.shares_grid_of is not None:
-            owner = activations[spec.shares_grid_of]
+        if spec.shared_owner is not None:
+            owner = activations[spec.shared_owner]
             activations[tid] = replace(spec, n_bits=owner.n_bits, bit_candidates=owner.bit_candidates)
+
+
+def range_is_fixed(plan: QuantizationPlan, spec: ActivationSpec) -> bool:
+    """Whether ``spec``'s grid is fixed before any search: its own (``FixedGrid``) or the one it shares."""
+    owner = spec.shared_owner
+    grid = spec.grid if owner is None else plan.activations[owner].grid
+    return isinstance(grid, FixedGrid)
 
 
 def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:
@@ -77,7 +115,7 @@ def grid_source(plan: QuantizationPlan, tensor: int) -> int | None:
     spec = plan.activations.get(tensor)
     if spec is None:
         return None
-    return spec.shares_grid_of if spec.shares_grid_of is not None else tensor
+    return spec.shared_owner if spec.shared_owner is not None else tensor
 
 
 @dataclass

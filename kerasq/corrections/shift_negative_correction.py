@@ -20,7 +20,7 @@ from kerasq.graph.rewrites.shift_negative import shift_negative, snc_candidates
 from kerasq.layers import ShiftedActivation
 from kerasq.params.grid_cache import activation_params
 from kerasq.params.search import fixed_activation_params
-from kerasq.plan import ActivationSpec, QuantizationPlan
+from kerasq.plan import ActivationSpec, FixedGrid, QuantizationPlan, SearchedGrid
 from kerasq.platform.capabilities import TargetPlatformCapabilities
 from kerasq.statistics.histogram import TensorStats
 
@@ -84,12 +84,7 @@ def choose_shifts(
     for name in snc_candidates(graph):
         tensor = graph.node(name).outputs[0]
         spec = plan.activations.get(tensor)
-        if (
-            spec is None
-            or spec.fixed_range is not None
-            or spec.shares_grid_of is not None
-            or tensor not in stats
-        ):
+        if spec is None or not isinstance(spec.grid, SearchedGrid) or tensor not in stats:
             continue
         st = stats[tensor]
         negative = -min(st.min, 0.0)
@@ -128,7 +123,11 @@ def apply_shift_negative(
     for name, (_, threshold) in shifts.items():
         tensor = graph.node(name).outputs[0]
         spec = plan.activations[tensor]
-        new_plan.activations[tensor] = replace(spec, signedness="unsigned", fixed_range=(0.0, threshold))
+        new_plan.activations[tensor] = replace(
+            spec,
+            signedness="unsigned",
+            grid=FixedGrid(lo=0.0, hi=threshold, imposed_by="shift_negative_correction"),
+        )
     return new_graph, new_plan, []
 
 

@@ -68,7 +68,7 @@ def configurable_units(
 
     def add_activation(tensor: int) -> None:
         spec = plan.activations.get(tensor)
-        if activations and spec is not None and spec.shares_grid_of is None and len(spec.bit_candidates) > 1:
+        if activations and spec is not None and spec.shared_owner is None and len(spec.bit_candidates) > 1:
             units.append(
                 Unit(kind="activation", name=spec.producer, candidates=spec.bit_candidates, tensor=tensor)
             )
@@ -110,4 +110,4 @@ def apply_bits(plan: QuantizationPlan, units: Sequence[Unit], bits: Sequence[int
 
 def unit_tensors(plan: QuantizationPlan, unit: Unit) -> list[int]:
     """Tensors whose grid an activation unit sets (its own and those sharing it)."""
-    return [unit.grid_tensor] + [t for t, s in plan.activations.items() if s.shares_grid_of == unit.tensor]
+    return [unit.grid_tensor] + [t for t, s in plan.activations.items() if s.shared_owner == unit.tensor]

@@ -12,7 +12,7 @@ from kerasq.graph.model_graph import Graph
 from kerasq.graph.weights import named_weights
 from kerasq.params.fused_search import fused_tensor_params
 from kerasq.params.search import fixed_activation_params, search_activation_params, search_weight_params
-from kerasq.plan import ActivationSpec, QuantizationParams, QuantizationPlan, WeightSpec
+from kerasq.plan import ActivationSpec, FixedGrid, QuantizationParams, QuantizationPlan, WeightSpec
 from kerasq.progress import progress
 from kerasq.quantizers.grid import QuantParams
 from kerasq.statistics.histogram import TensorStats
@@ -25,9 +25,10 @@ def activation_params(
     spec: ActivationSpec, stats: TensorStats | None, qc: QuantizationConfig, n_bits: int | None = None
 ) -> QuantParams:
     """Grid for one activation tensor: the platform's fixed range, or a search on its histogram."""
-    if spec.fixed_range is not None:
-        lo, hi = spec.fixed_range
-        return fixed_activation_params(lo, hi, n_bits=n_bits or spec.n_bits, method=spec.method)
+    if isinstance(spec.grid, FixedGrid):
+        return fixed_activation_params(
+            spec.grid.lo, spec.grid.hi, n_bits=n_bits or spec.n_bits, method=spec.method
+        )
     if stats is None:
         raise ModelError(
             f"Activation of {spec.producer!r}: it has no statistics and no fixed range, so no grid can be searched."
@@ -98,14 +99,14 @@ class GridCache:
 
     def params_for(self, plan: QuantizationPlan) -> QuantizationParams:
         """Every grid of ``plan`` at its bit widths."""
-        own = {tid: spec for tid, spec in plan.activations.items() if spec.shares_grid_of is None}
+        own = {tid: spec for tid, spec in plan.activations.items() if spec.shared_owner is None}
         activations = {
             tid: self.activation(spec, spec.n_bits)
             for tid, spec in progress(own.items(), "kerasq: activation grids", len(own), "tensor")
         }
         for tid, spec in plan.activations.items():
-            if spec.shares_grid_of is not None:
-                shared = activations[spec.shares_grid_of]
+            if spec.shared_owner is not None:
+                shared = activations[spec.shared_owner]
                 activations[tid] = (
                     shared if spec.rounding == shared.rounding else replace(shared, rounding=spec.rounding)
                 )

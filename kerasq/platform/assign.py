@@ -15,7 +15,17 @@ from kerasq.errors import ModelError
 from kerasq.graph.model_graph import Graph, Node
 from kerasq.graph.op_kinds import is_weighted
 from kerasq.graph.weights import QUANTIZED_KERNELS, channel_axes, named_weights
-from kerasq.plan import ActivationSpec, QuantizationPlan, WeightSpec, grid_source
+from kerasq.plan import (
+    SEARCHED,
+    ActivationSpec,
+    FixedGrid,
+    GridSource,
+    QuantizationPlan,
+    SharedGrid,
+    WeightSpec,
+    grid_source,
+    range_is_fixed,
+)
 from kerasq.platform.capabilities import OpQuantizationConfig, TargetPlatformCapabilities
 from kerasq.quantizers.grid import HALF_AWAY_FROM_STORED_ZERO
 
@@ -67,8 +77,15 @@ def _weight_specs(node: Node, cfg: OpQuantizationConfig) -> dict[str, WeightSpec
 def _activation_spec(tensor: int, producer: str, cfg: OpQuantizationConfig) -> ActivationSpec:
     return ActivationSpec(
         tensor=tensor, producer=producer, n_bits=cfg.activation_n_bits, method=cfg.activation_method,
-        signedness=cfg.signedness, bit_candidates=cfg.activation_candidates, fixed_range=cfg.fixed_output_range,
+        signedness=cfg.signedness, bit_candidates=cfg.activation_candidates, grid=_platform_grid(cfg),
     )  # fmt: skip
+
+
+def _platform_grid(cfg: OpQuantizationConfig) -> GridSource:
+    if cfg.fixed_output_range is None:
+        return SEARCHED
+    lo, hi = cfg.fixed_output_range
+    return FixedGrid(lo=lo, hi=hi, imposed_by="platform")
 
 
 def _is_float_tensor(graph: Graph, tensor: int) -> bool:
@@ -129,7 +146,7 @@ def _round_onto_input_grid(
     root = grid_source(plan, source)
     if root is None:
         return
-    spec = replace(plan.activations[root], shares_grid_of=root)  # grid_source names a grid owner
+    spec = replace(plan.activations[root], grid=SharedGrid(owner=root))  # grid_source names a grid owner
     if source not in plan.activations:
         producer = producers[source].name if source in producers else spec.producer
         plan.activations[source] = replace(spec, tensor=source, producer=producer)
@@ -147,25 +164,25 @@ def _share_input_grids(node: Node, plan: QuantizationPlan, consumers: dict, ever
     out = node.outputs[0]
     for tensor in dict.fromkeys(node.inputs):
         spec = plan.activations.get(tensor)
-        if spec is None or spec.fixed_range is not None:
+        if spec is None or range_is_fixed(plan, spec):
             continue
         if every_input or len(consumers.get(tensor, [])) == 1:
             _join_grid(plan, tensor, out)
 
 
 def _owner(plan: QuantizationPlan, tensor: int) -> int:
-    shared = plan.activations[tensor].shares_grid_of
+    shared = plan.activations[tensor].shared_owner
     return tensor if shared is None else shared
 
 
 def _join_grid(plan: QuantizationPlan, tensor: int, owner: int) -> None:
     """``tensor``'s grid group (its owner and every tensor on that grid) takes ``owner``'s grid.
-    ``shares_grid_of`` always names a tensor with a grid of its own: a concatenation feeding another one
+    A ``SharedGrid`` always names a tensor with a grid of its own: a concatenation feeding another one
     (Inception, DenseNet) hands its whole group on to the outer grid instead of leaving it pointing at a
     tensor that no longer owns one."""
     old, new = _owner(plan, tensor), _owner(plan, owner)
     if old == new:
         return
     for tid, spec in list(plan.activations.items()):
-        if tid == old or spec.shares_grid_of == old:
-            plan.activations[tid] = replace(spec, shares_grid_of=new)
+        if tid == old or spec.shared_owner == old:
+            plan.activations[tid] = replace(spec, grid=SharedGrid(owner=new))

@@ -29,10 +29,10 @@ def test_inputs_of_a_nested_concat_take_the_outer_grid():
     plan = assign_quantization(graph, tpc, QuantizationConfig())
     out = {n.name: n.outputs[0] for n in graph.nodes}
     for name in ("a", "b", "c", "inner"):
-        assert plan.activations[out[name]].shares_grid_of == out["outer"], name
+        assert plan.activations[out[name]].shared_owner == out["outer"], name
         assert grid_source(plan, out[name]) == out["outer"]
-    owners = {s.shares_grid_of for s in plan.activations.values()} - {None}
-    assert all(plan.activations[t].shares_grid_of is None for t in owners)
+    owners = {s.shared_owner for s in plan.activations.values()} - {None}
+    assert all(plan.activations[t].shared_owner is None for t in owners)
 
 
 def test_nested_concat_quantizes_on_one_grid():
@@ -90,8 +90,8 @@ def test_tflite_average_pool_output_is_rounded_onto_its_input_grid():
     plan = assign_quantization(graph, kerasq.get_target_platform_capabilities("tflite"), QuantizationConfig())
     relu = out["c"]  # conv + ReLU, one node before split_activations
     for name in ("max", "avg"):  # quantizers on the ReLU's grid: the mean is rounded, the max is unchanged
-        assert plan.activations[out[name]].shares_grid_of == relu, name
+        assert plan.activations[out[name]].shared_owner == relu, name
     imx = assign_quantization(graph, kerasq.get_target_platform_capabilities("imx500"), QuantizationConfig())
     assert (
-        out["max"] not in imx.activations and imx.activations[out["avg"]].shares_grid_of is None
+        out["max"] not in imx.activations and imx.activations[out["avg"]].shared_owner is None
     )  # own grid
