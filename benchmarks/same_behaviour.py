@@ -109,14 +109,16 @@ def worker(model_name: str, case: str, tree: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="kerasq source tree (the folder holding kerasq/)")
-    parser.add_argument("--after", required=True)
+    parser.add_argument("--before", help="kerasq source tree (the folder holding kerasq/)")
+    parser.add_argument("--after", help="the other kerasq source tree")
     parser.add_argument("--report", default="same_behaviour")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return
+    if not (args.before and args.after):
+        parser.error("give both --before and --after (the two source trees to compare)")
     keys = ("weights", "predictions", "weights_memory", "stored", "bits", "file")
     rows, same = [], 0
     for model_name in _models():
