@@ -126,8 +126,32 @@ def compensated_rounding(
 
     ``h``: ``[groups, rows, rows]`` (``input_gram``); ``scale`` / ``zero_point``: broadcastable to ``w`` (one
     per column for per-channel grids). Returns the dequantized kernel values, every one a level of the grid.
+
+    The compensation is greedy, so on a few columns it can end above rounding to nearest (about 2% of columns on
+    random correlated inputs); those columns keep nearest rounding, so no column's output error
+    ``(w - q)^T H (w - q)`` exceeds nearest rounding's.
     """
     w = np.asarray(w, np.float64)
+    compensated = _compensated(w, h, scale, zero_point, qmin, qmax)
+    full_scale = np.broadcast_to(np.asarray(scale, np.float64), w.shape)
+    nearest = _round_to_grid(
+        w, full_scale, np.broadcast_to(np.asarray(zero_point, np.float64), w.shape), qmin, qmax
+    )
+    worse = _output_error(w, compensated, h) > _output_error(w, nearest, h)  # [groups, columns]
+    return np.where(worse[:, None, :], nearest, compensated)
+
+
+def _output_error(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``(w - q)^T H (w - q)`` per group and column: the output error of ``q`` in place of ``w``."""
+    e = w - q
+    return np.einsum("grc,grs,gsc->gc", e, h, e)
+
+
+def _compensated(
+    w: np.ndarray, h: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int
+) -> np.ndarray:
+    """The greedy pass of ``compensated_rounding``: rows in order of decreasing ``H`` diagonal, each one's
+    rounding error spread on the rows after it."""
     scale = np.broadcast_to(np.asarray(scale, np.float64), w.shape)
     zero_point = np.broadcast_to(np.asarray(zero_point, np.float64), w.shape)
     order = np.argsort(-np.einsum("gii->gi", h), axis=1, kind="stable")  # most active inputs first

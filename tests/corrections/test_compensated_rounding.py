@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import kerasq
@@ -39,13 +39,17 @@ def _nearest(w, scale):
 
 @settings(max_examples=12, deadline=None)
 @given(d=st.integers(4, 80), c=st.integers(1, 12), seed=st.integers(0, 10_000))
-def test_on_the_grid_and_below_nearest_rounding_error(d, c, seed):
+@example(d=10, c=3, seed=136)  # the greedy pass alone ends 7% above nearest rounding here
+def test_on_the_grid_and_never_above_nearest_rounding_error(d, c, seed):
     x, w, scale = _problem(d, c, seed)
     q = cr.compensated_rounding(w, cr.input_gram(x, 1), scale, 0.0, -8, 7)
     levels = q / scale
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-9)
     assert levels.min() >= -8 - 1e-9 and levels.max() <= 7 + 1e-9
-    assert _output_error(x, w, q) <= 1.02 * _output_error(x, w, _nearest(w, scale))
+    nearest = _nearest(w, scale)
+    for column in range(c):  # the guarantee holds per output channel
+        own = (slice(None), slice(None), slice(column, column + 1))
+        assert _output_error(x, w[own], q[own]) <= (1 + 1e-9) * _output_error(x, w[own], nearest[own])
 
 
 def test_halves_the_output_error_of_nearest_rounding_on_correlated_inputs():

@@ -92,6 +92,4 @@ def test_tflite_average_pool_output_is_rounded_onto_its_input_grid():
     for name in ("max", "avg"):  # quantizers on the ReLU's grid: the mean is rounded, the max is unchanged
         assert plan.activations[out[name]].shared_owner == relu, name
     imx = assign_quantization(graph, kerasq.get_target_platform_capabilities("imx500"), QuantizationConfig())
-    assert (
-        out["max"] not in imx.activations and imx.activations[out["avg"]].shared_owner is None
-    )  # own grid
+    assert out["max"] not in imx.activations and imx.activations[out["avg"]].shared_owner is None  # own grid
