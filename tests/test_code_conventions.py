@@ -29,12 +29,20 @@ def _dataclass_fields() -> dict[str, int]:
 
 
 def _positional_constructions(tree: ast.Module, multi_field: set[str]) -> list[str]:
+    """Calls of a multi-field dataclass by name, or as ``cls(...)`` inside one, with 2+ positional arguments."""
+    inside = {
+        id(node)
+        for cls in ast.walk(tree)
+        if isinstance(cls, ast.ClassDef) and cls.name in multi_field
+        for node in ast.walk(cls)
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            if name in multi_field and len(node.args) >= 2:
+            by_cls = name == "cls" and id(node) in inside
+            if (name in multi_field or by_cls) and len(node.args) >= 2:
                 found.append(f"line {node.lineno}: {name}({len(node.args)} positional arguments)")
     return found
 
@@ -66,3 +74,7 @@ def test_the_walk_sees_a_positional_construction():
         "a = Unit('weights', 'conv', (8, 4))\nb = Unit(kind='weights', name='conv', candidates=(8,))\n"
     )
     assert _positional_constructions(tree, {"Unit"}) == ["line 1: Unit(3 positional arguments)"]
+    tree = ast.parse(
+        "class Unit:\n    @classmethod\n    def make(cls):\n        return cls('weights', 'conv')\n"
+    )
+    assert _positional_constructions(tree, {"Unit"}) == ["line 4: cls(2 positional arguments)"]

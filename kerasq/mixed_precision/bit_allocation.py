@@ -108,7 +108,9 @@ class BitAllocator:
         rows, _ = resource_rows(inputs.graph, inputs.plan, units)
         zeros = [np.zeros(len(u.candidates)) for u in units]
         problem = MixedPrecisionProblem(sensitivity=zeros, rows=rows, budgets={})
-        return cls(inputs, units, problem, seconds={"resources": time.perf_counter() - start})
+        return cls(
+            inputs=inputs, units=units, problem=problem, seconds={"resources": time.perf_counter() - start}
+        )
 
     def reachable(self, resource: str) -> float:
         """The smallest value of ``resource`` the platform's candidates allow. Activation and total memory
