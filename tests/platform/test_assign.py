@@ -9,7 +9,7 @@ from keras import layers
 import kerasq
 from kerasq.core import QuantizationConfig
 from kerasq.graph import read_model
-from kerasq.plan import grid_source
+from kerasq.plan import FixedGrid, grid_source
 from kerasq.platform.assign import assign_quantization
 
 
@@ -93,3 +93,22 @@ def test_tflite_average_pool_output_is_rounded_onto_its_input_grid():
         assert plan.activations[out[name]].shared_owner == relu, name
     imx = assign_quantization(graph, kerasq.get_target_platform_capabilities("imx500"), QuantizationConfig())
     assert out["max"] not in imx.activations and imx.activations[out["avg"]].shared_owner is None  # own grid
+
+
+def test_fixed_ranges_keep_their_grid_at_a_concat():
+    """A sigmoid's fixed output grid (and an average pool on it, which shares that grid) is not replaced by the
+    concatenation's: only the searched input joins the concat's grid."""
+    image = keras.Input((8, 8, 3))
+    sig = layers.Activation("sigmoid", name="sig")(layers.Conv2D(4, 1, name="c1")(image))
+    pooled = layers.AveragePooling2D(1, name="pool")(
+        layers.Activation("sigmoid", name="sig2")(layers.Conv2D(4, 1, name="c2")(image))
+    )
+    searched = layers.Conv2D(4, 1, name="c3")(image)
+    outer = layers.Concatenate(name="cat")([sig, pooled, searched])
+    graph = read_model(keras.Model(image, layers.Conv2D(2, 1, name="head")(outer)))
+    plan = assign_quantization(graph, kerasq.get_target_platform_capabilities("tflite"), QuantizationConfig())
+    out = {n.name: n.outputs[0] for n in graph.nodes}
+    assert plan.activations[out["sig"]].grid == FixedGrid(lo=0.0, hi=255 / 256, imposed_by="platform")
+    assert plan.activations[out["pool"]].shared_owner == out["sig2"]
+    assert plan.activations[out["c3"]].shared_owner == out["cat"]
+    assert grid_source(plan, out["sig"]) == out["sig"] and grid_source(plan, out["pool"]) == out["sig2"]
