@@ -18,7 +18,6 @@ import numpy as np
 
 from kerasq.builder import LayerPool, build_model
 from kerasq.config.config import CoreConfig
-from kerasq.config.enums import QuantizationErrorMethod
 from kerasq.config.resource_utilization import ResourceUtilization
 from kerasq.corrections.bias_correction import CORRECTED_KINDS, add_zero_biases, correct_biases, with_kernels
 from kerasq.corrections.compensated_kernels import KernelCompensation
@@ -31,6 +30,7 @@ from kerasq.graph.rewrites import rewrite_graph
 from kerasq.hessian import weight_hessian_scores
 from kerasq.info import QuantizationInfo, build_info
 from kerasq.mixed_precision.bit_allocation import AllocationInputs, MixedPrecisionReport, allocate_bits
+from kerasq.params.error_methods import error_method_spec
 from kerasq.params.grid_cache import GridCache
 from kerasq.plan import QuantizationParams, QuantizationPlan, range_is_fixed
 from kerasq.platform import TargetPlatformCapabilities, get_target_platform_capabilities
@@ -112,7 +112,7 @@ def prepare(
     if corrected_graph is not graph:  # the means of the shifted inputs follow from those before the shift
         graph, input_means = corrected_graph, shifted_input_means(corrected_graph, input_means)
     importance = None
-    if qc.weights_error_method is QuantizationErrorMethod.HMSE:
+    if error_method_spec(qc.weights_error_method).needs_importance:
         n_images = core_config.mixed_precision_config.num_of_images
         data.warn_if_fewer(
             n_images, "MixedPrecisionQuantizationConfig.num_of_images", "Hessian scores (HMSE)"

@@ -1,8 +1,8 @@
 """Errors of every candidate grid of a search, computed in blocks small enough to stay in cache.
 
 The search (``kerasq.params.search``) scores tens to hundreds of candidate grids per channel; their
-temporaries [K, C, n] would not fit in cache at once, so ``_evaluate`` computes them in blocks of candidates
-(and of channels, for exact values) that do. Each block reduces whole rows, as one call on all candidates
+temporaries [K, C, n] would not fit in cache at once, so ``lp_candidate_errors`` and ``kl_candidate_errors``
+compute them in blocks of candidates (and of channels, for exact values) that do. Each block reduces whole rows, as one call on all candidates
 would, so the errors are bit for bit those of ``kerasq.params.error``. Histogram searches skip candidates
 whose clipped mass alone costs more than the best error found so far (``_bounded_binned_errors``).
 """
@@ -13,17 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasq.config.enums import QuantizationErrorMethod as E
-from kerasq.params.error import binned_lp_error, candidate_errors, clipping_lower_bound
+from kerasq.params.error import binned_lp_error, clipping_lower_bound, kl_error
 
 _KL_ELEMENTS = 2**19  # candidates x bins per chunk of the KL divergence (a few MB per temporary)
 _BLOCK_ELEMENTS = 2**17  # candidates x values per block of the Lp errors: 1 MB buffers stay in cache
 _BOUND_MARGIN = 1e-9  # relative: a candidate whose error bound is this far above the best is skipped
-_LP_POWER = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0}  # as candidate_errors maps them (LP: l_p_value)
 
 
 @dataclass(frozen=True)
-class _Values:
+class SearchValues:
     """What candidates are evaluated on: exact values ``v`` [C, n] weighted by ``w`` (None: unit weights), or
     histogram bins weighted by their counts: for KL their centres ``v`` and widths ``bin_width``, for the Lp
     errors their ends ``[v, upper]``."""
@@ -34,22 +32,30 @@ class _Values:
     upper: np.ndarray | None = None
 
 
-def _evaluate(method: E, values: _Values, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
-              p: float) -> np.ndarray:  # fmt: skip
-    """``candidate_errors`` of every candidate [K, C], in blocks of candidates and channels small enough for
-    the temporaries to stay in cache (whole rows of ``v``, so every sum is the one of a single call)."""
+def kl_candidate_errors(
+    values: SearchValues, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int
+) -> np.ndarray:
+    """``kl_error`` of every candidate [K, C] on histogram ``values`` (centres and widths), in blocks of
+    candidates (per-channel bin widths and whole-histogram bookkeeping: no blocks of channels)."""
+    if values.bin_width is None:
+        raise ValueError("the KL error needs histogram input (bin_width)")
+    v = values.v
+    w = np.ones_like(v) if values.w is None else values.w
+    step = max(1, _KL_ELEMENTS // max(v.size, 1))
+    parts = [
+        kl_error(v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, values.bin_width)
+        for i in range(0, scale.shape[0], step)
+    ]
+    return np.concatenate(parts, axis=0)
+
+
+def lp_candidate_errors(
+    values: SearchValues, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, power: float
+) -> np.ndarray:
+    """Mean ``|error|**power`` of every candidate [K, C], in blocks of candidates and channels small enough for
+    the temporaries to stay in cache (whole rows of ``v``, so every sum is the one of a single call): of exact
+    values (``lp_error``'s, bit for bit) or of histogram bins (``binned_lp_error``'s)."""
     v, w = values.v, values.w
-    if method is E.KL:  # per-channel bin widths and whole-histogram bookkeeping: blocks of candidates only
-        w = np.ones_like(v) if w is None else w
-        step = max(1, _KL_ELEMENTS // max(v.size, 1))
-        parts = [
-            candidate_errors(
-                method, v, w, scale[i : i + step], zero_point[i : i + step], qmin, qmax, p, values.bin_width
-            )
-            for i in range(0, scale.shape[0], step)
-        ]
-        return np.concatenate(parts, axis=0)
-    power = _LP_POWER.get(method, float(p))
     if values.upper is not None:  # histogram bins: one row of counts, blocks of candidates
         w = np.ones_like(v) if w is None else w
         step = max(1, _BLOCK_ELEMENTS // max(v.size, 1))

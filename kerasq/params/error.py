@@ -17,8 +17,6 @@ import math
 
 import numpy as np
 
-from kerasq.config.enums import QuantizationErrorMethod as E
-
 # relative floating-point slack of a clipping bound: far above the ~m * 2**-53 rounding of its sums and of a
 # candidate's error, so a candidate is only skipped when its error provably exceeds the best one's
 _BOUND_RELATIVE_SLACK = 1e-9
@@ -279,22 +277,3 @@ def _smoothed_kl(p_ref: np.ndarray, q: np.ndarray, total: np.ndarray) -> np.ndar
     q_norm = np.where((p_norm > 0) & (q_norm <= 0), _KL_EPS, q_norm)
     safe_p = np.where(p_norm > 0, p_norm, 1.0)
     return (p_norm * np.log(safe_p / np.where(p_norm > 0, q_norm, 1.0))).sum(-1)
-
-
-def candidate_errors(
-    method: E, v: np.ndarray, w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
-    l_p_value: float, bin_width: np.ndarray | float | None = None, upper: np.ndarray | None = None,
-) -> np.ndarray:  # fmt: skip
-    """Error of each candidate grid [K, C] under ``method`` (NOCLIPPING is handled by the caller).
-
-    KL needs histogram input: ``v`` the bin centres and ``bin_width`` (scalar, or one width per channel). For
-    the Lp errors ``upper`` marks ``v`` as the lower ends of histogram bins ending at ``upper``.
-    """
-    if method is E.KL:
-        if bin_width is None:
-            raise ValueError("the KL error needs histogram input (bin_width)")
-        return kl_error(v, w, scale, zero_point, qmin, qmax, bin_width)
-    p = {E.MSE: 2.0, E.HMSE: 2.0, E.MAE: 1.0, E.LP: float(l_p_value)}[method]
-    if upper is not None:
-        return binned_lp_error(v, upper, w, scale, zero_point, qmin, qmax, p)
-    return lp_error(v, w, scale, zero_point, qmin, qmax, p)

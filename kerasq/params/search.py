@@ -17,7 +17,8 @@ import numpy as np
 from kerasq.config.enums import QuantizationErrorMethod as E
 from kerasq.config.enums import QuantizationMethod as M
 from kerasq.errors import ConfigError, DataError
-from kerasq.params.blocked_errors import _evaluate, _Values
+from kerasq.params.blocked_errors import SearchValues
+from kerasq.params.error_methods import ErrorMethodSpec, error_method_spec, usable_for_activations
 from kerasq.quantizers.grid import (
     MIN_SCALE,
     QuantParams,
@@ -64,10 +65,7 @@ def _check_common(n_bits: int, l_p_value: float, error_method: E, method: M) -> 
         raise ConfigError(f"n_bits must be an integer in 2..16, got {n_bits!r}.")
     if not (_finite_number(l_p_value) and l_p_value > 0):
         raise ConfigError(f"l_p_value must be a finite number > 0, got {l_p_value!r}.")
-    if not isinstance(error_method, E):
-        raise ConfigError(
-            f"error_method must be a QuantizationErrorMethod (e.g. QuantizationErrorMethod.MSE), got {error_method!r}."
-        )
+    error_method_spec(error_method)  # a ConfigError unless registered
     if not isinstance(method, M):
         raise ConfigError(
             f"method must be a QuantizationMethod (e.g. QuantizationMethod.SYMMETRIC), got {method!r}."
@@ -107,14 +105,30 @@ def _best(errors: np.ndarray) -> np.ndarray:
     return np.argmin(np.where(np.isfinite(errors), errors, np.inf), axis=0)
 
 
-def _pick(method: E, values: _Values, scale: np.ndarray, qmin: int, qmax: int, p: float) -> np.ndarray:
+def _errors(
+    spec: ErrorMethodSpec,
+    values: SearchValues,
+    scale: np.ndarray,
+    zero_point: np.ndarray,
+    qmin: int,
+    qmax: int,
+    p: float,
+) -> np.ndarray:
+    """The objective's error of each candidate grid [K, C]."""
+    assert spec.errors is not None, "an objective without errors is not searched"
+    return spec.errors(values, scale, zero_point, qmin, qmax, p)
+
+
+def _pick(
+    spec: ErrorMethodSpec, values: SearchValues, scale: np.ndarray, qmin: int, qmax: int, p: float
+) -> np.ndarray:
     """The best of the candidate steps [K, C] per channel [C]."""
-    errors = _evaluate(method, values, scale, np.zeros_like(scale), qmin, qmax, p)
+    errors = _errors(spec, values, scale, np.zeros_like(scale), qmin, qmax, p)
     return scale[_best(errors), np.arange(scale.shape[1])]
 
 
 def _search_symmetric(
-    values: _Values, neg: np.ndarray, pos: np.ndarray, *, n_bits: int, method: M, error_method: E, signed: bool,
+    values: SearchValues, neg: np.ndarray, pos: np.ndarray, *, n_bits: int, method: M, error_method: E, signed: bool,
     narrow_range: bool, p: float, factors: np.ndarray, refine: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
     """(threshold, scale, qmin, qmax) per channel. ``neg`` / ``pos``: the magnitudes of each channel's most
@@ -127,25 +141,26 @@ def _search_symmetric(
         scale = 2.0 ** (top[None, :] + _POT_OFFSETS[:, None]) / levels
     else:
         scale = factors[:, None] * base[None, :]
-    if error_method is E.NOCLIPPING:
+    spec = error_method_spec(error_method)
+    if spec.errors is None:
         chosen = scale[0]
     else:
-        chosen = _pick(error_method, values, np.maximum(scale, MIN_SCALE), qmin, qmax, p)
-        if method is not M.POWER_OF_TWO and error_method is not E.KL:
-            # a finer look around the coarse choice (not for KL: it would chase where features fall between levels)
+        chosen = _pick(spec, values, np.maximum(scale, MIN_SCALE), qmin, qmax, p)
+        if method is not M.POWER_OF_TWO and spec.refine:  # a finer look around the coarse choice
             fine = chosen[None, :] * (1.0 + refine[:, None])
-            chosen = _pick(error_method, values, np.maximum(fine, MIN_SCALE), qmin, qmax, p)
+            chosen = _pick(spec, values, np.maximum(fine, MIN_SCALE), qmin, qmax, p)
     threshold = np.maximum(chosen, MIN_SCALE) * levels
     scale, qmin, qmax = symmetric_grid(threshold, n_bits, signed, narrow_range)
     return threshold, scale, qmin, qmax
 
 
 def _search_uniform(
-    values: _Values, lo: np.ndarray, hi: np.ndarray, *, n_bits: int, error_method: E, p: float,
+    values: SearchValues, lo: np.ndarray, hi: np.ndarray, *, n_bits: int, error_method: E, p: float,
     shrink: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
     lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
-    if error_method is E.NOCLIPPING:
+    spec = error_method_spec(error_method)
+    if spec.errors is None:
         scale, zero_point, qmin, qmax = uniform_grid(lo, hi, n_bits)
         return scale, zero_point, qmin, qmax
     # A zero end (ReLU outputs: lo = 0) is the same for every shrink: keep one, as the argmin would (the first).
@@ -153,8 +168,7 @@ def _search_uniform(
                        indexing="ij")  # fmt: skip
     a, b = a.ravel(), b.ravel()
     scale, zero_point, qmin, qmax = uniform_grid(a[:, None] * lo[None], b[:, None] * hi[None], n_bits)
-    errors = _evaluate(error_method, values, scale, zero_point, qmin, qmax, p)
-    best = _best(errors)
+    best = _best(_errors(spec, values, scale, zero_point, qmin, qmax, p))
     cols = np.arange(scale.shape[1])
     return scale[best, cols], zero_point[best, cols], qmin, qmax
 
@@ -180,13 +194,16 @@ def search_weight_params(
         raise DataError("weights are empty; nothing to quantize (pass a kernel with at least one value).")
     if not np.all(np.isfinite(w)):
         raise DataError("weights contain NaN/Inf values; fix the float model before quantizing.")
-    if error_method is E.HMSE and importance is None:
-        raise ConfigError("HMSE needs per-weight Hessian scores (importance=...); use MSE without them.")
+    if error_method_spec(error_method).needs_importance and importance is None:
+        raise ConfigError(
+            f"{error_method.name} needs per-weight Hessian scores (importance=...); use MSE without them."
+        )
     axes = _normalize_axes(channel_axis, w.ndim)
     v = _channels_last(w.astype(np.float64), axes)
     # None: every weight counts the same (the fast path then skips multiplying by ones)
     weights = None if importance is None else _channels_last(np.asarray(importance, np.float64), axes)
-    values = _Values(*_channel_histograms(v)) if error_method is E.KL else _Values(v=v, w=weights)
+    by_bins = error_method_spec(error_method).bin_centres
+    values = SearchValues(*_channel_histograms(v)) if by_bins else SearchValues(v=v, w=weights)
     axis_out = None if not axes else (axes[0] if len(axes) == 1 else axes)
     if method is M.UNIFORM:
         scale, zero_point, qmin, qmax = _search_uniform(
@@ -269,20 +286,20 @@ def search_activation_params(
             "observed_min and observed_max must be finite with observed_min <= observed_max, "
             f"got [{observed_min}, {observed_max}]."
         )
-    if error_method is E.HMSE:
-        raise ConfigError(
-            "HMSE applies to weights only; choose MSE, MAE, LP, KL or NOCLIPPING for activations."
-        )
+    spec = error_method_spec(error_method)
+    if spec.weights_only:
+        usable = ", ".join(m.name for m in usable_for_activations(error_method))
+        raise ConfigError(f"{error_method.name} applies to weights only; choose {usable} for activations.")
     observed_min, observed_max = float(observed_min), float(observed_max)
-    if error_method is E.KL:
+    if spec.bin_centres:
         n = counts.size
         width = 2.0 * hist_range / n
-        values = _Values(
+        values = SearchValues(
             v=(-hist_range + (np.arange(n) + 0.5) * width)[None, :], w=counts[None, :], bin_width=width
         )
     else:
         lower, upper, occupied = histogram_bins(counts, hist_range, observed_min, observed_max)
-        values = _Values(v=lower, w=occupied, upper=upper)
+        values = SearchValues(v=lower, w=occupied, upper=upper)
     if method is M.UNIFORM:
         scale, zero_point, qmin, qmax = _search_uniform(
             values, np.array([observed_min]), np.array([observed_max]), n_bits=n_bits,

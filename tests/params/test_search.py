@@ -193,18 +193,19 @@ def test_hmse_uses_importance():
 @pytest.mark.parametrize(("p", "unit_weights"), [(2.0, True), (2.0, False), (1.0, True), (3.0, False)])
 def test_blocked_in_place_errors_are_the_error_module_s_bit_for_bit(p, unit_weights):
     """The search's fast path (cache-sized blocks, one buffer, w=None for unit weights) computes exactly
-    ``candidate_errors``."""
-    from kerasq.params.error import candidate_errors
-    from kerasq.params.search import _evaluate, _Values
+    ``lp_error``, through the registered objective."""
+    from kerasq.params.error import lp_error
+    from kerasq.params.error_methods import ERROR_METHODS
+    from kerasq.params.search import SearchValues
 
     rng = np.random.default_rng(7)
     v = rng.normal(0, 1, (40, 9000))  # several blocks of channels and of candidates
     w = np.ones_like(v) if unit_weights else rng.uniform(0.5, 2, v.shape)
     scale = rng.uniform(0.002, 0.05, (70, 40))
     method = {1.0: E.MAE, 2.0: E.MSE}.get(p, E.LP)
-    expected = candidate_errors(method, v, w, scale, np.zeros_like(scale), -128, 127, p)
-    got = _evaluate(
-        method, _Values(v, None if unit_weights else w), scale, np.zeros_like(scale), -128, 127, p
+    expected = lp_error(v, w, scale, np.zeros_like(scale), -128, 127, p)
+    got = ERROR_METHODS[method].errors(
+        SearchValues(v, None if unit_weights else w), scale, np.zeros_like(scale), -128, 127, p
     )
     np.testing.assert_array_equal(got, expected)
 
@@ -212,7 +213,7 @@ def test_blocked_in_place_errors_are_the_error_module_s_bit_for_bit(p, unit_weig
 def test_uniform_search_of_a_non_negative_tensor_is_the_full_grid_s_choice():
     """A ReLU output's low end is 0 for every shrink: one row of the (low, high) grid is searched, and the
     choice is the one the full grid's first minimum makes."""
-    from kerasq.params.error import candidate_errors
+    from kerasq.params.error import binned_lp_error
     from kerasq.params.search import _UNIFORM_ACT_SHRINK, histogram_bins
     from kerasq.quantizers.grid import uniform_grid
 
@@ -223,7 +224,7 @@ def test_uniform_search_of_a_non_negative_tensor_is_the_full_grid_s_choice():
     a, b = (g.ravel() for g in np.meshgrid(_UNIFORM_ACT_SHRINK, _UNIFORM_ACT_SHRINK, indexing="ij"))
     scale, zero_point, qmin, qmax = uniform_grid(a[:, None] * 0.0, b[:, None] * float(x.max()), 8)
     lower, upper, occupied = histogram_bins(counts, r, 0.0, float(x.max()))
-    errors = candidate_errors(E.MSE, lower, occupied, scale, zero_point, qmin, qmax, 2.0, upper=upper)
+    errors = binned_lp_error(lower, upper, occupied, scale, zero_point, qmin, qmax, 2.0)
     best = int(np.argmin(errors[:, 0]))
     assert p.scale == np.float32(scale[best, 0]) and int(p.zero_point) == int(zero_point[best, 0])
     assert p.range_max < 0.95 * x.max()  # the tail is clipped
@@ -259,20 +260,20 @@ def _uniform_candidates(lo: float, hi: float, n_bits: int):
     p=st.sampled_from([1.0, 2.0, 3.0]),
 )  # fmt: skip
 def test_skipping_candidates_keeps_every_evaluated_error_and_the_choice(seed, relu, saturate, n_bits, p):
-    """``_evaluate`` on histogram bins skips candidates by their clipping bound: the errors it computes are
+    """``lp_candidate_errors`` on histogram bins skips candidates by their clipping bound: the errors it computes are
     ``binned_lp_error``'s on all candidates at once, bit for bit, every skipped candidate is worse than the
     best, so the first minimum (the choice) is the same, whatever order the candidates come in."""
+    from kerasq.params.blocked_errors import lp_candidate_errors
     from kerasq.params.error import binned_lp_error
-    from kerasq.params.search import _evaluate, _Values, histogram_bins
+    from kerasq.params.search import SearchValues, histogram_bins
 
     counts, r, lo, hi = _random_histogram(seed, relu, saturate)
     lower, upper, occupied = histogram_bins(counts, r, lo, hi)
     scale, zero_point, qmin, qmax = _uniform_candidates(lo, hi, n_bits)
     shuffled = np.random.default_rng(seed).permutation(len(scale))  # the order candidates come in is no hint
     scale, zero_point = scale[shuffled], zero_point[shuffled]
-    method = {1.0: E.MAE, 2.0: E.MSE}.get(p, E.LP)
     reference = binned_lp_error(lower, upper, occupied, scale, zero_point, qmin, qmax, p)
-    got = _evaluate(method, _Values(lower, occupied, upper=upper), scale, zero_point, qmin, qmax, p)
+    got = lp_candidate_errors(SearchValues(lower, occupied, upper=upper), scale, zero_point, qmin, qmax, p)
     done = np.isfinite(got[:, 0])
     np.testing.assert_array_equal(got[done], reference[done])
     assert np.all(reference[~done, 0] > reference[:, 0].min())
@@ -280,12 +281,13 @@ def test_skipping_candidates_keeps_every_evaluated_error_and_the_choice(seed, re
 
 
 def test_most_candidates_of_a_wide_uniform_search_are_skipped():
-    from kerasq.params.search import _evaluate, _Values, histogram_bins
+    from kerasq.params.blocked_errors import lp_candidate_errors
+    from kerasq.params.search import SearchValues, histogram_bins
 
     counts, r, lo, hi = _random_histogram(0, relu=False, saturate=False)  # 4096 bins, 663 occupied
     lower, upper, occupied = histogram_bins(counts, r, lo, hi)
     scale, zero_point, qmin, qmax = _uniform_candidates(lo, hi, 8)
-    got = _evaluate(E.MSE, _Values(lower, occupied, upper=upper), scale, zero_point, qmin, qmax, 2.0)
+    got = lp_candidate_errors(SearchValues(lower, occupied, upper=upper), scale, zero_point, qmin, qmax, 2.0)
     assert np.isfinite(got).mean() < 0.3
 
 
